@@ -1,0 +1,66 @@
+"""The command bus: runs handlers in a thread pool (the event store is synchronous) and retries
+optimistic-concurrency conflicts, so a concurrent writer never surfaces as a 500.
+
+Imported by the gateways and the engine; wiring happens in `gateways.bootstrap`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from eventsourcing.persistence import IntegrityError
+
+from commands.handlers import HANDLERS, Result
+from commands.models import Command
+from infra import metrics
+from infra.eventstore import EventStore
+
+MAX_CONFLICT_RETRIES = 8
+T = TypeVar("T")
+
+
+class CommandBus:
+    def __init__(self, store: EventStore, threads: int = 8) -> None:
+        self.store = store
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="command")
+
+    def handle(self, cmd: Command) -> Result:
+        """Run one command synchronously, retrying on conflicts with a fresh load."""
+        name = type(cmd).__name__
+        handler = HANDLERS[type(cmd)]
+        started = time.perf_counter()
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                result = handler(self.store, cmd)
+            except IntegrityError:
+                metrics.COMMAND_CONFLICTS.labels(name).inc()
+                time.sleep(0.002 * (attempt + 1))
+                continue
+            except Exception:
+                metrics.COMMANDS.labels(name, "error").inc()
+                raise
+            metrics.COMMANDS.labels(name, "ok").inc()
+            metrics.COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
+            return result
+        metrics.COMMANDS.labels(name, "conflict").inc()
+        raise CommandConflict(name)
+
+    async def execute(self, cmd: Command) -> Result:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.handle, cmd)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a synchronous read of the write model (see commands.lookups) off the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, self.store, *args)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class CommandConflict(RuntimeError):
+    """Conflicts persisted through every retry (answered as 503, retry later)."""

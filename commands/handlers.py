@@ -1,0 +1,240 @@
+"""Command handlers: load aggregate(s) from the event store, call the domain, save in one
+transaction. The only code that appends events. Synchronous (the event store is); `commands.bus`
+runs them in threads and retries optimistic-concurrency conflicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from commands import models as m
+from domain.base import DomainError, TenantAggregate
+from domain.definition import parse_definition
+from domain.execution import Execution
+from domain.user import EmailIndex, User
+from domain.workflow import Workflow
+from domain.workspace import Workspace
+from infra.eventstore import EventStore
+from infra.passwords import hash_password
+
+_IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://linkflow.dev/idempotency")
+
+
+class NotFound(Exception):
+    """Unknown id, or an id of another workspace (indistinguishable to the caller)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} not found")
+        self.kind = kind
+
+
+@dataclass
+class Result:
+    """What a command answers: its fields plus the position of its last event (0 if none)."""
+
+    position: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load(store: EventStore, cls: type[TenantAggregate], aggregate_id: UUID, kind: str) -> Any:
+    try:
+        return store.load(cls, aggregate_id)
+    except (AggregateNotFoundError, TypeError):
+        raise NotFound(kind) from None
+
+
+def _owned(
+    store: EventStore, cls: type[TenantAggregate], aggregate_id: UUID, workspace_id: UUID, kind: str
+) -> Any:
+    aggregate = _load(store, cls, aggregate_id, kind)
+    if aggregate.workspace_id != str(workspace_id):
+        raise NotFound(kind)
+    return aggregate
+
+
+# ---------------------------------------------------------------- identity
+
+
+def register_user(store: EventStore, cmd: m.RegisterUser) -> Result:
+    user_id, workspace_id = uuid4(), uuid4()
+    at = now()
+    user = User.register(
+        user_id, cmd.email, cmd.name, hash_password(cmd.password), str(workspace_id), at
+    )
+    index = EmailIndex.create(cmd.email, user_id, str(workspace_id), at)
+    workspace = Workspace.create(workspace_id, f"{cmd.name}'s workspace", str(user_id), at)
+    try:
+        position = store.save_all(index, user, workspace)
+    except IntegrityError:
+        raise DomainError("a user with this email already exists", "email_taken") from None
+    return Result(
+        position,
+        {
+            "user": {"id": str(user_id), "email": user.email, "name": user.name},
+            "workspace": {"id": str(workspace_id), "name": workspace.name},
+        },
+    )
+
+
+def create_workspace(store: EventStore, cmd: m.CreateWorkspace) -> Result:
+    user = _load(store, User, cmd.actor_id, "user")
+    at = now()
+    workspace = Workspace.create(uuid4(), cmd.name, str(cmd.actor_id), at)
+    user.join(str(workspace.id), at)
+    position = store.save_all(workspace, user)
+    return Result(position, {"id": str(workspace.id), "name": workspace.name, "role": "owner"})
+
+
+# ---------------------------------------------------------------- workflows
+
+
+def _workflow_fields(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "id": str(workflow.id),
+        "name": workflow.name,
+        "version": workflow.latest_version,
+        "active": workflow.active,
+        "active_version": workflow.active_version,
+        "archived": workflow.archived,
+    }
+
+
+def create_workflow(store: EventStore, cmd: m.CreateWorkflow) -> Result:
+    definition = parse_definition(cmd.definition).to_json()
+    workflow = Workflow.create(uuid4(), str(cmd.workspace_id), definition, str(cmd.actor_id), now())
+    position = store.save_all(workflow)
+    return Result(position, _workflow_fields(workflow) | {"definition": definition})
+
+
+def update_workflow(store: EventStore, cmd: m.UpdateWorkflow) -> Result:
+    definition = parse_definition(cmd.definition).to_json()
+    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    workflow.publish_version(definition, now())
+    position = store.save_all(workflow)
+    return Result(position, _workflow_fields(workflow) | {"definition": definition})
+
+
+def activate_workflow(store: EventStore, cmd: m.ActivateWorkflow) -> Result:
+    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    workflow.activate(cmd.version, now())
+    return Result(store.save_all(workflow), _workflow_fields(workflow))
+
+
+def deactivate_workflow(store: EventStore, cmd: m.DeactivateWorkflow) -> Result:
+    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    workflow.deactivate(now())
+    return Result(store.save_all(workflow), _workflow_fields(workflow))
+
+
+def archive_workflow(store: EventStore, cmd: m.ArchiveWorkflow) -> Result:
+    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    workflow.archive(now())
+    return Result(store.save_all(workflow), _workflow_fields(workflow))
+
+
+# ---------------------------------------------------------------- executions
+
+
+def execution_id_for(workflow_id: UUID, idempotency_key: str) -> UUID:
+    """The same key on the same workflow always names the same execution."""
+    return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}:{idempotency_key}")
+
+
+def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
+    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    if workflow.archived:
+        raise DomainError("workflow is archived", "archived")
+    version = cmd.version or workflow.latest_version
+    definition = workflow.definition(version)
+    if cmd.idempotency_key:
+        execution_id = execution_id_for(cmd.workflow_id, cmd.idempotency_key)
+    else:
+        execution_id = uuid4()
+    execution = Execution.start(
+        execution_id,
+        str(cmd.workspace_id),
+        str(cmd.workflow_id),
+        version,
+        definition,
+        cmd.input,
+        now(),
+        trigger=cmd.trigger,
+        callback_url=cmd.callback_url,
+        idempotency_key=cmd.idempotency_key,
+    )
+    try:
+        position = store.save_all(execution)
+    except IntegrityError:
+        if not cmd.idempotency_key:
+            raise
+        return _repeated_start(store, cmd, execution_id)
+    return Result(position, {"execution_id": str(execution_id), "status": execution.status})
+
+
+def _repeated_start(store: EventStore, cmd: m.StartExecution, execution_id: UUID) -> Result:
+    existing = _owned(store, Execution, execution_id, cmd.workspace_id, "execution")
+    if existing.input != cmd.input:
+        raise DomainError(
+            "this Idempotency-Key was used with a different input", "idempotency_key_reused"
+        )
+    return Result(
+        store.position_of(execution_id),
+        {"execution_id": str(execution_id), "status": existing.status, "repeated": True},
+    )
+
+
+def cancel_execution(store: EventStore, cmd: m.CancelExecution) -> Result:
+    execution = _owned(store, Execution, cmd.execution_id, cmd.workspace_id, "execution")
+    execution.cancel(cmd.reason, now())
+    position = store.save_all(execution) if execution.pending_events else 0
+    return Result(position, {"execution_id": str(execution.id), "status": execution.status})
+
+
+def complete_node(store: EventStore, cmd: m.CompleteNode) -> Result:
+    execution = _load(store, Execution, cmd.execution_id, "execution")
+    accepted = execution.complete_node(cmd.node_id, cmd.attempt, cmd.output, now())
+    return _save_if_changed(store, execution, accepted)
+
+
+def fail_node(store: EventStore, cmd: m.FailNode) -> Result:
+    execution = _load(store, Execution, cmd.execution_id, "execution")
+    accepted = execution.fail_node(cmd.node_id, cmd.attempt, cmd.error, now(), cmd.retryable)
+    return _save_if_changed(store, execution, accepted)
+
+
+def fire_timer(store: EventStore, cmd: m.FireTimer) -> Result:
+    execution = _load(store, Execution, cmd.execution_id, "execution")
+    accepted = execution.fire_timer(cmd.timer_id, now())
+    return _save_if_changed(store, execution, accepted)
+
+
+def _save_if_changed(store: EventStore, execution: Execution, accepted: bool) -> Result:
+    position = store.save_all(execution) if accepted else 0
+    return Result(position, {"accepted": accepted, "status": execution.status})
+
+
+HANDLERS: dict[type[m.Command], Callable[[EventStore, Any], Result]] = {
+    m.RegisterUser: register_user,
+    m.CreateWorkspace: create_workspace,
+    m.CreateWorkflow: create_workflow,
+    m.UpdateWorkflow: update_workflow,
+    m.ActivateWorkflow: activate_workflow,
+    m.DeactivateWorkflow: deactivate_workflow,
+    m.ArchiveWorkflow: archive_workflow,
+    m.StartExecution: start_execution,
+    m.CancelExecution: cancel_execution,
+    m.CompleteNode: complete_node,
+    m.FailNode: fail_node,
+    m.FireTimer: fire_timer,
+}

@@ -1,0 +1,58 @@
+"""Reads of the write model that the gateway needs for decisions, not for display:
+authentication (e-mail + password), a user's workspaces, a member's role. Synchronous (call them
+through `CommandBus.run`). Visibility reads go to `projections.queries` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from domain.user import EmailIndex, User
+from domain.workspace import Workspace
+from infra.eventstore import EventStore
+from infra.passwords import verify_password
+
+
+def authenticate(store: EventStore, email: str, password: str) -> dict[str, Any] | None:
+    """The user's identity if the password matches, else None (same answer for unknown e-mail)."""
+    try:
+        index = store.load(EmailIndex, EmailIndex.id_for(email))
+        user = store.load(User, UUID(index.user_id))
+    except AggregateNotFoundError:
+        verify_password(password, _DUMMY_HASH)  # same cost whether or not the e-mail exists
+        return None
+    if not verify_password(password, user.password_hash):
+        return None
+    return {"id": str(user.id), "email": user.email, "name": user.name}
+
+
+def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
+    """`/me`: the user and each workspace with the user's role in it."""
+    try:
+        user = store.load(User, user_id)
+    except AggregateNotFoundError:
+        return None
+    workspaces = []
+    for ws_id in user.workspaces:
+        workspace = store.load(Workspace, UUID(ws_id))
+        role = workspace.role_of(str(user_id))
+        if role:
+            workspaces.append({"id": ws_id, "name": workspace.name, "role": role})
+    return {
+        "user": {"id": str(user.id), "email": user.email, "name": user.name},
+        "workspaces": workspaces,
+    }
+
+
+def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | None:
+    try:
+        workspace = store.load(Workspace, workspace_id)
+    except (AggregateNotFoundError, TypeError):
+        return None
+    return workspace.role_of(str(user_id))
+
+
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

@@ -1,0 +1,90 @@
+"""Command models: imperatives, validated by pydantic before any handler runs.
+
+Imported by `commands.handlers`, the gateways and the engine (which send commands).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegisterUser(Command):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: str = Field(min_length=8, max_length=1024)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CreateWorkspace(Command):
+    actor_id: UUID
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CreateWorkflow(Command):
+    workspace_id: UUID
+    actor_id: UUID
+    definition: dict[str, Any]
+
+
+class UpdateWorkflow(Command):
+    workspace_id: UUID
+    workflow_id: UUID
+    definition: dict[str, Any]
+
+
+class ActivateWorkflow(Command):
+    workspace_id: UUID
+    workflow_id: UUID
+    version: int | None = None
+
+
+class DeactivateWorkflow(Command):
+    workspace_id: UUID
+    workflow_id: UUID
+
+
+class ArchiveWorkflow(Command):
+    workspace_id: UUID
+    workflow_id: UUID
+
+
+class StartExecution(Command):
+    workspace_id: UUID
+    workflow_id: UUID
+    input: Any = None
+    version: int | None = Field(default=None, ge=1)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    trigger: str = "manual"
+
+
+class CancelExecution(Command):
+    workspace_id: UUID
+    execution_id: UUID
+    reason: str = "canceled by request"
+
+
+class CompleteNode(Command):
+    execution_id: UUID
+    node_id: str
+    attempt: int
+    output: Any = None
+
+
+class FailNode(Command):
+    execution_id: UUID
+    node_id: str
+    attempt: int
+    error: dict[str, Any]
+    retryable: bool = True
+
+
+class FireTimer(Command):
+    execution_id: UUID
+    timer_id: str

@@ -1,0 +1,600 @@
+"""The workflow-definition model (nodes, edges, trigger, settings) and its DAG validation.
+
+Domain: pure (no I/O, no clock, no asyncio). Imported by domain aggregates, commands, engine
+and gateways. Untrusted input goes through :func:`parse_definition`, which normalises the
+LinkFlow export format, validates everything and reports every problem at once;
+``WorkflowDefinition.model_validate`` alone is for definitions that were validated before
+(e.g. read back from events) and does not check node configs or the graph.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from domain.export_format import is_export_format, normalise_export
+from domain.expressions import expression_errors, has_expression, references, string_paths
+from domain.node_logic import (
+    CONDITION_OPERATORS,
+    DEFAULT_BRANCH,
+    MAX_REGEX_LENGTH,
+    split_path,
+)
+
+__all__ = [
+    "NODE_ID_PATTERN",
+    "NODE_TYPES",
+    "ConditionConfig",
+    "ConditionItem",
+    "DefinitionInvalid",
+    "DelayConfig",
+    "Edge",
+    "HttpRequestConfig",
+    "Node",
+    "Problem",
+    "RetryPolicy",
+    "Settings",
+    "TransformConfig",
+    "Trigger",
+    "WorkflowDefinition",
+    "branches_of",
+    "parse_definition",
+]
+
+NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+NODE_TYPES: frozenset[str] = frozenset({"http_request", "condition", "transform", "delay"})
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- the definition
+
+
+class RetryPolicy(_Strict):
+    """How often a node is attempted and how long to wait between attempts."""
+
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    initial_interval_s: float = Field(default=1.0, gt=0)
+    backoff: float = Field(default=2.0, ge=1)
+    max_interval_s: float = Field(default=3600.0, gt=0)
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based) before attempt + 1:
+        min(initial_interval_s * backoff ** (attempt - 1), max_interval_s)."""
+        if attempt < 1:
+            raise ValueError("attempts are numbered from 1")
+        try:
+            delay = self.initial_interval_s * self.backoff ** (attempt - 1)
+        except OverflowError:
+            delay = math.inf
+        return min(delay, self.max_interval_s)
+
+
+class Node(_Strict):
+    """One step of a workflow. ``config`` may contain ``{{ }}`` expressions."""
+
+    id: str = Field(pattern=NODE_ID_PATTERN)
+    type: str
+    name: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    on_error: Literal["stop", "continue"] = "stop"
+    queue: str = Field(default="default", pattern=QUEUE_PATTERN)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in NODE_TYPES:
+            raise ValueError(
+                f"unknown node type {value!r}; expected one of: {', '.join(sorted(NODE_TYPES))}"
+            )
+        return value
+
+
+class Edge(_Strict):
+    """``source`` runs before ``target``; ``branch`` (condition sources only) gates it."""
+
+    source: str
+    target: str
+    branch: str | None = None
+
+
+class Trigger(BaseModel):
+    """What starts an execution; extra fields (webhook ``auth``, schedule ``cron``,
+    ``timezone``) are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["manual", "webhook", "schedule"] = "manual"
+
+
+class Settings(_Strict):
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class WorkflowDefinition(BaseModel):
+    """A workflow definition (the API format). Unknown top-level fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = None
+    trigger: Trigger = Field(default_factory=Trigger)
+    nodes: list[Node] = Field(min_length=1)
+    edges: list[Edge] = Field(default_factory=list)
+    settings: Settings = Field(default_factory=Settings)
+
+    def node(self, node_id: str) -> Node:
+        """The node with this id; KeyError if there is none."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def incoming(self, node_id: str) -> list[Edge]:
+        """Edges whose target is `node_id`, in definition order."""
+        return [edge for edge in self.edges if edge.target == node_id]
+
+    def outgoing(self, node_id: str) -> list[Edge]:
+        """Edges whose source is `node_id`, in definition order."""
+        return [edge for edge in self.edges if edge.source == node_id]
+
+    def entry_nodes(self) -> list[str]:
+        """Ids of the nodes without an incoming edge, in definition order."""
+        targets = {edge.target for edge in self.edges}
+        return [node.id for node in self.nodes if node.id not in targets]
+
+    def leaves(self) -> list[str]:
+        """Ids of the nodes without an outgoing edge, in definition order."""
+        sources = {edge.source for edge in self.edges}
+        return [node.id for node in self.nodes if node.id not in sources]
+
+    def descendants(self, node_id: str) -> set[str]:
+        """Ids of every node reachable from `node_id` (not including itself unless cyclic)."""
+        children: dict[str, list[str]] = {}
+        for edge in self.edges:
+            children.setdefault(edge.source, []).append(edge.target)
+        found: set[str] = set()
+        stack = list(children.get(node_id, []))
+        while stack:
+            current = stack.pop()
+            if current not in found:
+                found.add(current)
+                stack.extend(children.get(current, []))
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """The definition as JSON-ready data (None-valued fields left out; config untouched)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# --------------------------------------------------------------------------- node configs
+
+
+class HttpRequestConfig(_Strict):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, Any] = Field(default_factory=dict)
+    body: Any = None
+    fail_on_status: bool = True
+
+
+class ConditionItem(_Strict):
+    value: Any
+    operator: str
+    operand: Any = None
+    branch: str = Field(min_length=1)
+
+    @field_validator("operator")
+    @classmethod
+    def _known_operator(cls, value: str) -> str:
+        if value not in CONDITION_OPERATORS:
+            raise ValueError(
+                f"unknown operator {value!r}; expected one of: "
+                + ", ".join(sorted(CONDITION_OPERATORS))
+            )
+        return value
+
+    @field_validator("operand")
+    @classmethod
+    def _regex_operand(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("operator") != "regex" or has_expression(value):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("the regex operator needs a pattern string as operand")
+        if len(value) > MAX_REGEX_LENGTH:
+            raise ValueError(f"regex longer than {MAX_REGEX_LENGTH} characters")
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from exc
+        return value
+
+
+class ConditionConfig(_Strict):
+    conditions: list[ConditionItem] = Field(min_length=1)
+    default: str = Field(default=DEFAULT_BRANCH, min_length=1)
+
+
+def _check_paths(paths: Iterable[str]) -> None:
+    for path in paths:
+        split_path(path)  # NodeConfigError is a ValueError: pydantic reports it
+
+
+class TransformConfig(_Strict):
+    input: Any = None
+    set: dict[str, Any] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+    pick: list[str] = Field(default_factory=list)
+
+    @field_validator("input")
+    @classmethod
+    def _object_input(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict) or has_expression(value):
+            return value
+        raise ValueError("input must be an object or a {{ }} expression")
+
+    @field_validator("remove", "pick")
+    @classmethod
+    def _dotted_paths(cls, value: list[str]) -> list[str]:
+        _check_paths(value)
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _dotted_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_paths(value)
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> TransformConfig:
+        if not (self.set or self.remove or self.pick):
+            raise ValueError("a transform needs at least one of set, remove or pick")
+        return self
+
+
+class DelayConfig(_Strict):
+    seconds: Any
+
+    @field_validator("seconds")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if has_expression(value):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value) and value >= 0:
+                return value
+        raise ValueError("seconds must be a number >= 0 or a {{ }} expression")
+
+
+CONFIG_MODELS: dict[str, type[BaseModel]] = {
+    "http_request": HttpRequestConfig,
+    "condition": ConditionConfig,
+    "transform": TransformConfig,
+    "delay": DelayConfig,
+}
+
+
+def _config_branches(config: Any) -> set[str] | None:
+    """The branches a condition config can produce, or None if it is too malformed to say."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("conditions"), list):
+        return None
+    branches = {
+        c["branch"]
+        for c in config["conditions"]
+        if isinstance(c, Mapping) and isinstance(c.get("branch"), str)
+    }
+    default = config.get("default", DEFAULT_BRANCH)
+    branches.add(default if isinstance(default, str) else DEFAULT_BRANCH)
+    return branches
+
+
+def branches_of(node: Node) -> set[str]:
+    """The branches a condition node can take (each condition's and the default); empty for
+    other node types."""
+    if node.type != "condition":
+        return set()
+    return _config_branches(node.config) or set()
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition; ``path`` like ``nodes[2].config.url`` ("" = root)."""
+
+    path: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+class DefinitionInvalid(ValueError):
+    """A workflow definition with problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        summary = "; ".join(f"{p.path or '<root>'}: {p.message}" for p in self.problems)
+        super().__init__(f"invalid workflow definition: {summary}")
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _sub(prefix: str, sub_path: str) -> str:
+    if not sub_path:
+        return prefix
+    if sub_path.startswith("[") or not prefix:
+        return prefix + sub_path
+    return f"{prefix}.{sub_path}"
+
+
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+_NO_NODES = "a workflow needs at least one node"
+_MAX_CYCLE_SHOWN = 12
+
+
+def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[Problem]:
+    problems = []
+    for detail in error.errors(include_url=False):
+        path = prefix
+        for part in detail["loc"]:
+            path = _join(path, part)
+        kind = detail["type"]
+        message = detail["msg"]
+        for noise in _PREFIXES:
+            message = message.removeprefix(noise)
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        elif kind == "missing":
+            message = "required"
+        if not prefix and detail["loc"] == ("nodes",) and kind in ("missing", "too_short"):
+            message = _NO_NODES
+        problems.append(Problem(path, message))
+    return problems
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _node_problems(nodes: list[Any]) -> tuple[list[Problem], dict[str, int]]:
+    """Duplicate ids, configs per type and expressions; also returns id -> first index."""
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if not isinstance(node, Mapping):
+            continue
+        node_id = node.get("id")
+        if isinstance(node_id, str):
+            if node_id in first:
+                problems.append(
+                    Problem(
+                        f"nodes[{i}].id",
+                        f"duplicate node id {node_id!r} (also nodes[{first[node_id]}])",
+                    )
+                )
+            else:
+                first[node_id] = i
+        config = node.get("config", {})
+        if not isinstance(config, Mapping):
+            continue  # reported by the model
+        node_type = node.get("type")
+        model = CONFIG_MODELS.get(node_type) if isinstance(node_type, str) else None
+        if model is not None:
+            try:
+                model.model_validate(dict(config))
+            except ValidationError as exc:
+                problems.extend(_pydantic_problems(exc, f"nodes[{i}].config"))
+        for sub_path, message in expression_errors(config):
+            problems.append(Problem(_sub(f"nodes[{i}].config", sub_path), message))
+    return problems, first
+
+
+def _reference_problems(nodes: list[Any], ids: Mapping[str, int]) -> list[Problem]:
+    problems = []
+    known = set(ids)
+    for i, node in enumerate(nodes):
+        if not isinstance(node, Mapping) or not isinstance(node.get("config"), Mapping):
+            continue
+        for sub_path, text in string_paths(node["config"]):
+            for ref in sorted(references(text) - known):
+                problems.append(
+                    Problem(
+                        _sub(f"nodes[{i}].config", sub_path),
+                        f"expression refers to unknown node {ref!r}",
+                    )
+                )
+    return problems
+
+
+def _find_path(children: Mapping[str, list[str]], start: str, goal: str) -> list[str] | None:
+    """A path start -> … -> goal through `children`, or None."""
+    parents: dict[str, str | None] = {start: None}
+    stack = [start]
+    while stack:
+        current = stack.pop()
+        if current == goal:
+            path = [current]
+            while (parent := parents[path[-1]]) is not None:
+                path.append(parent)
+            return path[::-1]
+        for child in children.get(current, []):
+            if child not in parents:
+                parents[child] = current
+                stack.append(child)
+    return None
+
+
+def _edge_problems(edges: list[Any], nodes: list[Any], ids: Mapping[str, int]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str, str | None], int] = {}
+    candidates: list[tuple[int, str, str]] = []  # known, distinct, not self-loops
+    for j, edge in enumerate(edges):
+        if not isinstance(edge, Mapping):
+            continue
+        source, target, branch = edge.get("source"), edge.get("target"), edge.get("branch")
+        known = True
+        for field, node_id in (("source", source), ("target", target)):
+            if not isinstance(node_id, str):
+                known = False  # reported by the model
+            elif node_id not in ids:
+                known = False
+                problems.append(Problem(f"edges[{j}].{field}", f"unknown node {node_id!r}"))
+
+        if branch is not None and isinstance(source, str) and source in ids:
+            source_node = nodes[ids[source]]
+            if source_node.get("type") != "condition":
+                problems.append(
+                    Problem(
+                        f"edges[{j}].branch",
+                        f"only edges leaving a condition node can have a branch; "
+                        f"{source!r} is a {source_node.get('type')!r} node",
+                    )
+                )
+            elif isinstance(branch, str):
+                produced = _config_branches(source_node.get("config"))
+                if produced is not None and branch not in produced:
+                    problems.append(
+                        Problem(
+                            f"edges[{j}].branch",
+                            f"condition {source!r} never takes branch {branch!r} "
+                            f"(its branches: {', '.join(sorted(produced))})",
+                        )
+                    )
+
+        if not known or not isinstance(source, str) or not isinstance(target, str):
+            continue
+        key = (source, target, branch if isinstance(branch, str) else None)
+        if key in seen:
+            problems.append(
+                Problem(
+                    f"edges[{j}]",
+                    f"duplicate edge {source} -> {target} (same as edges[{seen[key]}])",
+                )
+            )
+            continue
+        seen[key] = j
+        if source == target:
+            problems.append(
+                Problem(
+                    f"edges[{j}]",
+                    f"edge from {source!r} to itself makes a cycle: {source} -> {source}",
+                )
+            )
+            continue
+        candidates.append((j, source, target))
+    problems.extend(_cycle_problems(candidates))
+    return problems
+
+
+def _is_acyclic(edges: list[tuple[int, str, str]]) -> bool:
+    """Kahn's algorithm over the edges' nodes."""
+    children: dict[str, list[str]] = {}
+    indegree: dict[str, int] = {}
+    for _, source, target in edges:
+        children.setdefault(source, []).append(target)
+        indegree.setdefault(source, 0)
+        indegree[target] = indegree.get(target, 0) + 1
+    ready = [node for node, degree in indegree.items() if degree == 0]
+    visited = 0
+    while ready:
+        node = ready.pop()
+        visited += 1
+        for child in children.get(node, []):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    return visited == len(indegree)
+
+
+def _describe_cycle(nodes: list[str]) -> str:
+    if len(nodes) > _MAX_CYCLE_SHOWN:
+        shown = nodes[: _MAX_CYCLE_SHOWN - 1]
+        return " -> ".join([*shown, f"… ({len(nodes) - 1} nodes)", nodes[-1]])
+    return " -> ".join(nodes)
+
+
+def _cycle_problems(edges: list[tuple[int, str, str]]) -> list[Problem]:
+    """One problem per edge that, added in definition order, closes a cycle (then left out)."""
+    if _is_acyclic(edges):
+        return []
+    problems = []
+    children: dict[str, list[str]] = {}
+    for j, source, target in edges:
+        back = _find_path(children, target, source)
+        if back is not None:
+            cycle = _describe_cycle([source, *back])
+            problems.append(Problem(f"edges[{j}]", f"edge closes a cycle: {cycle}"))
+        else:
+            children.setdefault(source, []).append(target)
+    return problems
+
+
+def _trigger_problems(trigger: Any) -> list[Problem]:
+    if isinstance(trigger, Mapping) and trigger.get("type") == "schedule":
+        cron = trigger.get("cron")
+        if not isinstance(cron, str) or not cron.strip():
+            return [Problem("trigger.cron", "a schedule trigger needs a cron expression")]
+    return []
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def parse_definition(raw: Any) -> WorkflowDefinition:
+    """Validate an untrusted definition (API or LinkFlow export format) and return the model.
+
+    Raises DefinitionInvalid listing every problem found: field errors, unknown node types,
+    node configs, duplicate ids, unknown edge ends, cycles, branches, duplicate edges, bad
+    expressions and expressions naming unknown nodes.
+    """
+    if not isinstance(raw, Mapping):
+        raise DefinitionInvalid([Problem("", "a workflow definition must be a JSON object")])
+    data = normalise_export(raw) if is_export_format(raw) else dict(raw)
+
+    problems: list[Problem] = []
+    model: WorkflowDefinition | None = None
+    try:
+        model = WorkflowDefinition.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc))
+
+    nodes = _items(data.get("nodes"))
+    node_problems, ids = _node_problems(nodes)
+    problems.extend(node_problems)
+    problems.extend(_reference_problems(nodes, ids))
+    problems.extend(_edge_problems(_items(data.get("edges")), nodes, ids))
+    problems.extend(_trigger_problems(data.get("trigger")))
+
+    if problems or model is None:
+        raise DefinitionInvalid(_dedupe(problems) or [Problem("", "invalid definition")])
+    return model

@@ -1,0 +1,516 @@
+"""The Execution aggregate: one run of one workflow version, and every decision about what runs next.
+
+All decisions are pure and deterministic: the caller passes the time (`now`) and the aggregate
+derives everything else from its events. Side-effect-free nodes (`condition`, `transform`) are
+decided inline, in the same command that reaches them (like workflow code in Temporal); nodes with
+side effects (`http_request`) are dispatched to workers; `delay` nodes and retry back-off wait on
+durable timers. Imported by `commands/` (which saves it) and by consumers reading its events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.base import DomainError, TenantAggregate
+from domain.definition import Node, WorkflowDefinition
+from domain.expressions import ExpressionError, render
+from domain.node_logic import apply_transform, evaluate_condition
+
+INLINE_TYPES = frozenset({"condition", "transform"})
+DISPATCHED_TYPES = frozenset({"http_request"})
+
+# Node-run statuses (ARCHITECTURE.md section 4) plus the internal "pending" (not reached yet)
+# and "retrying" (waiting on a back-off timer; reported as "scheduled").
+IN_FLIGHT = frozenset({"scheduled", "running", "retrying"})
+NODE_TERMINAL = frozenset({"completed", "failed", "skipped", "canceled", "timed_out"})
+EXECUTION_TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
+
+
+@dataclass
+class NodeRun:
+    """What the execution knows about one node of its definition."""
+
+    status: str = "pending"
+    attempts: int = 0
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    failed_for_good: bool = field(default=False)
+
+
+def timer_id(execution_id: UUID, kind: str, node_id: str = "", attempt: int = 0) -> str:
+    """Deterministic timer ids make scheduling and firing idempotent."""
+    return f"{execution_id}:{kind}:{node_id}:{attempt}"
+
+
+class Execution(TenantAggregate):
+    class ExecutionStarted(Aggregate.Created):
+        workspace_id: str
+        workflow_id: str
+        workflow_version: int
+        definition: dict[str, Any]
+        input: Any
+        trigger: str
+        callback_url: str | None
+        idempotency_key: str | None
+
+    class NodeScheduled(Aggregate.Event):
+        """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
+
+        workspace_id: str
+        node_id: str
+        node_type: str
+        attempt: int
+        queue: str
+        task: dict[str, Any] | None
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.status = "scheduled"
+            run.attempts = self.attempt
+            run.started_at = run.started_at or self.timestamp
+            run.error = None
+
+    class NodeCompleted(Aggregate.Event):
+        workspace_id: str
+        node_id: str
+        attempt: int
+        output: Any
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.status = "completed"
+            run.output = self.output
+            run.closed_at = self.timestamp
+
+    class NodeFailed(Aggregate.Event):
+        """An attempt failed; `will_retry` says whether a back-off timer follows."""
+
+        workspace_id: str
+        node_id: str
+        attempt: int
+        error: dict[str, Any]
+        will_retry: bool
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.error = self.error
+            if self.will_retry:
+                run.status = "retrying"
+            else:
+                run.status = "failed"
+                run.failed_for_good = True
+                run.closed_at = self.timestamp
+
+    class NodeTimedOut(Aggregate.Event):
+        workspace_id: str
+        node_id: str
+        attempt: int
+        will_retry: bool
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.error = {"type": "timeout", "message": f"attempt {self.attempt} timed out"}
+            if self.will_retry:
+                run.status = "retrying"
+            else:
+                run.status = "timed_out"
+                run.failed_for_good = True
+                run.closed_at = self.timestamp
+
+    class NodeSkipped(Aggregate.Event):
+        workspace_id: str
+        node_id: str
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.status = "skipped"
+            run.closed_at = self.timestamp
+
+    class NodeCanceled(Aggregate.Event):
+        workspace_id: str
+        node_id: str
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.status = "canceled"
+            run.closed_at = self.timestamp
+
+    class TimerScheduled(Aggregate.Event):
+        workspace_id: str
+        timer_id: str
+        kind: str
+        fire_at: datetime
+        node_id: str | None
+        attempt: int | None
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.timers[self.timer_id] = {
+                "kind": self.kind,
+                "node_id": self.node_id,
+                "attempt": self.attempt,
+            }
+
+    class TimerFired(Aggregate.Event):
+        workspace_id: str
+        timer_id: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.timers.pop(self.timer_id, None)
+
+    class ExecutionCompleted(Aggregate.Event):
+        workspace_id: str
+        output: Any
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.close("completed", self.timestamp)
+            aggregate.output = self.output
+
+    class ExecutionFailed(Aggregate.Event):
+        workspace_id: str
+        error: dict[str, Any]
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.close("failed", self.timestamp)
+            aggregate.error = self.error
+
+    class ExecutionCanceled(Aggregate.Event):
+        workspace_id: str
+        reason: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.close("canceled", self.timestamp)
+            aggregate.error = {"type": "canceled", "message": self.reason}
+
+    class ExecutionTimedOut(Aggregate.Event):
+        workspace_id: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.close("timed_out", self.timestamp)
+            aggregate.error = {"type": "timeout", "message": "execution timed out"}
+
+    def __init__(
+        self,
+        workspace_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        definition: dict[str, Any],
+        input: Any,
+        trigger: str,
+        callback_url: str | None,
+        idempotency_key: str | None,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.workflow_id = workflow_id
+        self.workflow_version = workflow_version
+        self.definition = definition
+        self.input = input
+        self.trigger = trigger
+        self.callback_url = callback_url
+        self.idempotency_key = idempotency_key
+        self.status = "running"
+        self.output: Any = None
+        self.error: dict[str, Any] | None = None
+        self.closed_at: datetime | None = None
+        self.graph = WorkflowDefinition.model_validate(definition)
+        self.nodes: dict[str, NodeRun] = {node.id: NodeRun() for node in self.graph.nodes}
+        self.timers: dict[str, dict[str, Any]] = {}
+
+    def close(self, status: str, at: datetime) -> None:
+        self.status = status
+        self.closed_at = at
+
+    # ----------------------------------------------------------------- commands
+
+    @classmethod
+    def start(
+        cls,
+        id: UUID,
+        workspace_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        definition: dict[str, Any],
+        input: Any,
+        now: datetime,
+        trigger: str = "manual",
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Execution:
+        execution = cls._create(
+            cls.ExecutionStarted,
+            id=id,
+            workspace_id=workspace_id,
+            workflow_id=workflow_id,
+            workflow_version=workflow_version,
+            definition=definition,
+            input=input,
+            trigger=trigger,
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+            timestamp=now,
+        )
+        limit = execution.graph.settings.timeout_s
+        if limit:
+            execution._schedule_timer("execution_timeout", now + timedelta(seconds=limit), now)
+        execution._advance(now)
+        return execution
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def complete_node(self, node_id: str, attempt: int, output: Any, now: datetime) -> bool:
+        """A worker's result. Returns False (and records nothing) for a stale or repeated one."""
+        if not self._is_current_attempt(node_id, attempt):
+            return False
+        self.record(self.NodeCompleted, now, node_id=node_id, attempt=attempt, output=output)
+        self._advance(now)
+        return True
+
+    def fail_node(
+        self, node_id: str, attempt: int, error: dict[str, Any], now: datetime, retryable: bool = True
+    ) -> bool:
+        """A worker's failure. Returns False (and records nothing) for a stale or repeated one."""
+        if not self._is_current_attempt(node_id, attempt):
+            return False
+        node = self.graph.node(node_id)
+        retry_at = self._retry_time(node, attempt, now) if retryable else None
+        self.record(
+            self.NodeFailed,
+            now,
+            node_id=node_id,
+            attempt=attempt,
+            error=error,
+            will_retry=retry_at is not None,
+        )
+        self._after_attempt_ended(node, attempt, retry_at, now)
+        return True
+
+    def fire_timer(self, timer: str, now: datetime) -> bool:
+        """A due timer. Returns False (and records nothing) when it already fired or is moot."""
+        if not self.running or timer not in self.timers:
+            return False
+        spec = self.timers[timer]
+        self.record(self.TimerFired, now, timer_id=timer)
+        kind, node_id, attempt = spec["kind"], spec["node_id"], spec["attempt"]
+        if kind == "execution_timeout":
+            self._cancel_in_flight(now)
+            self.record(self.ExecutionTimedOut, now)
+        elif kind == "delay" and self._is_current_attempt(node_id, attempt):
+            self.record(
+                self.NodeCompleted,
+                now,
+                node_id=node_id,
+                attempt=attempt,
+                output={"fired_at": now.isoformat()},
+            )
+            self._advance(now)
+        elif kind == "retry" and self.nodes[node_id].status == "retrying":
+            self._schedule_node(self.graph.node(node_id), attempt, now)
+            self._advance(now)
+        elif kind == "node_timeout" and self._is_current_attempt(node_id, attempt):
+            node = self.graph.node(node_id)
+            retry_at = self._retry_time(node, attempt, now)
+            self.record(
+                self.NodeTimedOut,
+                now,
+                node_id=node_id,
+                attempt=attempt,
+                will_retry=retry_at is not None,
+            )
+            self._after_attempt_ended(node, attempt, retry_at, now)
+        return True
+
+    def cancel(self, reason: str, now: datetime) -> bool:
+        if not self.running:
+            return False
+        self._cancel_in_flight(now)
+        self.record(self.ExecutionCanceled, now, reason=reason)
+        return True
+
+    # ----------------------------------------------------------------- decisions
+
+    def _is_current_attempt(self, node_id: str | None, attempt: int | None) -> bool:
+        if not self.running or node_id not in self.nodes:
+            return False
+        run = self.nodes[node_id]
+        return run.status in ("scheduled", "running") and run.attempts == attempt
+
+    def _retry_time(self, node: Node, attempt: int, now: datetime) -> datetime | None:
+        if node.retry is None or attempt >= node.retry.max_attempts:
+            return None
+        return now + timedelta(seconds=node.retry.delay_before(attempt))
+
+    def _after_attempt_ended(
+        self, node: Node, attempt: int, retry_at: datetime | None, now: datetime
+    ) -> None:
+        if retry_at is not None:
+            self._schedule_timer("retry", retry_at, now, node.id, attempt + 1)
+        elif node.on_error == "stop":
+            self._cancel_in_flight(now)
+            error = dict(self.nodes[node.id].error or {})
+            error["node_id"] = node.id
+            self.record(self.ExecutionFailed, now, error=error)
+        else:
+            self._advance(now)
+
+    def _advance(self, now: datetime) -> None:
+        """Run or skip every node whose parents are settled, until nothing changes; then close."""
+        progressed = True
+        while progressed and self.running:
+            progressed = False
+            for node in self.graph.nodes:
+                if self.nodes[node.id].status != "pending":
+                    continue
+                verdict = self._readiness(node.id)
+                if verdict == "wait":
+                    continue
+                progressed = True
+                if verdict == "skip":
+                    self.record(self.NodeSkipped, now, node_id=node.id)
+                else:
+                    self._schedule_node(node, 1, now)
+                if not self.running:
+                    return
+        if self.running and all(run.status in NODE_TERMINAL for run in self.nodes.values()):
+            self.record(self.ExecutionCompleted, now, output=self._output())
+
+    def _readiness(self, node_id: str) -> str:
+        """'wait' while a parent is unsettled; else 'skip' or 'run' (see docs/architecture.md)."""
+        incoming = self.graph.incoming(node_id)
+        if not incoming:
+            return "run"
+        alive = poisoned = False
+        for edge in incoming:
+            parent = self.nodes[edge.source]
+            if parent.status not in NODE_TERMINAL:
+                return "wait"
+            if parent.status == "completed":
+                branch = (parent.output or {}).get("branch") if edge.branch else None
+                alive = alive or edge.branch is None or branch == edge.branch
+            elif parent.failed_for_good:
+                poisoned = True
+        if poisoned or not alive:
+            return "skip"
+        return "run"
+
+    def _schedule_node(self, node: Node, attempt: int, now: datetime) -> None:
+        try:
+            config = render(node.config, self.context())
+        except ExpressionError as exc:
+            self._record_scheduled(node, attempt, None, now)
+            self._fail_inline(node, attempt, "expression_error", str(exc), now)
+            return
+        if node.type in DISPATCHED_TYPES:
+            task = {"type": node.type, "config": config, "timeout_s": node.timeout_s}
+            self._record_scheduled(node, attempt, task, now)
+            if node.timeout_s:
+                fire_at = now + timedelta(seconds=node.timeout_s)
+                self._schedule_timer("node_timeout", fire_at, now, node.id, attempt)
+        elif node.type == "delay":
+            self._record_scheduled(node, attempt, None, now)
+            try:
+                seconds = float(config["seconds"])
+            except (TypeError, ValueError, KeyError):
+                self._fail_inline(node, attempt, "invalid_config", "delay needs seconds", now)
+                return
+            try:
+                fire_at = now + timedelta(seconds=max(seconds, 0.0))
+            except OverflowError:
+                self._fail_inline(node, attempt, "invalid_config", "delay is too long", now)
+                return
+            self._schedule_timer("delay", fire_at, now, node.id, attempt)
+        else:
+            self._record_scheduled(node, attempt, None, now)
+            try:
+                if node.type == "condition":
+                    output: Any = {"branch": evaluate_condition(config)}
+                else:
+                    output = apply_transform(config)
+            except (ValueError, TypeError) as exc:
+                self._fail_inline(node, attempt, "node_error", str(exc), now)
+                return
+            self.record(self.NodeCompleted, now, node_id=node.id, attempt=attempt, output=output)
+
+    def _record_scheduled(
+        self, node: Node, attempt: int, task: dict[str, Any] | None, now: datetime
+    ) -> None:
+        self.record(
+            self.NodeScheduled,
+            now,
+            node_id=node.id,
+            node_type=node.type,
+            attempt=attempt,
+            queue=node.queue,
+            task=task,
+        )
+
+    def _fail_inline(self, node: Node, attempt: int, kind: str, message: str, now: datetime) -> None:
+        """A deterministic failure (bad expression, bad config): retrying cannot help."""
+        error = {"type": kind, "message": message}
+        self.record(
+            self.NodeFailed, now, node_id=node.id, attempt=attempt, error=error, will_retry=False
+        )
+        self._after_attempt_ended(node, attempt, None, now)
+
+    def _schedule_timer(
+        self,
+        kind: str,
+        fire_at: datetime,
+        now: datetime,
+        node_id: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        self.record(
+            self.TimerScheduled,
+            now,
+            timer_id=timer_id(self.id, kind, node_id or "", attempt or 0),
+            kind=kind,
+            fire_at=fire_at,
+            node_id=node_id,
+            attempt=attempt,
+        )
+
+    def _cancel_in_flight(self, now: datetime) -> None:
+        for node_id, run in self.nodes.items():
+            if run.status in IN_FLIGHT:
+                self.record(self.NodeCanceled, now, node_id=node_id)
+
+    def _output(self) -> Any:
+        done = [n for n in self.graph.leaves() if self.nodes[n].status == "completed"]
+        if not done:
+            return None
+        if len(done) == 1:
+            return self.nodes[done[0]].output
+        return {n: self.nodes[n].output for n in done}
+
+    # ----------------------------------------------------------------- views
+
+    def context(self) -> dict[str, Any]:
+        """What `{{ … }}` expressions in node configs can reach."""
+        return {
+            "trigger": self.input,
+            "nodes": {
+                node_id: {"output": run.output}
+                for node_id, run in self.nodes.items()
+                if run.status == "completed"
+            },
+            "vars": {},
+            "execution": {
+                "id": str(self.id),
+                "workflow_id": self.workflow_id,
+                "version": self.workflow_version,
+                "started_at": self.created_on.isoformat(),
+            },
+        }
+
+
+def require_running(execution: Execution) -> None:
+    if not execution.running:
+        raise DomainError(f"execution is {execution.status}", "not_running")

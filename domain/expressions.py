@@ -1,0 +1,341 @@
+"""`{{ … }}` templates evaluated with JMESPath (no eval, no user code).
+
+Domain: pure (no I/O, no clock, no asyncio). Imported by domain.definition, domain.node_logic,
+commands, engine and gateways.
+
+The context an expression sees is ``{"trigger": …, "nodes": {<id>: {"output": …}}, "vars": …,
+"execution": …}``. A string that is exactly one ``{{ expr }}`` evaluates to the expression's
+value with its type; any other string has each ``{{ expr }}`` replaced by the value's text
+(see :func:`to_text`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jmespath
+from jmespath.exceptions import JMESPathError, LexerError, ParseError
+from jmespath.functions import Functions
+from jmespath.parser import ParsedResult
+
+__all__ = [
+    "ExpressionError",
+    "render",
+    "expression_errors",
+    "references",
+    "has_expression",
+    "string_paths",
+    "to_text",
+]
+
+_OPEN = "{{"
+_CLOSE = "}}"
+_QUOTES = ("'", '"', "`")
+# AST node types whose children are all evaluated against the same value as the node itself.
+_SAME_CONTEXT = frozenset(
+    {
+        "function_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+        "comparator",
+        "or_expression",
+        "and_expression",
+        "not_expression",
+        "flatten",
+    }
+)
+# AST node types whose first child is evaluated against the node's value, the others not.
+_FIRST_CHILD_CONTEXT = frozenset(
+    {
+        "subexpression",
+        "index_expression",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "pipe",
+    }
+)
+
+
+class ExpressionError(ValueError):
+    """An expression that does not parse or cannot be evaluated against its context."""
+
+
+class _Unbalanced(Exception):
+    """Internal: a ``{{`` without its closing ``}}``."""
+
+
+# A parsed template: literal text segments (str) and expressions (_Expr), in order.
+class _Expr(str):
+    """Internal marker type: the source of one ``{{ }}`` expression (already stripped)."""
+
+
+@lru_cache(maxsize=4096)
+def _segments(template: str) -> tuple[str, ...]:
+    """Split a template into literal text and `_Expr` parts; raise `_Unbalanced`."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        start = template.find(_OPEN, pos)
+        if start < 0:
+            if pos < len(template):
+                parts.append(template[pos:])
+            return tuple(parts)
+        if start > pos:
+            parts.append(template[pos:start])
+        end = _find_close(template, start + len(_OPEN))
+        parts.append(_Expr(template[start + len(_OPEN) : end].strip()))
+        pos = end + len(_CLOSE)
+
+
+def _find_close(text: str, pos: int) -> int:
+    """Index of the ``}}`` closing an expression that starts at `pos`.
+
+    Braces of JMESPath multiselect hashes (``{a: b}``) and quoted literals are skipped, so
+    ``{{ {a: x}}}`` closes at the last two braces.
+    """
+    depth = 0
+    i = pos
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch in _QUOTES:
+            i += 1
+            while i < n and text[i] != ch:
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                raise _Unbalanced(f"unterminated {ch} quote in expression")
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth > 0:
+                depth -= 1
+            elif text.startswith(_CLOSE, i):
+                return i
+        i += 1
+    raise _Unbalanced("'{{' without a closing '}}'")
+
+
+_FUNCTIONS: frozenset[str] = frozenset(Functions().FUNCTION_TABLE)
+
+
+@lru_cache(maxsize=4096)
+def _compile(expression: str) -> ParsedResult:
+    """Compile a JMESPath expression; raise ExpressionError naming it."""
+    if not expression:
+        raise ExpressionError("empty expression '{{ }}'")
+    try:
+        compiled = jmespath.compile(expression)
+    except LexerError as exc:
+        raise ExpressionError(
+            f"invalid expression {expression!r}: {exc.message} at column {exc.lexer_position}"
+        ) from exc
+    except ParseError as exc:
+        raise ExpressionError(
+            f"invalid expression {expression!r}: {exc.msg} at column {exc.lex_position}"
+        ) from exc
+    except (JMESPathError, RecursionError, ValueError, TypeError) as exc:
+        raise ExpressionError(f"invalid expression {expression!r}: {_describe(exc)}") from exc
+    unknown = sorted(_function_names(compiled.parsed) - _FUNCTIONS)
+    if unknown:
+        raise ExpressionError(
+            f"invalid expression {expression!r}: unknown function {', '.join(unknown)}()"
+        )
+    return compiled
+
+
+def _function_names(ast: Mapping[str, Any]) -> set[str]:
+    names: set[str] = set()
+    stack = [ast]
+    while stack:
+        node = stack.pop()
+        if node.get("type") == "function_expression":
+            names.add(str(node.get("value")))
+        stack.extend(c for c in node.get("children") or [] if isinstance(c, Mapping))
+    return names
+
+
+def _describe(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _evaluate(expression: str, data: dict[str, Any]) -> Any:
+    compiled = _compile(expression)
+    try:
+        return compiled.search(data)
+    except (
+        JMESPathError,
+        RecursionError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        ZeroDivisionError,
+    ) as exc:
+        raise ExpressionError(f"expression {expression!r} failed: {_describe(exc)}") from exc
+
+
+def to_text(value: Any) -> str:
+    """The text of a value inside an interpolated string.
+
+    None -> "", str as is, bool -> "true"/"false", numbers via str(), anything else
+    (objects, arrays) as compact JSON.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _parse(template: str) -> tuple[str, ...]:
+    try:
+        return _segments(template)
+    except _Unbalanced as exc:
+        raise ExpressionError(f"template {template!r}: {exc}") from exc
+
+
+def _render_string(template: str, data: dict[str, Any]) -> Any:
+    if _OPEN not in template:
+        return template
+    parts = _parse(template)
+    exprs = [p for p in parts if isinstance(p, _Expr)]
+    if len(exprs) == 1 and all(isinstance(p, _Expr) or not p.strip() for p in parts):
+        return _evaluate(exprs[0], data)
+    return "".join(to_text(_evaluate(p, data)) if isinstance(p, _Expr) else p for p in parts)
+
+
+def _render(template: Any, data: dict[str, Any]) -> Any:
+    if isinstance(template, str):
+        return _render_string(template, data)
+    if isinstance(template, Mapping):
+        return {key: _render(value, data) for key, value in template.items()}
+    if isinstance(template, list | tuple):
+        return [_render(item, data) for item in template]
+    return template
+
+
+def render(template: Any, context: Mapping[str, Any]) -> Any:
+    """Render `template` against `context`.
+
+    Dicts (their values, not their keys), lists and strings are rendered recursively; other
+    values are returned unchanged. Raises ExpressionError when an expression does not parse,
+    its braces are unbalanced, or its evaluation fails.
+    """
+    data = context if isinstance(context, dict) else dict(context)
+    return _render(template, data)
+
+
+def has_expression(value: Any) -> bool:
+    """True if `value` is a string containing a ``{{`` (an expression or an attempt at one)."""
+    return isinstance(value, str) and _OPEN in value
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def string_paths(template: Any, path: str = "") -> list[tuple[str, str]]:
+    """(sub-path, string) for every string value in `template`, depth first, in order.
+
+    Sub-paths are dotted/indexed and relative to `template` ("a.b", "[2]", "a[0].b"), each
+    prefixed with `path`.
+    """
+    if isinstance(template, str):
+        return [(path, template)]
+    found: list[tuple[str, str]] = []
+    if isinstance(template, Mapping):
+        for key, value in template.items():
+            found.extend(string_paths(value, _join(path, str(key))))
+    elif isinstance(template, list | tuple):
+        for index, item in enumerate(template):
+            found.extend(string_paths(item, _join(path, index)))
+    return found
+
+
+def _string_errors(text: str) -> list[str]:
+    if _OPEN not in text:
+        return []
+    try:
+        parts = _segments(text)
+    except _Unbalanced as exc:
+        return [f"{exc} in {text!r}"]
+    messages: list[str] = []
+    for part in parts:
+        if isinstance(part, _Expr):
+            try:
+                _compile(part)
+            except ExpressionError as exc:
+                messages.append(str(exc))
+    return messages
+
+
+def expression_errors(template: Any) -> list[tuple[str, str]]:
+    """(sub-path, message) for each malformed ``{{ }}`` in `template`.
+
+    The sub-path is relative to `template` in dotted/indexed form ("headers.Authorization",
+    "set.total", "[2]", "conditions[0].value"); "" is the template itself.
+    """
+    errors: list[tuple[str, str]] = []
+    for path, text in string_paths(template):
+        errors.extend((path, message) for message in _string_errors(text))
+    return errors
+
+
+def _node_refs(ast: Mapping[str, Any], at_root: bool, found: set[str]) -> None:
+    kind = ast.get("type")
+    children = ast.get("children") or []
+    if at_root and kind == "subexpression" and len(children) >= 2:
+        head, ref = children[0], children[1]
+        if (
+            head.get("type") == "field"
+            and head.get("value") == "nodes"
+            and ref.get("type") == "field"
+        ):
+            found.add(str(ref.get("value")))
+    for index, child in enumerate(children):
+        if not isinstance(child, Mapping):
+            continue
+        if kind in _SAME_CONTEXT:
+            child_at_root = at_root
+        elif kind in _FIRST_CHILD_CONTEXT:
+            child_at_root = at_root and index == 0
+        else:
+            child_at_root = False
+        _node_refs(child, child_at_root, found)
+
+
+def references(template: Any) -> set[str]:
+    """The node ids that `template` reads as ``nodes.<id>`` from the root of the context.
+
+    Malformed expressions are ignored (expression_errors reports them).
+    """
+    found: set[str] = set()
+    for _, text in string_paths(template):
+        if _OPEN not in text:
+            continue
+        try:
+            parts = _segments(text)
+        except _Unbalanced:
+            continue
+        for part in parts:
+            if not isinstance(part, _Expr):
+                continue
+            try:
+                compiled = _compile(part)
+            except ExpressionError:
+                continue
+            _node_refs(compiled.parsed, True, found)
+    return found

@@ -1,0 +1,1 @@
+"""Node executors run by the worker; may import domain and infra."""

@@ -1,0 +1,138 @@
+"""Timers: durable due-times in `engine_timers`, fed by `TimerScheduled` events and fired as
+`FireTimer` commands (delays, retry back-off, node and execution timeouts).
+
+A timer row is deleted only after its FireTimer command is durable, so a timer survives any
+restart; the Execution aggregate records `TimerFired` once and ignores repeats, so it fires once.
+The firing loop claims due rows with `FOR UPDATE SKIP LOCKED`, so several timer processes can run.
+Consumer group / position: `timers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from commands.bus import CommandBus
+from commands.models import FireTimer
+from domain.execution import Execution
+from infra import metrics
+from infra.consumer import EventConsumer
+from infra.eventlog import LoggedEvent
+from infra.logging import get_logger
+
+log = get_logger(__name__)
+
+_CLOSED = (
+    Execution.ExecutionCompleted,
+    Execution.ExecutionFailed,
+    Execution.ExecutionCanceled,
+    Execution.ExecutionTimedOut,
+)
+
+
+class Timers(EventConsumer):
+    name = "timers"
+
+    def __init__(self, bus: CommandBus, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bus = bus
+        self.wake = asyncio.Event()
+
+    async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+        for _, event in events:
+            if isinstance(event, Execution.TimerScheduled):
+                await conn.execute(
+                    "INSERT INTO engine_timers (timer_id, execution_id, workspace_id, kind,"
+                    " fire_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (timer_id) DO NOTHING",
+                    (
+                        event.timer_id,
+                        event.originator_id,
+                        event.workspace_id,
+                        event.kind,
+                        event.fire_at,
+                    ),
+                )
+            elif isinstance(event, Execution.TimerFired):
+                await conn.execute(
+                    "DELETE FROM engine_timers WHERE timer_id = %s", (event.timer_id,)
+                )
+            elif isinstance(event, _CLOSED):
+                await conn.execute(
+                    "DELETE FROM engine_timers WHERE execution_id = %s", (event.originator_id,)
+                )
+
+    async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
+        if any(isinstance(event, Execution.TimerScheduled) for _, event in events):
+            self.wake.set()
+
+    async def fire_due(self, batch: int = 100) -> int:
+        """Fire the timers that are due now; returns how many fired."""
+        fired = 0
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT timer_id, execution_id, kind FROM engine_timers WHERE fire_at <= %s"
+                    " ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (datetime.now(UTC), batch),
+                )
+                due = await cur.fetchall()
+                results = await asyncio.gather(
+                    *(
+                        self.bus.execute(
+                            FireTimer(execution_id=row["execution_id"], timer_id=row["timer_id"])
+                        )
+                        for row in due
+                    ),
+                    return_exceptions=True,
+                )
+                done = []
+                for row, result in zip(due, results, strict=True):
+                    if isinstance(result, BaseException):
+                        log.error(
+                            "timer_fire_failed",
+                            extra={"fields": {"timer_id": row["timer_id"], "error": repr(result)}},
+                        )
+                        continue
+                    done.append(row["timer_id"])
+                    if result.fields.get("accepted"):
+                        fired += 1
+                        metrics.TIMERS_FIRED.labels(row["kind"]).inc()
+                if done:
+                    await conn.execute(
+                        "DELETE FROM engine_timers WHERE timer_id = ANY(%s)", (done,)
+                    )
+        return fired
+
+    async def next_due_in(self) -> float:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT min(fire_at) AS at FROM engine_timers")
+            row = await cur.fetchone()
+            await conn.commit()
+        if row is None or row["at"] is None:
+            return 1.0
+        return max(0.0, min(1.0, (row["at"] - datetime.now(UTC)).total_seconds()))
+
+    async def fire_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await self.fire_due() == 0:
+                    delay = await self.next_due_in()
+                    self.wake.clear()
+                    # A due timer whose command keeps failing must not spin the loop.
+                    delay = delay or 0.2
+                    if delay > 0:
+                        waiters = {
+                            asyncio.ensure_future(self.wake.wait()),
+                            asyncio.ensure_future(stop.wait()),
+                        }
+                        _, pending = await asyncio.wait(
+                            waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for fut in pending:
+                            fut.cancel()
+            except Exception:
+                log.exception("timer loop failed")
+                await asyncio.sleep(0.5)

@@ -1,0 +1,157 @@
+"""The worker: takes node tasks from `tasks:<queue>` (group `workers`), runs them, and answers
+with `CompleteNode` / `FailNode`. Scales out: several workers split a queue's entries.
+
+A task is acknowledged (XACK + XDEL) only after its result command is durable. While a task
+runs, the worker re-claims its entry every few seconds so that the reclaim of a *dead* worker's
+entries (XAUTOCLAIM after LINKFLOW_TASK_CLAIM_IDLE_MS) never steals a live one. On SIGTERM it
+stops taking tasks and finishes (or, past the grace period, leaves pending for another worker)
+those it holds. Repeated deliveries are harmless: the Execution ignores a stale attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from commands.bus import CommandBus
+from commands.models import CompleteNode, FailNode
+from engine.nodes.http_request import NodeError, run_http_request
+from infra import metrics
+from infra.consumer import GroupReader
+from infra.logging import get_logger, log_event
+from infra.outbound import make_session
+from infra.settings import Settings
+from infra.streams import WORKER_GROUP, task_stream
+
+log = get_logger(__name__)
+
+HEARTBEAT_S = 5.0
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, bus: CommandBus, redis: Redis, broker: RedisBroker
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.redis = redis
+        self.slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.running: dict[bytes, tuple[GroupReader, asyncio.Task[None]]] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.readers = [
+            GroupReader(
+                broker,
+                redis,
+                task_stream(settings, queue),
+                WORKER_GROUP,
+                self._handler_for(queue),
+                max_records=min(100, settings.worker_concurrency),
+                claim_idle_ms=settings.task_claim_idle_ms,
+            )
+            for queue in settings.queues
+        ]
+
+    def _handler_for(self, queue: str) -> Any:
+        async def handle(ids: list[bytes], entries: list[dict[bytes, bytes]]) -> None:
+            reader = next(r for r in self.readers if r.stream == task_stream(self.settings, queue))
+            for entry_id, fields in zip(ids, entries, strict=True):
+                await self.slots.acquire()
+                task = asyncio.create_task(self._run(reader, entry_id, fields))
+                self.running[entry_id] = (reader, task)
+
+        return handle
+
+    async def prepare(self) -> None:
+        self.session = make_session(self.settings.allow_private_network)
+        for reader in self.readers:
+            await reader.prepare()
+
+    async def _run(self, reader: GroupReader, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            try:
+                task = json.loads(fields[b"task"])
+            except (KeyError, ValueError):
+                log_event(log, "malformed_task_dropped", entry=entry_id.decode())
+                await reader.ack([entry_id], delete=True)
+                return
+            command = await self.execute(task)
+            await self.bus.execute(command)
+            await reader.ack([entry_id], delete=True)
+        except Exception:
+            # Left pending: another worker (or this one) reclaims it after the idle time.
+            log.exception("task_failed", extra={"fields": {"entry": entry_id.decode()}})
+        finally:
+            self.running.pop(entry_id, None)
+            self.slots.release()
+
+    async def execute(self, task: dict[str, Any]) -> CompleteNode | FailNode:
+        """Run one node attempt and say what happened, as the command to send."""
+        node_type = task["type"]
+        started = time.perf_counter()
+        ids = {
+            "execution_id": task["execution_id"],
+            "node_id": task["node_id"],
+            "attempt": task["attempt"],
+        }
+        try:
+            if node_type != "http_request":
+                raise NodeError(
+                    {"type": "unsupported_node", "message": f"no executor for {node_type}"},
+                    retryable=False,
+                )
+            assert self.session is not None
+            output = await run_http_request(
+                task["config"],
+                task.get("timeout_s"),
+                self.session,
+                self.settings.allow_private_network,
+            )
+        except NodeError as exc:
+            metrics.NODE_RUNS.labels(node_type, "failed").inc()
+            return FailNode(**ids, error=exc.error, retryable=exc.retryable)
+        finally:
+            metrics.NODE_SECONDS.labels(node_type).observe(time.perf_counter() - started)
+        metrics.NODE_RUNS.labels(node_type, "completed").inc()
+        return CompleteNode(**ids, output=output)
+
+    async def heartbeat(self, stop: asyncio.Event) -> None:
+        """Keep the entries of running tasks from looking idle (and so from being reclaimed)."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_S)
+            except TimeoutError:
+                pass
+            by_reader: dict[GroupReader, list[bytes]] = {}
+            for entry_id, (reader, _) in list(self.running.items()):
+                by_reader.setdefault(reader, []).append(entry_id)
+            for reader, entry_ids in by_reader.items():
+                try:
+                    await self.redis.xclaim(
+                        reader.stream,
+                        reader.group,
+                        reader.consumer,
+                        min_idle_time=0,
+                        message_ids=entry_ids,
+                        justid=True,
+                    )
+                except Exception:
+                    log.exception("heartbeat_failed")
+
+    async def revive(self) -> None:
+        for reader in self.readers:
+            await reader.revive()
+
+    async def drain(self, grace_s: float = 10.0) -> None:
+        """On shutdown: let running tasks finish within the grace period."""
+        tasks = [task for _, task in self.running.values()]
+        if tasks:
+            log_event(log, "draining", tasks=len(tasks))
+            await asyncio.wait(tasks, timeout=grace_s)
+        if self.session is not None:
+            await self.session.close()

@@ -1,0 +1,42 @@
+"""Dependency wiring in one place: builds the event store, command bus, PostgreSQL pool and Redis
+client that a process's roles share. Imported by `gateways.roles`, the CLI and the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from commands.bus import CommandBus
+from infra.db import open_pool
+from infra.eventstore import EventStore
+from infra.settings import Settings
+from infra.streams import redis_client
+
+
+@dataclass
+class Container:
+    settings: Settings
+    store: EventStore
+    bus: CommandBus
+    pool: AsyncConnectionPool
+    redis: Redis
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.redis.aclose()
+        self.bus.close()
+        self.store.close()
+
+
+async def bootstrap(settings: Settings) -> Container:
+    store = EventStore(settings)
+    return Container(
+        settings=settings,
+        store=store,
+        bus=CommandBus(store, threads=settings.pg_pool_size),
+        pool=await open_pool(settings, max_size=settings.pg_pool_size),
+        redis=redis_client(settings),
+    )

@@ -1,0 +1,196 @@
+"""The runnable roles (gateway, relay, projector, matching, timers, worker, all) and how each
+starts, serves `/metrics` + `/health` + `/ready`, and stops on SIGTERM without losing work.
+
+Event consumers (projector, matching, timers) and the relay are single-active per role: each holds
+a PostgreSQL advisory lock (see infra.leader); extra processes wait as standbys. Workers and
+gateways scale out freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from faststream.redis import RedisBroker
+
+from engine.matching import Matching
+from engine.timers import Timers
+from engine.worker import Worker
+from gateways.bootstrap import Container, bootstrap
+from gateways.http.app import make_app
+from gateways.http.ops import add_ops_routes
+from infra.consumer import EventConsumer
+from infra.leader import hold_leadership
+from infra.logging import get_logger, log_event
+from infra.relay import Relay
+from infra.settings import Settings
+from infra.streams import Epoch, events_stream
+from projections.visibility import VisibilityProjector
+
+log = get_logger(__name__)
+
+ROLES = ("gateway", "relay", "projector", "matching", "timers", "worker")
+METRICS_PORTS = {"relay": 9101, "projector": 9102, "matching": 9103, "timers": 9104, "worker": 9105}
+
+RoleRunner = Callable[[Container, asyncio.Event], Awaitable[None]]
+
+
+def _broker(settings: Settings) -> RedisBroker:
+    return RedisBroker(settings.redis_url, logger=None)
+
+
+async def run_relay(c: Container, stop: asyncio.Event) -> None:
+    await Relay(c.settings, c.redis).run(stop)
+
+
+async def _run_event_consumer(
+    c: Container,
+    stop: asyncio.Event,
+    build: Callable[[RedisBroker], EventConsumer],
+    extra: Callable[[EventConsumer, asyncio.Event], list[Awaitable[None]]] | None = None,
+) -> None:
+    broker = _broker(c.settings)
+    consumer = build(broker)
+    async with hold_leadership(c.settings, consumer.name, stop) as leading:
+        if not leading:
+            return
+        await consumer.prepare()
+        await consumer.catch_up()
+        await broker.start()
+        log_event(log, "consumer_started", consumer=consumer.name, position=consumer.position)
+        try:
+            tasks = [consumer.watch(stop)] + (extra(consumer, stop) if extra else [])
+            await asyncio.gather(*tasks)
+        finally:
+            await broker.stop()
+
+
+async def run_projector(c: Container, stop: asyncio.Event) -> None:
+    await _run_event_consumer(
+        c,
+        stop,
+        lambda broker: VisibilityProjector(
+            c.store, c.pool, c.redis, broker, events_stream(c.settings)
+        ),
+    )
+
+
+async def run_matching(c: Container, stop: asyncio.Event) -> None:
+    def build(broker: RedisBroker) -> EventConsumer:
+        return Matching(c.settings, c.store, c.pool, c.redis, broker, events_stream(c.settings))
+
+    async def watch_epoch(consumer: EventConsumer, stop: asyncio.Event) -> None:
+        assert isinstance(consumer, Matching)
+        epoch = Epoch(c.redis, c.settings)
+        await epoch.changed()
+        await consumer.republish_outstanding()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            try:
+                if await epoch.changed():
+                    log_event(log, "redis_data_lost")
+                    await consumer.republish_outstanding()
+            except Exception:
+                log.exception("epoch watch failed")
+
+    await _run_event_consumer(c, stop, build, lambda cons, s: [watch_epoch(cons, s)])
+
+
+async def run_timers(c: Container, stop: asyncio.Event) -> None:
+    def build(broker: RedisBroker) -> EventConsumer:
+        return Timers(c.bus, c.store, c.pool, c.redis, broker, events_stream(c.settings))
+
+    def extra(consumer: EventConsumer, stop: asyncio.Event) -> list[Awaitable[None]]:
+        assert isinstance(consumer, Timers)
+        return [consumer.fire_loop(stop)]
+
+    await _run_event_consumer(c, stop, build, extra)
+
+
+async def run_worker(c: Container, stop: asyncio.Event) -> None:
+    broker = _broker(c.settings)
+    worker = Worker(c.settings, c.bus, c.redis, broker)
+    await worker.prepare()
+    await broker.start()
+    log_event(log, "worker_started", queues=c.settings.queues)
+
+    async def revive_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            try:
+                await worker.revive()
+            except Exception:
+                log.exception("worker revive failed")
+
+    try:
+        await asyncio.gather(worker.heartbeat(stop), revive_loop())
+    finally:
+        await broker.stop()
+        await worker.drain()
+
+
+async def run_gateway(c: Container, stop: asyncio.Event) -> None:
+    app = make_app(c)
+    await _serve(app, c.settings.http_host, c.settings.http_port, stop)
+
+
+async def _serve(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log_event(log, "http_listening", host=host, port=port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+RUNNERS: dict[str, RoleRunner] = {
+    "gateway": run_gateway,
+    "relay": run_relay,
+    "projector": run_projector,
+    "matching": run_matching,
+    "timers": run_timers,
+    "worker": run_worker,
+}
+
+
+async def run(role: str, settings: Settings) -> None:
+    """Run one role (or `all`) until SIGINT/SIGTERM."""
+    roles = list(ROLES) if role == "all" else [role]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    container = await bootstrap(settings)
+    tasks = [asyncio.create_task(_supervised(name, RUNNERS[name], container, stop)) for name in roles]
+    if "gateway" not in roles:
+        ops = web.Application()
+        add_ops_routes(ops, container, roles)
+        port = settings.metrics_port or METRICS_PORTS[roles[0]]
+        tasks.append(asyncio.create_task(_serve(ops, settings.http_host, port, stop)))
+    await stop.wait()
+    log_event(log, "stopping", roles=roles)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await container.close()
+    log_event(log, "stopped", roles=roles)
+
+
+async def _supervised(
+    name: str, runner: RoleRunner, container: Container, stop: asyncio.Event
+) -> None:
+    """Run a role; if it crashes, log and restart it after a pause (until stopped)."""
+    while not stop.is_set():
+        try:
+            await runner(container, stop)
+            return
+        except Exception:
+            log.exception("role_crashed", extra={"fields": {"role_name": name}})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)

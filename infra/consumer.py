@@ -1,0 +1,249 @@
+"""Stream consumption on FastStream with LinkFlow's delivery rules, and the event-consumer base.
+
+`GroupReader` reads one stream as one consumer group through two FastStream subscribers: one for
+new entries (XREADGROUP, batches, manual ack) and one that reclaims entries left pending by a dead
+consumer (XAUTOCLAIM, `min_idle_time`). FastStream stops a subscriber for good when its group
+vanishes (Redis flushed); the reader's supervisor recreates the group at id 0 and restarts it.
+
+`EventConsumer` applies the relayed event log exactly once: its read-model/engine change and its
+position commit in one PostgreSQL transaction; entries at or below the position are duplicates;
+a jump past the position, an idle period with the log ahead, or a Redis flush make it read the
+missing range from the event store itself. Imported by `projections/` and `engine/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from infra import metrics
+from infra.eventlog import LoggedEvent, advance_position, head_position, load_position, read_log
+from infra.eventstore import EventStore
+from infra.logging import get_logger, log_event
+from infra.streams import ensure_group
+
+log = get_logger(__name__)
+
+BatchHandler = Callable[[list[bytes], list[dict[bytes, bytes]]], Awaitable[None]]
+
+
+def consumer_name(group: str) -> str:
+    return f"{group}-{socket.gethostname()}-{os.getpid()}"
+
+
+class GroupReader:
+    """One consumer of one group on one stream, surviving flushes and reclaiming dead consumers'
+    pending entries. The handler gets (entry ids, entry fields) and acknowledges them itself."""
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        redis: Redis,
+        stream: str,
+        group: str,
+        handler: BatchHandler,
+        max_records: int = 500,
+        claim_idle_ms: int = 30_000,
+        block_ms: int = 100,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer_name(group)
+        self.handler = handler
+
+        async def on_message(msg: RedisStreamMessage) -> None:
+            raw: Any = msg.raw_message
+            await handler(list(raw["message_ids"]), list(raw["data"]))
+
+        self.reader = broker.subscriber(
+            stream=StreamSub(
+                stream,
+                group=group,
+                consumer=self.consumer,
+                batch=True,
+                max_records=max_records,
+                polling_interval=block_ms,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        self.reader(on_message)
+        self.claimer = broker.subscriber(
+            stream=StreamSub(
+                stream,
+                group=group,
+                consumer=self.consumer,
+                batch=True,
+                min_idle_time=claim_idle_ms,
+                polling_interval=1000,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        self.claimer(on_message)
+
+    async def prepare(self) -> None:
+        """Create the group (at id 0) before FastStream would create it at `$`."""
+        await ensure_group(self.redis, self.stream, self.group)
+
+    async def revive(self) -> bool:
+        """Recreate the group and restart subscribers FastStream stopped; True if any was."""
+        revived = False
+        for sub in (self.reader, self.claimer):
+            if not sub.running:
+                await ensure_group(self.redis, self.stream, self.group)
+                await sub.start()
+                revived = True
+        if revived:
+            log_event(log, "group_revived", stream=self.stream, group=self.group)
+        return revived
+
+    async def ack(self, ids: Sequence[bytes], delete: bool = False) -> None:
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.stream, self.group, *ids)
+            if delete:
+                pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+
+
+class EventConsumer:
+    """Base of the consumers of the relayed event log (projector, matching, timers).
+
+    Subclasses implement `apply` (inside the transaction that also moves the position) and may
+    implement `after_commit` (effects outside PostgreSQL, e.g. waking a timer loop).
+    """
+
+    name = "consumer"
+    page = 500
+
+    def __init__(
+        self,
+        store: EventStore,
+        pool: AsyncConnectionPool,
+        redis: Redis,
+        broker: RedisBroker,
+        stream: str,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.redis = redis
+        self.position = 0
+        self.lock = asyncio.Lock()
+        self.last_activity = time.monotonic()
+        self.reader = GroupReader(
+            broker, redis, stream, self.name, self.on_entries, claim_idle_ms=claim_idle_ms
+        )
+
+    async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+        raise NotImplementedError
+
+    async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
+        return None
+
+    async def prepare(self) -> None:
+        await self.reader.prepare()
+        async with self.pool.connection() as conn:
+            self.position = await load_position(conn, self.name)
+            await conn.commit()
+        metrics.CONSUMER_POSITION.labels(self.name).set(self.position)
+
+    async def on_entries(self, ids: list[bytes], entries: list[dict[bytes, bytes]]) -> None:
+        events = sorted((LoggedEvent.from_fields(e) for e in entries), key=lambda e: e.position)
+        async with self.lock:
+            try:
+                await self._apply_fresh(events)
+            except PositionMoved:
+                await self._reload_position()
+                await self._apply_fresh(events)
+            self.last_activity = time.monotonic()
+        await self.reader.ack(ids)
+
+    async def _apply_fresh(self, events: list[LoggedEvent]) -> None:
+        fresh = [e for e in events if e.position > self.position]
+        if fresh and fresh[0].position > self.position + 1:
+            await self._catch_up(upto=fresh[0].position - 1)
+            fresh = [e for e in fresh if e.position > self.position]
+        if fresh:
+            await self._commit(fresh)
+
+    async def catch_up(self) -> int:
+        """Apply whatever the event store has past our position; returns how many events."""
+        async with self.lock:
+            return await self._catch_up(upto=None)
+
+    async def _catch_up(self, upto: int | None) -> int:
+        total = 0
+        while True:
+            async with self.pool.connection() as conn:
+                events = await read_log(conn, self.position, self.page, upto)
+                await conn.commit()
+            if not events:
+                return total
+            await self._commit(events)
+            total += len(events)
+            metrics.CONSUMER_CATCHUP.labels(self.name).inc(len(events))
+
+    async def _commit(self, events: list[LoggedEvent]) -> None:
+        decoded = [
+            (e, self.store.decode(e.originator_id, e.originator_version, e.topic, e.state))
+            for e in events
+        ]
+        new_position = events[-1].position
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                await self.apply(conn, decoded)
+                moved = await advance_position(conn, self.name, self.position, new_position)
+                if not moved:
+                    raise PositionMoved(self.name)
+        self.position = new_position
+        metrics.CONSUMER_EVENTS.labels(self.name).inc(len(events))
+        metrics.CONSUMER_POSITION.labels(self.name).set(new_position)
+        await self.after_commit(decoded)
+
+    async def _reload_position(self) -> None:
+        async with self.pool.connection() as conn:
+            self.position = await load_position(conn, self.name)
+            await conn.commit()
+
+    async def watch(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
+        """Catch up when idle with the log ahead, and revive the group after a Redis flush."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=idle_s / 2)
+            except TimeoutError:
+                pass
+            if stop.is_set():
+                return
+            try:
+                if await self.reader.revive():
+                    await self.catch_up()
+                if time.monotonic() - self.last_activity >= idle_s:
+                    async with self.pool.connection() as conn:
+                        head = await head_position(conn)
+                        await conn.commit()
+                    if head > self.position:
+                        caught = await self.catch_up()
+                        if caught:
+                            log_event(log, "caught_up", consumer=self.name, events=caught)
+                    self.last_activity = time.monotonic()
+            except PositionMoved:
+                async with self.lock:
+                    await self._reload_position()
+            except Exception:
+                log.exception("consumer watch failed", extra={"fields": {"consumer": self.name}})
+
+
+class PositionMoved(RuntimeError):
+    """Another process advanced this consumer's position; ours is stale."""

@@ -1,0 +1,73 @@
+"""The event store: an `eventsourcing` Application on PostgreSQL (psycopg 3), the only place
+aggregates live. Synchronous (the library has no asyncio API); async code calls it through a
+thread pool (see commands.bus). Imported by `commands/` (writes) and by readers of the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+
+from infra.settings import Settings
+
+A = TypeVar("A", bound=Aggregate)
+
+APP_NAME = "LinkFlow"
+EVENTS_TABLE = "linkflow_events"
+
+
+def eventsourcing_env(settings: Settings, create_table: bool = False) -> dict[str, str]:
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": settings.pg_db,
+        "POSTGRES_HOST": settings.pg_host,
+        "POSTGRES_PORT": str(settings.pg_port),
+        "POSTGRES_USER": settings.pg_user,
+        "POSTGRES_PASSWORD": settings.pg_password,
+        "POSTGRES_POOL_SIZE": str(settings.pg_pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(settings.pg_pool_size),
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "CREATE_TABLE": "y" if create_table else "n",
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+    }
+
+
+class EventStore(Application):
+    """LinkFlow's one event-sourced application (table `linkflow_events`)."""
+
+    name = APP_NAME
+
+    def __init__(self, settings: Settings, create_table: bool = False) -> None:
+        super().__init__(env=eventsourcing_env(settings, create_table))
+
+    def load(self, cls: type[A], aggregate_id: UUID) -> A:
+        aggregate = self.repository.get(aggregate_id)
+        if not isinstance(aggregate, cls):
+            raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
+        return aggregate
+
+    def save_all(self, *aggregates: Aggregate) -> int:
+        """Save in one transaction; returns the position (notification id) of the last event."""
+        recordings = self.save(*aggregates)
+        return max((r.notification.id for r in recordings), default=0)
+
+    def decode(self, oid: UUID, version: int, topic: str, state: bytes) -> Any:
+        """Turn one stored event (from the log or a stream message) into its domain event."""
+        return self.mapper.to_domain_event(
+            StoredEvent(originator_id=oid, originator_version=version, topic=topic, state=state)
+        )
+
+    def position_of(self, aggregate_id: UUID) -> int:
+        """The position of the aggregate's latest event (for idempotent replays of commands)."""
+        with self.factory.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(
+                f"SELECT max(notification_id) AS p FROM {EVENTS_TABLE} WHERE originator_id = %s",
+                (aggregate_id,),
+            )
+            row = cur.fetchone()
+        return int(row["p"] or 0)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of every LinkFlow process (prometheus-client, default registry), and the
+`/metrics` + `/health` endpoints that roles without the HTTP gateway serve. Everything may import it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+COMMANDS = Counter("linkflow_commands_total", "Commands handled", ["command", "outcome"])
+COMMAND_SECONDS = Histogram(
+    "linkflow_command_seconds", "Command latency (load, decide, save)", ["command"]
+)
+COMMAND_CONFLICTS = Counter(
+    "linkflow_command_conflicts_total", "Optimistic-concurrency conflicts retried", ["command"]
+)
+EVENTS_RELAYED = Counter("linkflow_relay_events_total", "Events published to Redis by the relay")
+RELAY_POSITION = Gauge("linkflow_relay_position", "Last notification id relayed")
+CONSUMER_EVENTS = Counter(
+    "linkflow_consumer_events_total", "Events applied by a consumer", ["consumer"]
+)
+CONSUMER_CATCHUP = Counter(
+    "linkflow_consumer_catchup_events_total",
+    "Events a consumer read from the event store instead of Redis",
+    ["consumer"],
+)
+CONSUMER_POSITION = Gauge("linkflow_consumer_position", "Consumer position", ["consumer"])
+TASKS_DISPATCHED = Counter("linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"])
+NODE_RUNS = Counter("linkflow_node_runs_total", "Node attempts run by workers", ["type", "outcome"])
+NODE_SECONDS = Histogram("linkflow_node_seconds", "Node attempt duration in workers", ["type"])
+TIMERS_FIRED = Counter("linkflow_timers_fired_total", "Timers fired", ["kind"])
+HTTP_REQUESTS = Counter(
+    "linkflow_http_requests_total", "HTTP requests", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram("linkflow_http_request_seconds", "HTTP request latency", ["route"])

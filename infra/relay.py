@@ -1,0 +1,93 @@
+"""The relay: follows the event store's notification log and XADDs every event, in order, to the
+`events` stream, recording how far it got in `consumer_positions` ('relay').
+
+It wakes on the recorder's NOTIFY (channel `linkflow_events`) or every second, publishes pages of
+up to 1,000 events in one pipelined round trip, then records the page's last position. A crash
+between the two republishes the page (consumers skip what they already applied). Only one relay
+publishes at a time: it holds a PostgreSQL advisory lock, so a second one waits as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from psycopg import AsyncConnection
+from redis.asyncio import Redis
+
+from infra import metrics
+from infra.db import connect
+from infra.eventlog import LoggedEvent, advance_position, load_position, read_log
+from infra.eventstore import EVENTS_TABLE
+from infra.leader import hold_leadership
+from infra.logging import get_logger, log_event
+from infra.settings import Settings
+from infra.streams import events_stream
+
+log = get_logger(__name__)
+
+NAME = "relay"
+PAGE = 1000
+
+
+class Relay:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.stream = events_stream(settings)
+        self.position = 0
+
+    async def publish(self, events: list[LoggedEvent]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(
+                    self.stream,
+                    event.to_fields(),  # type: ignore[arg-type]
+                    maxlen=self.settings.events_stream_maxlen,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    async def pump(self, conn: AsyncConnection) -> int:
+        """Relay everything past the position; returns how many events were published."""
+        total = 0
+        while True:
+            events = await read_log(conn, self.position, PAGE)
+            await conn.commit()
+            if not events:
+                return total
+            await self.publish(events)
+            new = events[-1].position
+            if not await advance_position(conn, NAME, self.position, new):
+                await conn.rollback()
+                self.position = await load_position(conn, NAME)
+                await conn.commit()
+                continue
+            await conn.commit()
+            self.position = new
+            total += len(events)
+            metrics.EVENTS_RELAYED.inc(len(events))
+            metrics.RELAY_POSITION.set(new)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with hold_leadership(self.settings, NAME, stop) as leading:
+            if not leading:
+                return
+            conn = await connect(self.settings, autocommit=False)
+            listener = await connect(self.settings, autocommit=True)
+            try:
+                await listener.execute(f"LISTEN {EVENTS_TABLE}")
+                self.position = await load_position(conn, NAME)
+                await conn.commit()
+                log_event(log, "relay_started", position=self.position)
+                while not stop.is_set():
+                    await self.pump(conn)
+                    await self._wait(listener, stop)
+            finally:
+                await listener.close()
+                await conn.close()
+
+    async def _wait(self, listener: AsyncConnection, stop: asyncio.Event) -> None:
+        """Until a NOTIFY arrives or half a second passes (so a stop is seen quickly)."""
+        if not stop.is_set():
+            async for _ in listener.notifies(timeout=0.5, stop_after=1):
+                pass

@@ -1,0 +1,62 @@
+"""Process settings, read from `LINKFLOW_*` environment variables (pydantic-settings).
+
+Defaults work against PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on
+127.0.0.1:6379. Everything may import this module.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "linkflow-dev-secret-change-me-0123456789"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LINKFLOW_", frozen=True)
+
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_db: str = "linkflow"
+    pg_user: str = "postgres"
+    pg_password: str = ""
+    pg_pool_size: int = 8
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "lf:"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    metrics_port: int | None = None
+    max_body_bytes: int = 1024 * 1024
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str = "linkflow"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+
+    allow_private_network: bool = False
+    worker_concurrency: int = 64
+    worker_queues: str = "default"
+    task_claim_idle_ms: int = 30_000
+    events_stream_maxlen: int = 100_000
+    log_level: str = "INFO"
+
+    @cached_property
+    def conninfo(self) -> str:
+        return self.conninfo_for(self.pg_db)
+
+    def conninfo_for(self, dbname: str) -> str:
+        return (
+            f"host={self.pg_host} port={self.pg_port} dbname={dbname} "
+            f"user={self.pg_user} password={self.pg_password}"
+        )
+
+    def key(self, name: str) -> str:
+        """A Redis key under this deployment's prefix."""
+        return f"{self.redis_prefix}{name}"
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]

@@ -1,0 +1,199 @@
+"""The Execution aggregate alone: branching, skipping, joins, retries, timeouts, cancel, replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from examples import load_example
+
+from domain.definition import parse_definition
+from domain.execution import Execution
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def start(name: str, input: Any, at: datetime = T0) -> Execution:
+    definition = parse_definition(load_example(name)).to_json()
+    return Execution.start(uuid4(), str(uuid4()), str(uuid4()), 1, definition, input, at)
+
+
+def statuses(execution: Execution) -> dict[str, str]:
+    return {node_id: run.status for node_id, run in execution.nodes.items()}
+
+
+def events_of(execution: Execution) -> list[str]:
+    return [type(e).__name__ for e in execution.pending_events]
+
+
+def only_timer(execution: Execution, kind: str) -> str:
+    [timer] = [t for t, spec in execution.timers.items() if spec["kind"] == kind]
+    return timer
+
+
+def order_body(order_id: int) -> dict[str, Any]:
+    status = "paid" if order_id % 2 == 0 else "pending"
+    return {"status_code": 200, "body": {"id": order_id, "status": status, "total": order_id * 10}}
+
+
+def test_start_schedules_entry_nodes_with_rendered_config() -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    assert events_of(ex)[:2] == ["ExecutionStarted", "TimerScheduled"]
+    scheduled = [e for e in ex.pending_events if isinstance(e, Execution.NodeScheduled)]
+    assert [e.node_id for e in scheduled] == ["fetch"]
+    task = scheduled[0].task
+    assert task is not None
+    assert (task["type"], task["timeout_s"]) == ("http_request", 10.0)
+    assert task["config"]["url"] == "http://h/orders/42"
+    assert statuses(ex)["fetch"] == "scheduled"
+
+
+def test_paid_order_takes_the_yes_branch_waits_and_skips_unpaid() -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    assert ex.complete_node("fetch", 1, order_body(42), T0 + timedelta(seconds=1))
+    assert statuses(ex)["paid"] == "completed"
+    assert statuses(ex)["unpaid"] == "skipped"
+    assert statuses(ex)["wait"] == "scheduled"
+    delay = only_timer(ex, "delay")
+    assert ex.fire_timer(delay, T0 + timedelta(seconds=2))
+    assert ex.status == "completed"
+    assert ex.output == {"order": 42, "total": 420}
+
+
+def test_unpaid_order_skips_wait_and_shape() -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 7})
+    ex.complete_node("fetch", 1, order_body(7), T0)
+    assert ex.status == "completed"
+    assert statuses(ex)["wait"] == "skipped" and statuses(ex)["shape"] == "skipped"
+    assert ex.output == {"reason": "unpaid", "order": 7}
+
+
+def test_export_format_behaves_like_the_native_one() -> None:
+    ex = start("linkflow-export.json", {"base_url": "http://h", "order_id": 42})
+    ex.complete_node("fetch", 1, order_body(42), T0)
+    ex.fire_timer(only_timer(ex, "delay"), T0 + timedelta(seconds=1))
+    assert ex.status == "completed"
+    assert ex.output == {"order": 42, "total": 420}
+    assert statuses(ex)["unpaid"] == "skipped"
+
+
+def test_failed_attempts_retry_through_timers_with_backoff() -> None:
+    ex = start("retry-then-succeed.json", {"base_url": "http://h", "key": "k"})
+    error = {"type": "http_status", "message": "HTTP 500"}
+    assert ex.fail_node("call", 1, error, T0)
+    retry = ex.timers[only_timer(ex, "retry")]
+    assert retry["attempt"] == 2
+    fire_at = [e for e in ex.pending_events if isinstance(e, Execution.TimerScheduled)][-1].fire_at
+    assert fire_at == T0 + timedelta(seconds=0.2)
+    assert ex.fire_timer(only_timer(ex, "retry"), fire_at)
+    assert ex.nodes["call"].attempts == 2
+    ex.fail_node("call", 2, error, fire_at)
+    second = [e for e in ex.pending_events if isinstance(e, Execution.TimerScheduled)][-1]
+    assert second.fire_at == fire_at + timedelta(seconds=0.4)
+    ex.fire_timer(second.timer_id, second.fire_at)
+    ex.complete_node("call", 3, {"body": {"ok": True, "key": "k"}}, second.fire_at)
+    assert ex.status == "completed"
+    assert ex.output == {"ok": True, "key": "k"}
+    assert ex.nodes["call"].attempts == 3
+
+
+def test_exhausted_retries_fail_the_execution() -> None:
+    ex = start("timeout.json", {"base_url": "http://h"})
+    assert ex.fail_node("slow", 1, {"type": "connection_error", "message": "x"}, T0)
+    assert ex.status == "failed"
+    assert ex.error is not None and ex.error["node_id"] == "slow"
+
+
+def test_join_waits_for_every_parent() -> None:
+    ex = start("fan-out-join.json", {"base_url": "http://h"})
+    assert statuses(ex) == {"a": "scheduled", "b": "scheduled", "sum": "pending"}
+    ex.complete_node("a", 1, {"body": {"sku": "abc", "price": 3}}, T0)
+    assert statuses(ex)["sum"] == "pending"
+    ex.complete_node("b", 1, {"body": {"sku": "abcdef", "price": 6}}, T0)
+    assert ex.status == "completed"
+    assert ex.output == {"total": 9}
+
+
+def test_continue_on_error_skips_descendants_and_completes() -> None:
+    ex = start("continue-on-error.json", {"base_url": "http://h"})
+    assert statuses(ex)["side"] == "completed"
+    ex.fail_node("lookup", 1, {"type": "http_status", "message": "HTTP 404"}, T0)
+    assert statuses(ex) == {"lookup": "failed", "use": "skipped", "side": "completed"}
+    assert ex.status == "completed"
+    assert ex.output == {"side": "done"}
+
+
+def test_node_timeout_ends_the_attempt_as_timed_out() -> None:
+    ex = start("timeout.json", {"base_url": "http://h"})
+    timer = only_timer(ex, "node_timeout")
+    assert ex.fire_timer(timer, T0 + timedelta(seconds=1))
+    assert statuses(ex)["slow"] == "timed_out"
+    assert ex.status == "failed"
+    late = ex.complete_node("slow", 1, {"status_code": 200}, T0 + timedelta(seconds=5))
+    assert late is False
+
+
+def test_execution_timeout_cancels_running_nodes() -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    assert ex.fire_timer(only_timer(ex, "execution_timeout"), T0 + timedelta(seconds=60))
+    assert ex.status == "timed_out"
+    assert statuses(ex)["fetch"] == "canceled"
+
+
+def test_repeated_and_stale_results_are_ignored() -> None:
+    ex = start("fan-out-join.json", {"base_url": "http://h"})
+    assert ex.complete_node("a", 1, {"body": {"price": 3}}, T0)
+    count = len(ex.pending_events)
+    assert not ex.complete_node("a", 1, {"body": {"price": 3}}, T0)
+    assert not ex.complete_node("b", 2, {"body": {"price": 6}}, T0)
+    assert not ex.fail_node("a", 1, {"type": "x", "message": "late"}, T0)
+    assert not ex.fire_timer("no-such-timer", T0)
+    assert len(ex.pending_events) == count
+
+
+def test_cancel_stops_everything_once() -> None:
+    ex = start("fan-out-join.json", {"base_url": "http://h"})
+    assert ex.cancel("user asked", T0)
+    assert ex.status == "canceled"
+    assert statuses(ex) == {"a": "canceled", "b": "canceled", "sum": "pending"}
+    assert not ex.cancel("again", T0)
+    assert not ex.complete_node("a", 1, {}, T0)
+
+
+def test_bad_expression_at_run_time_fails_the_node_without_retry() -> None:
+    definition = parse_definition(
+        {
+            "name": "bad",
+            "nodes": [
+                {
+                    "id": "t",
+                    "type": "transform",
+                    "config": {"set": {"x": "{{ sum(trigger.words) }}"}},
+                }
+            ],
+        }
+    ).to_json()
+    ex = Execution.start(uuid4(), "ws", "wf", 1, definition, {"words": ["a", "b"]}, T0)
+    assert ex.status == "failed"
+    assert ex.nodes["t"].error is not None
+    assert ex.nodes["t"].error["type"] == "expression_error"
+
+
+@pytest.mark.parametrize("order_id", [42, 7])
+def test_replay_rebuilds_the_same_state(order_id: int) -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": order_id})
+    ex.complete_node("fetch", 1, order_body(order_id), T0 + timedelta(seconds=1))
+    if ex.running:
+        ex.fire_timer(only_timer(ex, "delay"), T0 + timedelta(seconds=2))
+    events = ex.collect_events()
+    rebuilt: Any = None
+    for event in events:
+        rebuilt = event.mutate(rebuilt)
+    assert rebuilt is not None
+    assert rebuilt.status == ex.status
+    assert rebuilt.output == ex.output
+    assert statuses(rebuilt) == statuses(ex)
+    assert rebuilt.version == ex.version
+    assert rebuilt.nodes == ex.nodes
