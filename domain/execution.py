@@ -1,4 +1,4 @@
-"""The Execution aggregate: one run of one workflow version, and every decision about what runs next.
+"""The Execution aggregate: one run of one workflow version, and every decision on what runs next.
 
 All decisions are pure and deterministic: the caller passes the time (`now`) and the aggregate
 derives everything else from its events. Side-effect-free nodes (`condition`, `transform`) are
@@ -136,6 +136,7 @@ class Execution(TenantAggregate):
     class NodeCanceled(Aggregate.Event):
         workspace_id: str
         node_id: str
+        attempt: int
 
         def apply(self, aggregate: Execution) -> None:
             run = aggregate.nodes[self.node_id]
@@ -274,7 +275,12 @@ class Execution(TenantAggregate):
         return True
 
     def fail_node(
-        self, node_id: str, attempt: int, error: dict[str, Any], now: datetime, retryable: bool = True
+        self,
+        node_id: str,
+        attempt: int,
+        error: dict[str, Any],
+        now: datetime,
+        retryable: bool = True,
     ) -> bool:
         """A worker's failure. Returns False (and records nothing) for a stale or repeated one."""
         if not self._is_current_attempt(node_id, attempt):
@@ -451,7 +457,9 @@ class Execution(TenantAggregate):
             task=task,
         )
 
-    def _fail_inline(self, node: Node, attempt: int, kind: str, message: str, now: datetime) -> None:
+    def _fail_inline(
+        self, node: Node, attempt: int, kind: str, message: str, now: datetime
+    ) -> None:
         """A deterministic failure (bad expression, bad config): retrying cannot help."""
         error = {"type": kind, "message": message}
         self.record(
@@ -480,7 +488,7 @@ class Execution(TenantAggregate):
     def _cancel_in_flight(self, now: datetime) -> None:
         for node_id, run in self.nodes.items():
             if run.status in IN_FLIGHT:
-                self.record(self.NodeCanceled, now, node_id=node_id)
+                self.record(self.NodeCanceled, now, node_id=node_id, attempt=run.attempts)
 
     def _output(self) -> Any:
         done = [n for n in self.graph.leaves() if self.nodes[n].status == "completed"]

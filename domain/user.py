@@ -1,4 +1,4 @@
-"""The User aggregate (credentials, the workspaces joined) and EmailIndex, which makes e-mails unique.
+"""The User aggregate (credentials, workspaces joined) and EmailIndex, which keeps e-mails unique.
 
 EmailIndex has a deterministic id derived from the e-mail, so a second registration with the same
 address collides in the event store (the eventsourcing idiom for uniqueness). Pure domain code.

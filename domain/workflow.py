@@ -98,7 +98,11 @@ class Workflow(TenantAggregate):
         self._refuse_if_archived()
         number = self.latest_version + 1
         self.record(
-            self.WorkflowVersionPublished, now, number=number, name=definition["name"], definition=definition
+            self.WorkflowVersionPublished,
+            now,
+            number=number,
+            name=definition["name"],
+            definition=definition,
         )
         return number
 

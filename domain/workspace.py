@@ -52,7 +52,12 @@ class Workspace(TenantAggregate):
     @classmethod
     def create(cls, id: UUID, name: str, owner_id: str, now: datetime) -> Workspace:
         return cls._create(
-            cls.WorkspaceCreated, id=id, workspace_id=str(id), name=name, owner_id=owner_id, timestamp=now
+            cls.WorkspaceCreated,
+            id=id,
+            workspace_id=str(id),
+            name=name,
+            owner_id=owner_id,
+            timestamp=now,
         )
 
     def role_of(self, user_id: str) -> str | None:

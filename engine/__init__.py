@@ -1,1 +1,1 @@
-"""The consumers that drive execution: matching (task queues), timers, the worker, node executors."""
+"""The consumers that drive execution: matching, timers, the worker, node executors."""

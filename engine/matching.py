@@ -22,7 +22,7 @@ from infra.consumer import EventConsumer
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
 from infra.settings import Settings
-from infra.streams import WORKER_GROUP, ensure_group, task_stream
+from infra.streams import WORKER_GROUP, control_channel, ensure_group, task_stream
 
 log = get_logger(__name__)
 
@@ -57,6 +57,7 @@ class Matching(EventConsumer):
     def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
+        self.queues_ready: set[str] = set()
 
     async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         tasks = []
@@ -92,11 +93,24 @@ class Matching(EventConsumer):
             )
         ]
         if closed:
-            await conn.execute(
-                "DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (closed,)
-            )
+            await conn.execute("DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (closed,))
+
+    async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
+        """Tell workers to stop running attempts that were canceled (best effort: a result that
+        arrives anyway is ignored by the Execution)."""
+        canceled = [
+            task_id(event.originator_id, event.node_id, event.attempt)
+            for _, event in events
+            if isinstance(event, Execution.NodeCanceled)
+        ]
+        if canceled:
+            await self.broker.publish({"cancel": canceled}, channel=control_channel(self.settings))
 
     async def publish(self, tasks: list[dict[str, Any]]) -> None:
+        for queue in {t["queue"] for t in tasks} - self.queues_ready:
+            # The workers' group exists before its first task, so no task is ever skipped.
+            await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
+            self.queues_ready.add(queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             for task in tasks:
                 pipe.xadd(task_stream(self.settings, task["queue"]), {"task": json.dumps(task)})
@@ -111,8 +125,7 @@ class Matching(EventConsumer):
             rows = await cur.fetchall()
             await conn.commit()
         tasks = [row["payload"] | {"republished": True} for row in rows]
-        for queue in {t["queue"] for t in tasks} | set(self.settings.queues):
-            await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
+        self.queues_ready.clear()
         for start in range(0, len(tasks), 500):
             await self.publish(tasks[start : start + 500])
         if tasks:

@@ -27,7 +27,7 @@ from infra.consumer import GroupReader
 from infra.logging import get_logger, log_event
 from infra.outbound import make_session
 from infra.settings import Settings
-from infra.streams import WORKER_GROUP, task_stream
+from infra.streams import WORKER_GROUP, control_channel, task_stream
 
 log = get_logger(__name__)
 
@@ -43,6 +43,7 @@ class Worker:
         self.redis = redis
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self.running: dict[bytes, tuple[GroupReader, asyncio.Task[None]]] = {}
+        self.by_task_id: dict[str, asyncio.Task[Any]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.readers = [
             GroupReader(
@@ -56,6 +57,15 @@ class Worker:
             )
             for queue in settings.queues
         ]
+        broker.subscriber(channel=control_channel(settings))(self.on_control)
+
+    async def on_control(self, body: dict[str, Any]) -> None:
+        """Matching says these attempts were canceled: stop running them."""
+        for tid in body.get("cancel", []):
+            running = self.by_task_id.get(tid)
+            if running is not None:
+                log_event(log, "attempt_canceled", task_id=tid)
+                running.cancel()
 
     def _handler_for(self, queue: str) -> Any:
         async def handle(ids: list[bytes], entries: list[dict[bytes, bytes]]) -> None:
@@ -80,7 +90,17 @@ class Worker:
                 log_event(log, "malformed_task_dropped", entry=entry_id.decode())
                 await reader.ack([entry_id], delete=True)
                 return
-            command = await self.execute(task)
+            attempt = asyncio.ensure_future(self.execute(task))
+            self.by_task_id[task["task_id"]] = attempt
+            try:
+                command = await attempt
+            except asyncio.CancelledError:
+                if not attempt.cancelled():
+                    raise  # this worker is being torn down: leave the entry pending
+                await reader.ack([entry_id], delete=True)  # canceled attempt: nothing to report
+                return
+            finally:
+                self.by_task_id.pop(task["task_id"], None)
             await self.bus.execute(command)
             await reader.ack([entry_id], delete=True)
         except Exception:
@@ -101,10 +121,7 @@ class Worker:
         }
         try:
             if node_type != "http_request":
-                raise NodeError(
-                    {"type": "unsupported_node", "message": f"no executor for {node_type}"},
-                    retryable=False,
-                )
+                raise NodeError("unsupported_node", f"no executor for {node_type}", retryable=False)
             assert self.session is not None
             output = await run_http_request(
                 task["config"],

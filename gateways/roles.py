@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from faststream.redis import RedisBroker
@@ -134,8 +135,10 @@ async def run_worker(c: Container, stop: asyncio.Event) -> None:
         await worker.drain()
 
 
-async def run_gateway(c: Container, stop: asyncio.Event) -> None:
-    app = make_app(c)
+async def run_gateway(
+    c: Container, stop: asyncio.Event, roles: Sequence[str] = ("gateway",)
+) -> None:
+    app = make_app(c, roles)
     await _serve(app, c.settings.http_host, c.settings.http_port, stop)
 
 
@@ -169,7 +172,10 @@ async def run(role: str, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     container = await bootstrap(settings)
-    tasks = [asyncio.create_task(_supervised(name, RUNNERS[name], container, stop)) for name in roles]
+    runners = RUNNERS | {"gateway": functools.partial(run_gateway, roles=roles)}
+    tasks = [
+        asyncio.create_task(_supervised(name, runners[name], container, stop)) for name in roles
+    ]
     if "gateway" not in roles:
         ops = web.Application()
         add_ops_routes(ops, container, roles)

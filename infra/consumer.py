@@ -139,6 +139,7 @@ class EventConsumer:
         self.store = store
         self.pool = pool
         self.redis = redis
+        self.broker = broker
         self.position = 0
         self.lock = asyncio.Lock()
         self.last_activity = time.monotonic()

@@ -12,7 +12,9 @@ from psycopg_pool import AsyncConnectionPool
 from infra.settings import Settings
 
 
-async def open_pool(settings: Settings, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
+async def open_pool(
+    settings: Settings, min_size: int = 1, max_size: int = 8
+) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
         settings.conninfo,
         min_size=min_size,

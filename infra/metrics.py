@@ -1,5 +1,5 @@
-"""Prometheus metrics of every LinkFlow process (prometheus-client, default registry), and the
-`/metrics` + `/health` endpoints that roles without the HTTP gateway serve. Everything may import it.
+"""Prometheus metrics of every LinkFlow process (prometheus-client, default registry), served at
+`/metrics` by gateways.http.ops. Everything may import this module.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ CONSUMER_CATCHUP = Counter(
     ["consumer"],
 )
 CONSUMER_POSITION = Gauge("linkflow_consumer_position", "Consumer position", ["consumer"])
-TASKS_DISPATCHED = Counter("linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"])
+TASKS_DISPATCHED = Counter(
+    "linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"]
+)
 NODE_RUNS = Counter("linkflow_node_runs_total", "Node attempts run by workers", ["type", "outcome"])
 NODE_SECONDS = Histogram("linkflow_node_seconds", "Node attempt duration in workers", ["type"])
 TIMERS_FIRED = Counter("linkflow_timers_fired_total", "Timers fired", ["kind"])

@@ -253,9 +253,7 @@ def make_session(allow_private: bool, limit: int = 100) -> aiohttp.ClientSession
         )
         trace = aiohttp.TraceConfig()
         trace.on_request_redirect.append(_check_redirect)
-        session = aiohttp.ClientSession(
-            connector=connector, trust_env=False, trace_configs=[trace]
-        )
+        session = aiohttp.ClientSession(connector=connector, trust_env=False, trace_configs=[trace])
     _guarded_sessions[session] = allow_private
     return session
 

@@ -1,4 +1,5 @@
-"""Password hashing with scrypt (memory-hard, stdlib): `scrypt$n$r$p$salt$hash`, constant-time check.
+"""Password hashing with scrypt (memory-hard, stdlib): `scrypt$n$r$p$salt$hash`, checked in
+constant time.
 
 Used by `commands/` (registration) and `gateways/` (login).
 """
@@ -16,9 +17,7 @@ N, R, P = 2**14, 8, 1
 def hash_password(password: str) -> str:
     salt = os.urandom(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=N, r=R, p=P, dklen=32)
-    return "$".join(
-        ["scrypt", str(N), str(R), str(P), _b64(salt), _b64(digest)]
-    )
+    return "$".join(["scrypt", str(N), str(R), str(P), _b64(salt), _b64(digest)])
 
 
 def verify_password(password: str, encoded: str) -> bool:

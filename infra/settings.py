@@ -6,8 +6,6 @@ Defaults work against PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Re
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "linkflow-dev-secret-change-me-0123456789"
@@ -43,7 +41,7 @@ class Settings(BaseSettings):
     events_stream_maxlen: int = 100_000
     log_level: str = "INFO"
 
-    @cached_property
+    @property
     def conninfo(self) -> str:
         return self.conninfo_for(self.pg_db)
 

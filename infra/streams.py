@@ -1,8 +1,9 @@
 """Redis Streams layout and plumbing shared by the relay and every consumer.
 
 Keys (all under LINKFLOW_REDIS_PREFIX): `events` (the relayed event log), `tasks:<queue>` (node
-tasks for workers), `epoch` (a random value; its disappearance tells that Redis lost its data).
-Consumer groups are created at id 0 with MKSTREAM, never at `$`, so no published entry is skipped.
+tasks for workers), `control` (pub/sub: matching tells workers to stop canceled attempts), `epoch`
+(a random value; its disappearance tells that Redis lost its data). Consumer groups are created
+at id 0 with MKSTREAM, never at `$`, so no published entry is skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def events_stream(settings: Settings) -> str:
 
 def task_stream(settings: Settings, queue: str) -> str:
     return settings.key(f"tasks:{queue}")
+
+
+def control_channel(settings: Settings) -> str:
+    """Pub/sub channel on which matching tells workers to stop canceled attempts."""
+    return settings.key("control")
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:

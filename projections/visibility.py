@@ -204,3 +204,10 @@ _HANDLERS = {
     Execution.NodeSkipped: _node_closed,
     Execution.NodeCanceled: _node_closed,
 }
+
+
+async def reset_read_models(conn: AsyncConnection) -> None:
+    """Drop every read-model row and rewind the projector: it then rebuilds them from the log.
+    Run it only while no projector process runs."""
+    await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
+    await conn.execute("UPDATE consumer_positions SET position = 0 WHERE consumer = 'projector'")

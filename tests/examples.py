@@ -10,9 +10,15 @@ from typing import Any
 
 def examples_dir() -> Path:
     configured = os.environ.get("LINKFLOW_EXAMPLES_DIR")
-    path = Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared" / "examples"
+    path = (
+        Path(configured)
+        if configured
+        else Path(__file__).resolve().parents[2] / "shared" / "examples"
+    )
     if not path.is_dir():
-        raise FileNotFoundError(f"example workflows not found at {path} (set LINKFLOW_EXAMPLES_DIR)")
+        raise FileNotFoundError(
+            f"example workflows not found at {path} (set LINKFLOW_EXAMPLES_DIR)"
+        )
     return path
 
 

@@ -211,7 +211,7 @@ async def run_http_request(
                 params=params or None,
                 data=data,
                 allow_redirects=True,
-                max_redirects=MAX_REDIRECTS,
+                max_redirects=MAX_REDIRECTS + 1,  # aiohttp counts the refused hop too
                 timeout=aiohttp.ClientTimeout(total=total),
             ) as response:
                 raw = await _read_capped(response, max_response_bytes)

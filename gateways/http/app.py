@@ -1,0 +1,60 @@
+"""The gateway's aiohttp application: middlewares (metrics outermost, then error mapping), the
+`/api/v1` routes, the OpenAPI document and the ops endpoints. Imported by `gateways.roles` and
+the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateways.bootstrap import Container
+from gateways.http import ops, routes_executions, routes_identity, routes_workflows
+from gateways.http.context import CONTAINER
+from gateways.http.errors import Handler, error_middleware
+from gateways.http.openapi import add_openapi_route
+from gateways.http.routing import Route, add_routes
+from infra import metrics
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def api_routes() -> list[Route]:
+    """Every route of the JSON API (not the ops endpoints)."""
+    return [*routes_identity.ROUTES, *routes_workflows.ROUTES, *routes_executions.ROUTES]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time requests, labelled by the route's canonical path (bounded cardinality)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "<unmatched>"
+        method = request.method if request.method in _METHODS else "OTHER"
+        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.Application:
+    """The gateway application. `roles` are the roles this process runs (for `/ready`)."""
+    app = web.Application(
+        client_max_size=container.settings.max_body_bytes,
+        middlewares=[metrics_middleware, error_middleware],
+    )
+    app[CONTAINER] = container
+    routes = api_routes()
+    add_routes(app, routes)
+    ops.add_ops_routes(app, container, roles)
+    add_openapi_route(app, [*routes, *ops.ROUTES])
+    return app

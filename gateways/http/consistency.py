@@ -1,0 +1,69 @@
+"""Read-your-writes for the visibility API: a GET given `?min_position=N` waits until the
+projector has applied position N (every command answer carries its `position`), polling with a
+deadline; past it the answer is 503 `projection_lag`. Imported by the route modules of
+`gateways.http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateways.http.context import container
+from gateways.http.errors import ApiError, invalid
+from gateways.http.routing import Param
+from projections import queries
+
+POLL_INTERVAL_S = 0.01
+WAIT_DEADLINE_S = 5.0
+
+MIN_POSITION = Param(
+    "min_position",
+    {"type": "integer", "minimum": 0},
+    "wait (up to 5 s) until the read models include this position (from a command's answer)",
+)
+
+
+def min_position(request: web.Request) -> int:
+    """`?min_position=N` (an integer ≥ 0; 0 when absent), else 422."""
+    raw = request.query.get("min_position")
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid("min_position", "must be an integer ≥ 0") from None
+    if value < 0:
+        raise invalid("min_position", "must be an integer ≥ 0")
+    return value
+
+
+async def wait_for_projection(request: web.Request, position: int) -> None:
+    """Return once the projector's position is ≥ `position`; 503 `projection_lag` past 5 s.
+
+    A connection is taken from the pool for each poll only, so waiting readers never starve the
+    projector (which may share the pool) of connections.
+    """
+    if position <= 0:
+        return
+    pool = container(request).pool
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_DEADLINE_S
+    while True:
+        async with pool.connection() as conn:
+            if await queries.projector_position(conn) >= position:
+                return
+        if loop.time() >= deadline:
+            raise ApiError(
+                503,
+                "projection_lag",
+                f"the read models have not reached position {position} yet; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def read_your_writes(request: web.Request) -> None:
+    """Validate `?min_position` and wait for it."""
+    await wait_for_projection(request, min_position(request))

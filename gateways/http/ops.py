@@ -1,0 +1,118 @@
+"""Operations endpoints at the server root: `GET /health` (alive), `GET /ready` (PostgreSQL,
+Redis and the event consumers this process runs are reachable), `GET /metrics` (Prometheus).
+`add_ops_routes` serves them on the gateway's application and, in `gateways.roles`, on the small
+application of a role without a gateway. Imported by `gateways.roles`, `gateways.http.app` and
+`gateways.http.openapi`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateways.bootstrap import Container
+from gateways.http.context import respond
+from gateways.http.routing import Route, add_routes
+
+# Roles whose progress is a row in `consumer_positions` (created when the role starts).
+TRACKED_CONSUMERS = ("relay", "projector", "matching", "timers")
+CHECK_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class OpsContext:
+    container: Container
+    roles: tuple[str, ...]
+
+    @property
+    def consumers(self) -> list[str]:
+        if "all" in self.roles:
+            return list(TRACKED_CONSUMERS)
+        return [name for name in TRACKED_CONSUMERS if name in self.roles]
+
+
+OPS: web.AppKey[OpsContext] = web.AppKey("linkflow_ops", OpsContext)
+
+
+async def health(request: web.Request) -> web.Response:
+    return respond({"status": "ok", "roles": list(request.app[OPS].roles)})
+
+
+async def _postgres(c: Container, consumers: list[str]) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    async with c.pool.connection(timeout=CHECK_TIMEOUT_S) as conn:
+        await conn.execute("SELECT 1")
+        checks["postgres"] = "ok"
+        if consumers:
+            cur = await conn.execute(
+                "SELECT consumer FROM consumer_positions WHERE consumer = ANY(%s)", (consumers,)
+            )
+            present = {cast(dict[str, Any], row)["consumer"] for row in await cur.fetchall()}
+            for name in consumers:
+                checks[f"consumer:{name}"] = "ok" if name in present else "missing"
+    return checks
+
+
+async def _redis(c: Container) -> str:
+    await c.redis.ping()
+    return "ok"
+
+
+async def ready(request: web.Request) -> web.Response:
+    ctx = request.app[OPS]
+    consumers = ctx.consumers
+    checks: dict[str, Any] = {}
+    try:
+        checks.update(
+            await asyncio.wait_for(_postgres(ctx.container, consumers), CHECK_TIMEOUT_S + 1)
+        )
+    except Exception:
+        checks["postgres"] = "unreachable"
+        checks.update({f"consumer:{name}": "unknown" for name in consumers})
+    try:
+        checks["redis"] = await asyncio.wait_for(_redis(ctx.container), CHECK_TIMEOUT_S)
+    except Exception:
+        checks["redis"] = "unreachable"
+    ok = all(value == "ok" for value in checks.values())
+    return respond(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/health", health, "Liveness: the process answers", auth=False, tag="operations"),
+    Route(
+        "GET",
+        "/ready",
+        ready,
+        "Readiness: PostgreSQL, Redis and this process's consumers (503 when not ready)",
+        auth=False,
+        tag="operations",
+        extra_responses={503: "not_ready, with the failing checks"},
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics (text exposition format)",
+        auth=False,
+        tag="operations",
+    ),
+]
+
+
+def add_ops_routes(app: web.Application, container: Container, roles: Sequence[str]) -> None:
+    """Serve /health, /ready and /metrics on `app` for a process running `roles`."""
+    app[OPS] = OpsContext(container, tuple(roles))
+    add_routes(app, ROUTES)

@@ -1,0 +1,234 @@
+"""Execution routes: start (with an optional Idempotency-Key), list with filters and cursor
+pagination, read one, its event history, cancel. `ROUTES` is the table `app.make_app` registers
+and `openapi` documents. Imported by `gateways.http.app` and `gateways.http.openapi`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from commands import models as m
+from gateways.http.auth import workspace_access
+from gateways.http.consistency import MIN_POSITION, read_your_writes
+from gateways.http.context import container, respond
+from gateways.http.errors import ApiError, build, parse_uuid, read_json
+from gateways.http.routing import Param, Route
+from projections import queries
+
+WS = "/api/v1/workspaces/{ws}"
+STATUSES = ("running", "completed", "failed", "canceled", "timed_out")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _execution_id(request: web.Request) -> UUID:
+    return parse_uuid(request.match_info["id"], "execution")
+
+
+def _location(ws: UUID, execution_id: str) -> str:
+    return f"{WS.format(ws=ws)}/executions/{execution_id}"
+
+
+async def start_execution(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, write=True)
+    wf = parse_uuid(request.match_info["wf"], "workflow")
+    body = await read_json(request, optional=True)
+    cmd = build(
+        m.StartExecution,
+        body,
+        workspace_id=ws,
+        workflow_id=wf,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        trigger="manual",
+    )
+    result = await container(request).bus.execute(cmd)
+    execution_id = result.fields["execution_id"]
+    headers = {"Location": _location(ws, execution_id)}
+    if result.fields.get("repeated"):
+        headers["Idempotent-Replayed"] = "true"
+    answer = {
+        "execution_id": execution_id,
+        "status": result.fields["status"],
+        "position": result.position,
+    }
+    return respond(answer, status=202, headers=headers)
+
+
+def _timestamp(raw: str) -> datetime:
+    """ISO 8601; an unencoded `+hh:mm` offset arrives as ` hh:mm` and is repaired; naive = UTC."""
+    if len(raw) > 19 and raw[-6] == " ":
+        raw = raw[:-6] + "+" + raw[-5:]
+    value = datetime.fromisoformat(raw)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _filters(request: web.Request) -> dict[str, Any]:
+    """The list filters from the query string; every problem at once as 422 `invalid_request`
+    (an unparseable cursor alone is 422 `invalid_cursor`)."""
+    query = request.query
+    problems: list[dict[str, str]] = []
+    filters: dict[str, Any] = {"limit": DEFAULT_LIMIT}
+    status = query.get("status")
+    if status:
+        if status in STATUSES:
+            filters["status"] = status
+        else:
+            problems.append({"path": "status", "message": f"must be one of {', '.join(STATUSES)}"})
+    workflow_id = query.get("workflow_id")
+    if workflow_id:
+        try:
+            filters["workflow_id"] = UUID(workflow_id)
+        except ValueError:
+            problems.append({"path": "workflow_id", "message": "must be a UUID"})
+    for name in ("started_after", "started_before"):
+        raw = query.get(name)
+        if raw:
+            try:
+                filters[name] = _timestamp(raw)
+            except ValueError:
+                problems.append({"path": name, "message": "must be an ISO 8601 date-time"})
+    limit = query.get("limit")
+    if limit:
+        try:
+            filters["limit"] = int(limit)
+            if not 1 <= filters["limit"] <= MAX_LIMIT:
+                raise ValueError
+        except ValueError:
+            problems.append({"path": "limit", "message": f"must be an integer 1..{MAX_LIMIT}"})
+    if problems:
+        raise ApiError(422, "invalid_request", "the request is invalid", problems)
+    cursor = query.get("cursor")
+    if cursor:
+        try:
+            queries.decode_cursor(cursor)
+        except ValueError:
+            raise ApiError(
+                422,
+                "invalid_cursor",
+                "the cursor is not one this API issued",
+                [{"path": "cursor", "message": "not a valid cursor"}],
+            ) from None
+        filters["cursor"] = cursor
+    return filters
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, write=False)
+    filters = _filters(request)
+    await read_your_writes(request)
+    async with container(request).pool.connection() as conn:
+        page = await queries.list_executions(conn, ws, **filters)
+    return respond(page)
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, write=False)
+    execution_id = _execution_id(request)
+    await read_your_writes(request)
+    async with container(request).pool.connection() as conn:
+        execution = await queries.get_execution(conn, ws, execution_id)
+    if execution is None:
+        raise ApiError(404, "not_found", "execution not found")
+    return respond(execution)
+
+
+async def execution_history(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, write=False)
+    execution_id = _execution_id(request)
+    await read_your_writes(request)
+    c = container(request)
+    async with c.pool.connection() as conn:
+        history = await queries.execution_history(conn, c.store, ws, execution_id)
+    if history is None:
+        raise ApiError(404, "not_found", "execution not found")
+    return respond(history)
+
+
+async def cancel_execution(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, write=True)
+    execution_id = _execution_id(request)
+    body = await read_json(request, optional=True)
+    cmd = build(m.CancelExecution, body, workspace_id=ws, execution_id=execution_id)
+    result = await container(request).bus.execute(cmd)
+    answer = {
+        "execution_id": result.fields["execution_id"],
+        "status": result.fields["status"],
+        "position": result.position,
+    }
+    return respond(answer, status=202)
+
+
+_DATE_TIME = {"type": "string", "format": "date-time"}
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        WS + "/workflows/{wf}/executions",
+        start_execution,
+        "Start an execution of a workflow version (default: the latest)",
+        status=202,
+        body=m.StartExecution,
+        body_required=False,
+        server_fields=("workspace_id", "workflow_id", "idempotency_key", "trigger"),
+        params=(
+            Param(
+                IDEMPOTENCY_HEADER,
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "a repeat with the same key answers the same execution",
+                location="header",
+            ),
+        ),
+        tag="executions",
+    ),
+    Route(
+        "GET",
+        WS + "/executions",
+        list_executions,
+        "The workspace's executions, newest first, cursor-paginated",
+        params=(
+            Param("status", {"type": "string", "enum": list(STATUSES)}),
+            Param("workflow_id", {"type": "string", "format": "uuid"}),
+            Param("started_after", _DATE_TIME),
+            Param("started_before", _DATE_TIME),
+            Param(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            ),
+            Param("cursor", {"type": "string"}, "the next_cursor of the previous page"),
+            MIN_POSITION,
+        ),
+        tag="executions",
+    ),
+    Route(
+        "GET",
+        WS + "/executions/{id}",
+        get_execution,
+        "An execution with its node runs",
+        params=(MIN_POSITION,),
+        tag="executions",
+    ),
+    Route(
+        "GET",
+        WS + "/executions/{id}/history",
+        execution_history,
+        "The execution's events in order (from the event store)",
+        params=(MIN_POSITION,),
+        tag="executions",
+    ),
+    Route(
+        "POST",
+        WS + "/executions/{id}/cancel",
+        cancel_execution,
+        "Cancel a running execution",
+        status=202,
+        body=m.CancelExecution,
+        body_required=False,
+        server_fields=("workspace_id", "execution_id"),
+        tag="executions",
+    ),
+]

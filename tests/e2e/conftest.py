@@ -1,0 +1,56 @@
+"""The whole stack as `make run` starts it (`linkflow run all`), on this run's own database."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+from api import Api
+from processes import Process, free_port, stack_env
+from target import serve_target
+
+from infra.schema import drop_database, migrate
+from infra.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def e2e_settings(settings: Settings) -> Iterator[Settings]:
+    own = settings.model_copy(
+        update={"pg_db": settings.pg_db + "_e2e", "redis_prefix": settings.redis_prefix + "e2e:"}
+    )
+    migrate(own)
+    yield own
+    drop_database(own)
+
+
+@pytest.fixture(scope="module")
+def stack(e2e_settings: Settings) -> Iterator[tuple[str, Process]]:
+    port = free_port()
+    proc = Process(
+        "all",
+        stack_env(e2e_settings, LINKFLOW_HTTP_PORT=str(port), LINKFLOW_MAX_BODY_BYTES="65536"),
+        f"http://127.0.0.1:{port}/ready",
+    )
+    proc.start()
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.proc is not None:
+            code = proc.stop(signal.SIGTERM)
+            assert code == 0, proc.output()[-4000:]
+
+
+@pytest.fixture
+async def api(stack: tuple[str, Process]) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        client = Api(stack[0], session)
+        await client.sign_up()
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def target() -> AsyncIterator[str]:
+    async with serve_target() as base:
+        yield base

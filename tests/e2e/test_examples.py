@@ -1,0 +1,77 @@
+"""The example workflows of ../shared/examples, run over HTTP to their documented outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pytest
+from api import Api
+from examples import load_example
+
+
+def nodes_by_id(execution: dict) -> dict[str, dict]:
+    return {n["id"]: n for n in execution["nodes"]}
+
+
+@pytest.mark.parametrize("example", ["order-followup.json", "linkflow-export.json"])
+async def test_paid_order(api: Api, target: str, example: str) -> None:
+    wf = await api.create_workflow(load_example(example))
+    started = await api.start(wf["id"], {"base_url": target, "order_id": 42})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "completed"
+    assert done["output"] == {"order": 42, "total": 420}
+    assert nodes_by_id(done)["unpaid"]["status"] == "skipped"
+
+
+async def test_unpaid_order(api: Api, target: str) -> None:
+    wf = await api.create_workflow(load_example("order-followup.json"))
+    started = await api.start(wf["id"], {"base_url": target, "order_id": 7})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "completed"
+    assert done["output"] == {"reason": "unpaid", "order": 7}
+    nodes = nodes_by_id(done)
+    assert nodes["wait"]["status"] == "skipped" and nodes["shape"]["status"] == "skipped"
+
+
+async def test_retry_then_succeed(api: Api, target: str) -> None:
+    wf = await api.create_workflow(load_example("retry-then-succeed.json"))
+    key = uuid.uuid4().hex
+    started = await api.start(wf["id"], {"base_url": target, "key": key})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "completed"
+    assert nodes_by_id(done)["call"]["attempts"] == 3
+    assert done["output"] == {"ok": True, "key": key}
+
+
+async def test_fan_out_and_join(api: Api, target: str) -> None:
+    wf = await api.create_workflow(load_example("fan-out-join.json"))
+    started = await api.start(wf["id"], {"base_url": target})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "completed"
+    assert done["output"] == {"total": 9}
+
+
+async def test_continue_on_error(api: Api, target: str) -> None:
+    wf = await api.create_workflow(load_example("continue-on-error.json"))
+    started = await api.start(wf["id"], {"base_url": target})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "completed"
+    nodes = nodes_by_id(done)
+    assert (nodes["lookup"]["status"], nodes["use"]["status"], nodes["side"]["status"]) == (
+        "failed",
+        "skipped",
+        "completed",
+    )
+    assert done["output"] == {"side": "done"}
+
+
+async def test_node_timeout(api: Api, target: str) -> None:
+    wf = await api.create_workflow(load_example("timeout.json"))
+    started = await api.start(wf["id"], {"base_url": target})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "failed"
+    slow = nodes_by_id(done)["slow"]
+    assert slow["status"] == "timed_out"
+    took = datetime.fromisoformat(slow["closed_at"]) - datetime.fromisoformat(slow["started_at"])
+    assert 0.9 <= took.total_seconds() <= 2.0, took

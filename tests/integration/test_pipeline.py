@@ -1,0 +1,189 @@
+"""Relay, projector, matching, timers and worker on the real PostgreSQL and Redis, in-process."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from examples import load_example
+from redis.exceptions import ResponseError
+from stack import eventually, execution_row, roles
+from target import serve_target
+
+from commands import models as m
+from gateways.bootstrap import Container
+from infra.eventlog import head_position
+from infra.settings import Settings
+from infra.streams import WORKER_GROUP, events_stream, task_stream
+
+
+def setup_workflow(c: Container, example: str) -> tuple[UUID, UUID]:
+    reg = c.bus.handle(
+        m.RegisterUser(email=f"{uuid4().hex[:8]}@example.com", password="s3cret-pass", name="T")
+    )
+    user, ws = UUID(reg.fields["user"]["id"]), UUID(reg.fields["workspace"]["id"])
+    wf = c.bus.handle(
+        m.CreateWorkflow(workspace_id=ws, actor_id=user, definition=load_example(example))
+    )
+    return ws, UUID(wf.fields["id"])
+
+
+async def start(c: Container, ws: UUID, wf: UUID, input: Any) -> UUID:
+    result = await c.bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf, input=input))
+    return UUID(result.fields["execution_id"])
+
+
+async def closed(c: Container, execution_id: UUID) -> dict[str, Any] | None:
+    row = await execution_row(c, execution_id)
+    return row if row and row["status"] != "running" else None
+
+
+async def test_relay_publishes_in_order_and_resumes_where_it_stopped(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup_workflow(c, "fan-out-join.json")
+        await start(c, ws, wf, {})
+        r.start("relay")
+        stream = events_stream(fresh_settings)
+        async with c.pool.connection() as conn:
+            head = await head_position(conn)
+        entries = await eventually(lambda: _entries_upto(c, stream, head), timeout=10)
+        positions = [int(f[b"pos"]) for _, f in entries]
+        assert positions == sorted(positions) and positions[-1] == head
+        await r.stop("relay")
+        await start(c, ws, wf, {})
+        r.start("relay")
+        async with c.pool.connection() as conn:
+            new_head = await head_position(conn)
+        entries = await eventually(lambda: _entries_upto(c, stream, new_head), timeout=10)
+        positions = [int(f[b"pos"]) for _, f in entries]
+        assert len(positions) == len(set(positions)), "the relay republished what it had sent"
+
+
+async def _entries_upto(c: Container, stream: str, head: int) -> list[Any] | None:
+    entries = await c.redis.xrange(stream)
+    if entries and int(entries[-1][1][b"pos"]) >= head:
+        return entries
+    return None
+
+
+async def test_executions_run_to_completion_through_every_consumer(settings: Settings) -> None:
+    async with (
+        serve_target() as base,
+        roles(settings, "relay", "projector", "matching", "timers", "worker") as r,
+    ):
+        c = r.container
+        ws, wf = setup_workflow(c, "order-followup.json")
+        paid = await start(c, ws, wf, {"base_url": base, "order_id": 42})
+        unpaid = await start(c, ws, wf, {"base_url": base, "order_id": 7})
+        row = await eventually(lambda: closed(c, paid))
+        assert row["status"] == "completed"
+        assert row["output"] == {"order": 42, "total": 420}
+        row = await eventually(lambda: closed(c, unpaid))
+        assert row["output"] == {"reason": "unpaid", "order": 7}
+
+
+async def test_projector_catches_up_from_the_event_store_when_redis_never_had_the_events(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup_workflow(c, "timeout.json")
+        execution = await start(c, ws, wf, {})
+        # No relay runs: nothing reaches Redis. The projector must still see the execution.
+        r.start("projector")
+        row = await eventually(lambda: execution_row(c, execution), timeout=10)
+        assert row["status"] == "running"
+
+
+async def test_timer_survives_a_restart_and_fires_once(fresh_settings: Settings) -> None:
+    definition = {
+        "name": "wait",
+        "nodes": [
+            {"id": "pause", "type": "delay", "config": {"seconds": 1.0}},
+            {"id": "after", "type": "transform", "config": {"set": {"done": True}}},
+        ],
+        "edges": [{"source": "pause", "target": "after"}],
+    }
+    async with roles(fresh_settings, "relay", "projector", "timers") as r:
+        c = r.container
+        reg = c.bus.handle(
+            m.RegisterUser(email=f"{uuid4().hex[:8]}@example.com", password="pw-12345678", name="T")
+        )
+        ws = UUID(reg.fields["workspace"]["id"])
+        wf = c.bus.handle(
+            m.CreateWorkflow(
+                workspace_id=ws, actor_id=UUID(reg.fields["user"]["id"]), definition=definition
+            )
+        )
+        execution = await start(c, ws, UUID(wf.fields["id"]), {})
+
+        async def timer_stored() -> bool:
+            async with c.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) AS n FROM engine_timers WHERE execution_id = %s",
+                    (execution,),
+                )
+                return (await cur.fetchone())["n"] == 1
+
+        await eventually(timer_stored, timeout=10)
+        await r.stop("timers")  # down while the timer comes due
+        r.start("timers")
+        row = await eventually(lambda: closed(c, execution))
+        assert row["status"] == "completed" and row["output"] == {"done": True}
+        from infra.eventstore import EVENTS_TABLE
+
+        async with c.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT count(*) AS n FROM {EVENTS_TABLE} WHERE originator_id = %s"
+                " AND topic LIKE %s",
+                (execution, "%TimerFired"),
+            )
+            assert (await cur.fetchone())["n"] == 1
+
+
+async def test_a_dead_workers_pending_task_is_reclaimed(fresh_settings: Settings) -> None:
+    async with (
+        serve_target() as base,
+        roles(fresh_settings, "relay", "projector", "matching", "timers") as r,
+    ):
+        c = r.container
+        ws, wf = setup_workflow(c, "fan-out-join.json")
+        execution = await start(c, ws, wf, {"base_url": base})
+        stream = task_stream(fresh_settings, "default")
+
+        async def taken_by_dead_worker() -> list[Any] | None:
+            try:
+                got = await c.redis.xreadgroup(
+                    WORKER_GROUP, "dead-worker", {stream: ">"}, count=10, block=100
+                )
+            except ResponseError:  # matching has not created the queue yet
+                return None
+            return got[0][1] if got else None
+
+        taken = await eventually(taken_by_dead_worker, timeout=10)
+        assert {json.loads(f[b"task"])["node_id"] for _, f in taken} <= {"a", "b"}
+        # The dead worker never acknowledges. A live worker must reclaim after the idle time.
+        r.start("worker")
+        row = await eventually(lambda: closed(c, execution), timeout=20)
+        assert row["status"] == "completed" and row["output"] == {"total": 9}
+
+
+@pytest.mark.fault
+async def test_flushing_redis_mid_batch_loses_nothing(fresh_settings: Settings) -> None:
+    async with (
+        serve_target() as base,
+        roles(fresh_settings, "relay", "projector", "matching", "timers", "worker") as r,
+    ):
+        c = r.container
+        ws, wf = setup_workflow(c, "order-followup.json")
+        ids = [await start(c, ws, wf, {"base_url": base, "order_id": i}) for i in range(20)]
+        await c.redis.flushall()
+        ids += [await start(c, ws, wf, {"base_url": base, "order_id": i}) for i in range(20, 40)]
+        for execution in ids:
+            row = await eventually(lambda e=execution: closed(c, e), timeout=30)
+            assert row["status"] == "completed"

@@ -1,0 +1,59 @@
+"""The HTTP target that the example workflows call (../shared/examples/README.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+
+def target_app() -> web.Application:
+    flaky_calls: Counter[str] = Counter()
+    app = web.Application()
+
+    async def order(request: web.Request) -> web.Response:
+        order_id = int(request.match_info["id"])
+        status = "paid" if order_id % 2 == 0 else "pending"
+        return web.json_response({"id": order_id, "status": status, "total": order_id * 10})
+
+    async def flaky(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        flaky_calls[key] += 1
+        if flaky_calls[key] <= 2:
+            return web.json_response({"error": "try again"}, status=500)
+        return web.json_response({"ok": True, "key": key})
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    async def missing(request: web.Request) -> web.Response:
+        return web.json_response({"error": "not found"}, status=404)
+
+    async def price(request: web.Request) -> web.Response:
+        sku = request.match_info["sku"]
+        return web.json_response({"sku": sku, "price": len(sku)})
+
+    app.router.add_get("/orders/{id}", order)
+    app.router.add_get("/flaky/{key}", flaky)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/missing", missing)
+    app.router.add_get("/price/{sku}", price)
+    return app
+
+
+@asynccontextmanager
+async def serve_target() -> AsyncIterator[str]:
+    """Serve the target on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(target_app(), shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
