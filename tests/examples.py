@@ -1,26 +1,22 @@
-"""Where the shared example workflows live (../shared/examples, or LINKFLOW_EXAMPLES_DIR)."""
+"""The example workflows of ../shared/examples, as vendored in tests/data/examples.
+
+The copy keeps the suite runnable from any clone; `tests/unit/test_examples_copy.py` fails when it
+drifts from ../shared/examples (when that folder is beside the repository).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+VENDORED = Path(__file__).resolve().parent / "data" / "examples"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "examples"
 
-def examples_dir() -> Path:
-    configured = os.environ.get("LINKFLOW_EXAMPLES_DIR")
-    path = (
-        Path(configured)
-        if configured
-        else Path(__file__).resolve().parents[2] / "shared" / "examples"
-    )
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"example workflows not found at {path} (set LINKFLOW_EXAMPLES_DIR)"
-        )
-    return path
+
+def example_names() -> list[str]:
+    return sorted(p.name for p in VENDORED.glob("*.json"))
 
 
 def load_example(name: str) -> dict[str, Any]:
-    return json.loads((examples_dir() / name).read_text())
+    return json.loads((VENDORED / name).read_text())

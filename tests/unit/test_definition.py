@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from examples import example_names, load_example
 
 from domain.definition import (
     DefinitionInvalid,
@@ -18,20 +16,6 @@ from domain.definition import (
     branches_of,
     parse_definition,
 )
-
-
-def examples_dir() -> Path:
-    """/work/shared/examples (or $LINKFLOW_EXAMPLES_DIR); fails clearly when it is missing."""
-    override = os.environ.get("LINKFLOW_EXAMPLES_DIR")
-    default = Path(__file__).resolve().parents[3] / "shared" / "examples"
-    folder = Path(override) if override else default
-    if not folder.is_dir():
-        pytest.fail(f"example workflows not found at {folder}; set LINKFLOW_EXAMPLES_DIR")
-    return folder
-
-
-def load_example(name: str) -> dict[str, Any]:
-    return json.loads((examples_dir() / name).read_text())
 
 
 def base() -> dict[str, Any]:
@@ -78,12 +62,12 @@ def paths_of(raw: Any) -> list[str]:
 
 
 def test_every_example_file_parses() -> None:
-    files = sorted(examples_dir().glob("*.json"))
-    assert files, f"no *.json in {examples_dir()}"
-    for path in files:
-        definition = parse_definition(json.loads(path.read_text()))
-        assert isinstance(definition, WorkflowDefinition), path.name
-        assert definition.nodes, path.name
+    names = example_names()
+    assert len(names) == 6
+    for name in names:
+        definition = parse_definition(load_example(name))
+        assert isinstance(definition, WorkflowDefinition), name
+        assert definition.nodes, name
 
 
 def test_base_definition_parses_with_defaults() -> None:

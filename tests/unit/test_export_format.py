@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from examples import load_example
 
 from domain.definition import WorkflowDefinition, parse_definition
 from domain.export_format import is_export_format, normalise_export
-
-
-def examples_dir() -> Path:
-    """/work/shared/examples (or $LINKFLOW_EXAMPLES_DIR); fails clearly when it is missing."""
-    override = os.environ.get("LINKFLOW_EXAMPLES_DIR")
-    default = Path(__file__).resolve().parents[3] / "shared" / "examples"
-    folder = Path(override) if override else default
-    if not folder.is_dir():
-        pytest.fail(f"example workflows not found at {folder}; set LINKFLOW_EXAMPLES_DIR")
-    return folder
-
-
-def load_example(name: str) -> dict[str, Any]:
-    return json.loads((examples_dir() / name).read_text())
 
 
 def shape(definition: WorkflowDefinition) -> dict[str, Any]:
