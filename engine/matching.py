@@ -10,13 +10,13 @@ Consumer group / position: `matching`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
+from engine.tasks import TaskMessage, task_for, task_id
 from infra import metrics
 from infra.consumer import EventConsumer
 from infra.eventlog import LoggedEvent
@@ -34,23 +34,6 @@ _ATTEMPT_ENDED = (
 )
 
 
-def task_id(execution_id: Any, node_id: str, attempt: int) -> str:
-    return f"{execution_id}:{node_id}:{attempt}"
-
-
-def task_message(event: Any) -> dict[str, Any]:
-    """What a worker receives for one NodeScheduled event."""
-    return {
-        "task_id": task_id(event.originator_id, event.node_id, event.attempt),
-        "execution_id": str(event.originator_id),
-        "workspace_id": event.workspace_id,
-        "node_id": event.node_id,
-        "attempt": event.attempt,
-        "queue": event.queue,
-        **event.task,
-    }
-
-
 class Matching(EventConsumer):
     name = "matching"
 
@@ -63,7 +46,7 @@ class Matching(EventConsumer):
         tasks = []
         for _, event in events:
             if isinstance(event, Execution.NodeScheduled) and event.task is not None:
-                tasks.append(task_message(event))
+                tasks.append(task_for(event))
             elif isinstance(event, _ATTEMPT_ENDED):
                 await conn.execute(
                     "DELETE FROM engine_tasks WHERE task_id = %s",
@@ -76,7 +59,13 @@ class Matching(EventConsumer):
                     "INSERT INTO engine_tasks (task_id, execution_id, workspace_id, queue,"
                     " payload) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (task_id) DO NOTHING",
                     [
-                        (t["task_id"], t["execution_id"], t["workspace_id"], t["queue"], Jsonb(t))
+                        (
+                            t.task_id,
+                            t.execution_id,
+                            t.workspace_id,
+                            t.queue,
+                            Jsonb(t.model_dump(mode="json")),
+                        )
                         for t in tasks
                     ],
                 )
@@ -106,17 +95,17 @@ class Matching(EventConsumer):
         if canceled:
             await self.broker.publish({"cancel": canceled}, channel=control_channel(self.settings))
 
-    async def publish(self, tasks: list[dict[str, Any]]) -> None:
-        for queue in {t["queue"] for t in tasks} - self.queues_ready:
+    async def publish(self, tasks: list[TaskMessage]) -> None:
+        for queue in {t.queue for t in tasks} - self.queues_ready:
             # The workers' group exists before its first task, so no task is ever skipped.
             await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
             self.queues_ready.add(queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             for task in tasks:
-                pipe.xadd(task_stream(self.settings, task["queue"]), {"task": json.dumps(task)})
+                pipe.xadd(task_stream(self.settings, task.queue), {"task": task.model_dump_json()})
             await pipe.execute()
         for task in tasks:
-            metrics.TASKS_DISPATCHED.labels(task["queue"]).inc()
+            metrics.TASKS_DISPATCHED.labels(task.queue).inc()
 
     async def republish_outstanding(self) -> int:
         """After Redis lost its data: publish every task whose attempt has not ended."""
@@ -124,7 +113,7 @@ class Matching(EventConsumer):
             cur = await conn.execute("SELECT payload FROM engine_tasks ORDER BY created_at")
             rows = await cur.fetchall()
             await conn.commit()
-        tasks = [row["payload"] | {"republished": True} for row in rows]
+        tasks = [TaskMessage.model_validate(row["payload"] | {"republished": True}) for row in rows]
         self.queues_ready.clear()
         for start in range(0, len(tasks), 500):
             await self.publish(tasks[start : start + 500])

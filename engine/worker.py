@@ -11,7 +11,6 @@ those it holds. Repeated deliveries are harmless: the Execution ignores a stale 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -20,8 +19,10 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from commands.bus import CommandBus
+from commands.handlers import NotFound
 from commands.models import CompleteNode, FailNode
 from engine.nodes.http_request import NodeError, run_http_request
+from engine.tasks import TaskMessage
 from infra import metrics
 from infra.consumer import GroupReader
 from infra.logging import get_logger, log_event
@@ -85,13 +86,14 @@ class Worker:
     async def _run(self, reader: GroupReader, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
             try:
-                task = json.loads(fields[b"task"])
+                task = TaskMessage.model_validate_json(fields[b"task"])
             except (KeyError, ValueError):
+                metrics.MALFORMED_ENTRIES.labels("worker").inc()
                 log_event(log, "malformed_task_dropped", entry=entry_id.decode())
                 await reader.ack([entry_id], delete=True)
                 return
             attempt = asyncio.ensure_future(self.execute(task))
-            self.by_task_id[task["task_id"]] = attempt
+            self.by_task_id[task.task_id] = attempt
             try:
                 command = await attempt
             except asyncio.CancelledError:
@@ -100,8 +102,11 @@ class Worker:
                 await reader.ack([entry_id], delete=True)  # canceled attempt: nothing to report
                 return
             finally:
-                self.by_task_id.pop(task["task_id"], None)
-            await self.bus.execute(command)
+                self.by_task_id.pop(task.task_id, None)
+            try:
+                await self.bus.execute(command)
+            except NotFound:
+                log_event(log, "task_for_unknown_execution_dropped", task_id=task.task_id)
             await reader.ack([entry_id], delete=True)
         except Exception:
             # Left pending: another worker (or this one) reclaims it after the idle time.
@@ -110,22 +115,18 @@ class Worker:
             self.running.pop(entry_id, None)
             self.slots.release()
 
-    async def execute(self, task: dict[str, Any]) -> CompleteNode | FailNode:
+    async def execute(self, task: TaskMessage) -> CompleteNode | FailNode:
         """Run one node attempt and say what happened, as the command to send."""
-        node_type = task["type"]
+        node_type = task.type
         started = time.perf_counter()
-        ids = {
-            "execution_id": task["execution_id"],
-            "node_id": task["node_id"],
-            "attempt": task["attempt"],
-        }
+        ids = {"execution_id": task.execution_id, "node_id": task.node_id, "attempt": task.attempt}
         try:
             if node_type != "http_request":
                 raise NodeError("unsupported_node", f"no executor for {node_type}", retryable=False)
             assert self.session is not None
             output = await run_http_request(
-                task["config"],
-                task.get("timeout_s"),
+                task.config,
+                task.timeout_s,
                 self.session,
                 self.settings.allow_private_network,
             )

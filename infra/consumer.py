@@ -22,6 +22,7 @@ from typing import Any
 
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -35,6 +36,24 @@ from infra.streams import ensure_group
 log = get_logger(__name__)
 
 BatchHandler = Callable[[list[bytes], list[dict[bytes, bytes]]], Awaitable[None]]
+
+
+async def raw_entries(message: Any, original_parser: Any) -> RedisBatchStreamMessage:
+    """FastStream parser that leaves entries as they are: our handlers read the raw fields, so
+    FastStream's JSON re-encoding of every entry is skipped (and cannot fail on odd bytes)."""
+    return RedisBatchStreamMessage(
+        raw_message=message,
+        body=b"",
+        headers={},
+        batch_headers=[],
+        path={},
+        reply_to="",
+        content_type=None,
+        message_id="",
+        correlation_id="",
+        consumer=FAKE_CONSUMER,  # we acknowledge ourselves (XACK), never through the message
+        group=None,
+    )
 
 
 def consumer_name(group: str) -> str:
@@ -64,7 +83,11 @@ class GroupReader:
 
         async def on_message(msg: RedisStreamMessage) -> None:
             raw: Any = msg.raw_message
-            await handler(list(raw["message_ids"]), list(raw["data"]))
+            try:
+                await handler(list(raw["message_ids"]), list(raw["data"]))
+            except Exception:
+                # Unacknowledged: the entries stay pending and are reclaimed after the idle time.
+                log.exception("batch_failed", extra={"fields": {"stream": stream, "group": group}})
 
         self.reader = broker.subscriber(
             stream=StreamSub(
@@ -76,6 +99,7 @@ class GroupReader:
                 polling_interval=block_ms,
             ),
             ack_policy=AckPolicy.MANUAL,
+            parser=raw_entries,
         )
         self.reader(on_message)
         self.claimer = broker.subscriber(
@@ -88,6 +112,7 @@ class GroupReader:
                 polling_interval=1000,
             ),
             ack_policy=AckPolicy.MANUAL,
+            parser=raw_entries,
         )
         self.claimer(on_message)
 
@@ -161,7 +186,7 @@ class EventConsumer:
         metrics.CONSUMER_POSITION.labels(self.name).set(self.position)
 
     async def on_entries(self, ids: list[bytes], entries: list[dict[bytes, bytes]]) -> None:
-        events = sorted((LoggedEvent.from_fields(e) for e in entries), key=lambda e: e.position)
+        events = sorted(self._parse(ids, entries), key=lambda e: e.position)
         async with self.lock:
             try:
                 await self._apply_fresh(events)
@@ -170,6 +195,18 @@ class EventConsumer:
                 await self._apply_fresh(events)
             self.last_activity = time.monotonic()
         await self.reader.ack(ids)
+
+    def _parse(self, ids: list[bytes], entries: list[dict[bytes, bytes]]) -> list[LoggedEvent]:
+        """Entries that are not relayed events are dropped (acked with the batch) and logged:
+        the event store is the truth, and a real event they displaced is read from it."""
+        events = []
+        for entry_id, fields in zip(ids, entries, strict=True):
+            try:
+                events.append(LoggedEvent.from_fields(fields))
+            except (KeyError, ValueError, UnicodeDecodeError):
+                metrics.MALFORMED_ENTRIES.labels(self.name).inc()
+                log_event(log, "malformed_entry_dropped", consumer=self.name, entry=entry_id)
+        return events
 
     async def _apply_fresh(self, events: list[LoggedEvent]) -> None:
         fresh = [e for e in events if e.position > self.position]

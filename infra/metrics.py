@@ -23,6 +23,9 @@ CONSUMER_CATCHUP = Counter(
     "Events a consumer read from the event store instead of Redis",
     ["consumer"],
 )
+MALFORMED_ENTRIES = Counter(
+    "linkflow_malformed_entries_total", "Stream entries dropped as malformed", ["consumer"]
+)
 CONSUMER_POSITION = Gauge("linkflow_consumer_position", "Consumer position", ["consumer"])
 TASKS_DISPATCHED = Counter(
     "linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"]

@@ -187,3 +187,33 @@ async def test_flushing_redis_mid_batch_loses_nothing(fresh_settings: Settings) 
         for execution in ids:
             row = await eventually(lambda e=execution: closed(c, e), timeout=30)
             assert row["status"] == "completed"
+
+
+async def test_malformed_stream_entries_are_dropped_and_work_goes_on(
+    fresh_settings: Settings,
+) -> None:
+    async with (
+        serve_target() as base,
+        roles(fresh_settings, "relay", "projector", "matching", "timers", "worker") as r,
+    ):
+        c = r.container
+        ws, wf = setup_workflow(c, "fan-out-join.json")
+        first = await start(c, ws, wf, {"base_url": base})
+        await eventually(lambda: closed(c, first))
+        events, tasks = events_stream(fresh_settings), task_stream(fresh_settings, "default")
+        await c.redis.xadd(events, {"pos": "not-a-number"})
+        await c.redis.xadd(events, {"garbage": b"\xff"})
+        await c.redis.xadd(tasks, {"task": "{not json"})
+        await c.redis.xadd(tasks, {"task": json.dumps({"task_id": "x"})})
+        second = await start(c, ws, wf, {"base_url": base})
+        row = await eventually(lambda: closed(c, second))
+        assert row["output"] == {"total": 9}
+
+        async def nothing_pending() -> bool:
+            for stream, group in ((events, "projector"), (tasks, WORKER_GROUP)):
+                pending = await c.redis.xpending(stream, group)
+                if pending["pending"]:
+                    return False
+            return True
+
+        await eventually(nothing_pending, timeout=10)

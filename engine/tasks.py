@@ -1,0 +1,40 @@
+"""The task message that matching sends to workers on `tasks:<queue>` (one JSON field `task`)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TaskMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str
+    execution_id: UUID
+    workspace_id: str
+    node_id: str
+    attempt: int
+    queue: str
+    type: str
+    config: dict[str, Any]
+    timeout_s: float | None = None
+    republished: bool = False
+
+
+def task_id(execution_id: Any, node_id: str, attempt: int) -> str:
+    return f"{execution_id}:{node_id}:{attempt}"
+
+
+def task_for(event: Any) -> TaskMessage:
+    """The task for one NodeScheduled event that carries one."""
+    return TaskMessage(
+        task_id=task_id(event.originator_id, event.node_id, event.attempt),
+        execution_id=event.originator_id,
+        workspace_id=event.workspace_id,
+        node_id=event.node_id,
+        attempt=event.attempt,
+        queue=event.queue,
+        **event.task,
+    )
