@@ -1,0 +1,1 @@
+"""Benchmarks: each prints one JSON summary line (see bench/__main__.py)."""
