@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -27,7 +28,7 @@ from infra.consumer import EventConsumer
 from infra.leader import hold_leadership
 from infra.logging import get_logger, log_event
 from infra.relay import Relay
-from infra.settings import Settings
+from infra.settings import DEV_JWT_SECRET, Settings
 from infra.streams import Epoch, events_stream
 from projections.visibility import VisibilityProjector
 
@@ -171,6 +172,13 @@ async def run(role: str, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if settings.jwt_secret == DEV_JWT_SECRET and "gateway" in roles:
+        log_event(
+            log,
+            "dev_jwt_secret_in_use",
+            level=logging.WARNING,
+            hint="set LINKFLOW_JWT_SECRET before sharing this deployment",
+        )
     container = await bootstrap(settings)
     runners = RUNNERS | {"gateway": functools.partial(run_gateway, roles=roles)}
     tasks = [

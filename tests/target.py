@@ -57,3 +57,11 @@ async def serve_target() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+if __name__ == "__main__":  # `python tests/target.py [port]`: serve it for trying the examples
+    import sys
+
+    web.run_app(
+        target_app(), host="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 8099
+    )
