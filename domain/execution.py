@@ -299,8 +299,9 @@ class Execution(TenantAggregate):
         return True
 
     def fire_timer(self, timer: str, now: datetime) -> bool:
-        """A due timer. Returns False (and records nothing) when it already fired or is moot."""
-        if not self.running or timer not in self.timers:
+        """A due timer. Returns False (and records nothing) when it already fired or is moot,
+        e.g. the timeout of an attempt that has ended."""
+        if not self.running or not self._timer_matters(timer):
             return False
         spec = self.timers[timer]
         self.record(self.TimerFired, now, timer_id=timer)
@@ -308,19 +309,14 @@ class Execution(TenantAggregate):
         if kind == "execution_timeout":
             self._cancel_in_flight(now)
             self.record(self.ExecutionTimedOut, now)
-        elif kind == "delay" and self._is_current_attempt(node_id, attempt):
-            self.record(
-                self.NodeCompleted,
-                now,
-                node_id=node_id,
-                attempt=attempt,
-                output={"fired_at": now.isoformat()},
-            )
+        elif kind == "delay":
+            output = {"fired_at": now.isoformat()}
+            self.record(self.NodeCompleted, now, node_id=node_id, attempt=attempt, output=output)
             self._advance(now)
-        elif kind == "retry" and self.nodes[node_id].status == "retrying":
+        elif kind == "retry":
             self._schedule_node(self.graph.node(node_id), attempt, now)
             self._advance(now)
-        elif kind == "node_timeout" and self._is_current_attempt(node_id, attempt):
+        else:  # node_timeout
             node = self.graph.node(node_id)
             retry_at = self._retry_time(node, attempt, now)
             self.record(
@@ -332,6 +328,16 @@ class Execution(TenantAggregate):
             )
             self._after_attempt_ended(node, attempt, retry_at, now)
         return True
+
+    def _timer_matters(self, timer: str) -> bool:
+        spec = self.timers.get(timer)
+        if spec is None:
+            return False
+        if spec["kind"] == "execution_timeout":
+            return True
+        if spec["kind"] == "retry":
+            return self.nodes[spec["node_id"]].status == "retrying"
+        return self._is_current_attempt(spec["node_id"], spec["attempt"])
 
     def cancel(self, reason: str, now: datetime) -> bool:
         if not self.running:

@@ -110,7 +110,7 @@ class Accepted:
 
 @pytest.fixture
 async def accepted(api: Api) -> Accepted:
-    wf = await api.create_workflow(delayed(0.5))
+    wf = await api.create_workflow(delayed(0.3))
     started = await api.start(wf["id"], {"x": "kept"})
     assert started["status"] == "running"
     return Accepted(api, wf, started["execution_id"])

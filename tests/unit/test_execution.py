@@ -197,3 +197,13 @@ def test_replay_rebuilds_the_same_state(order_id: int) -> None:
     assert statuses(rebuilt) == statuses(ex)
     assert rebuilt.version == ex.version
     assert rebuilt.nodes == ex.nodes
+
+
+def test_a_node_timeout_after_its_attempt_completed_is_ignored_while_running() -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    timeout = only_timer(ex, "node_timeout")
+    ex.complete_node("fetch", 1, order_body(42), T0)  # now waiting on the delay node
+    ex.collect_events()
+    assert ex.running
+    assert not ex.fire_timer(timeout, T0 + timedelta(seconds=10))
+    assert ex.collect_events() == []
