@@ -153,14 +153,15 @@ def execution_id_for(workflow_id: UUID, idempotency_key: str) -> UUID:
 
 def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
     workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    execution_id = uuid4()
+    if cmd.idempotency_key:
+        execution_id = execution_id_for(cmd.workflow_id, cmd.idempotency_key)
+        if _exists(store, execution_id):  # a repeat is answered whatever became of the workflow
+            return _repeated_start(store, cmd, execution_id)
     if workflow.archived:
         raise DomainError("workflow is archived", "archived")
     version = cmd.version or workflow.latest_version
     definition = workflow.definition(version)
-    if cmd.idempotency_key:
-        execution_id = execution_id_for(cmd.workflow_id, cmd.idempotency_key)
-    else:
-        execution_id = uuid4()
     execution = Execution.start(
         execution_id,
         str(cmd.workspace_id),
@@ -180,6 +181,14 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
             raise
         return _repeated_start(store, cmd, execution_id)
     return Result(position, {"execution_id": str(execution_id), "status": execution.status})
+
+
+def _exists(store: EventStore, aggregate_id: UUID) -> bool:
+    try:
+        store.repository.get(aggregate_id)
+    except AggregateNotFoundError:
+        return False
+    return True
 
 
 def _repeated_start(store: EventStore, cmd: m.StartExecution, execution_id: UUID) -> Result:

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.base import DomainError, TenantAggregate
+from domain.base import TenantAggregate
 from domain.definition import Node, WorkflowDefinition
 from domain.expressions import ExpressionError, render
 from domain.node_logic import apply_transform, evaluate_condition
@@ -523,8 +523,3 @@ class Execution(TenantAggregate):
                 "started_at": self.created_on.isoformat(),
             },
         }
-
-
-def require_running(execution: Execution) -> None:
-    if not execution.running:
-        raise DomainError(f"execution is {execution.status}", "not_running")
