@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
 from engine.tasks import TaskMessage, task_for, task_id
 from infra import metrics
 from infra.consumer import EventConsumer
+from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
 from infra.settings import Settings
@@ -42,7 +42,7 @@ class Matching(EventConsumer):
         self.settings = settings
         self.queues_ready: set[str] = set()
 
-    async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         tasks = []
         for _, event in events:
             if isinstance(event, Execution.NodeScheduled) and event.task is not None:

@@ -13,13 +13,12 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from commands.bus import CommandBus
 from commands.models import FireTimer
 from domain.execution import Execution
 from infra import metrics
 from infra.consumer import EventConsumer
+from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger
 
@@ -41,7 +40,7 @@ class Timers(EventConsumer):
         self.bus = bus
         self.wake = asyncio.Event()
 
-    async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         for _, event in events:
             if isinstance(event, Execution.TimerScheduled):
                 await conn.execute(

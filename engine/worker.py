@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
+from redis.typing import StreamIdT
 
 from commands.bus import CommandBus
 from commands.handlers import NotFound
@@ -119,7 +120,11 @@ class Worker:
         """Run one node attempt and say what happened, as the command to send."""
         node_type = task.type
         started = time.perf_counter()
-        ids = {"execution_id": task.execution_id, "node_id": task.node_id, "attempt": task.attempt}
+        ids: dict[str, Any] = {
+            "execution_id": task.execution_id,
+            "node_id": task.node_id,
+            "attempt": task.attempt,
+        }
         try:
             if node_type != "http_request":
                 raise NodeError("unsupported_node", f"no executor for {node_type}", retryable=False)
@@ -145,7 +150,7 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_S)
             except TimeoutError:
                 pass
-            by_reader: dict[GroupReader, list[bytes]] = {}
+            by_reader: dict[GroupReader, list[StreamIdT]] = {}
             for entry_id, (reader, _) in list(self.running.items()):
                 by_reader.setdefault(reader, []).append(entry_id)
             for reader, entry_ids in by_reader.items():

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from commands.bus import CommandBus
-from infra.db import open_pool
+from infra.db import DictPool, open_pool
 from infra.eventstore import EventStore
 from infra.settings import Settings
 from infra.streams import redis_client
@@ -21,7 +20,7 @@ class Container:
     settings: Settings
     store: EventStore
     bus: CommandBus
-    pool: AsyncConnectionPool
+    pool: DictPool
     redis: Redis
 
     async def close(self) -> None:

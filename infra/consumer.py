@@ -23,11 +23,10 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from infra import metrics
+from infra.db import DictConnection, DictPool
 from infra.eventlog import LoggedEvent, advance_position, head_position, load_position, read_log
 from infra.eventstore import EventStore
 from infra.logging import get_logger, log_event
@@ -155,7 +154,7 @@ class EventConsumer:
     def __init__(
         self,
         store: EventStore,
-        pool: AsyncConnectionPool,
+        pool: DictPool,
         redis: Redis,
         broker: RedisBroker,
         stream: str,
@@ -172,7 +171,7 @@ class EventConsumer:
             broker, redis, stream, self.name, self.on_entries, claim_idle_ms=claim_idle_ms
         )
 
-    async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         raise NotImplementedError
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:

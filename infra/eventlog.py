@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from psycopg import AsyncConnection
-
+from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE
 
 
@@ -46,7 +45,7 @@ class LoggedEvent:
 
 
 async def read_log(
-    conn: AsyncConnection, after: int, limit: int, upto: int | None = None
+    conn: DictConnection, after: int, limit: int, upto: int | None = None
 ) -> list[LoggedEvent]:
     """Events with after < position (<= upto), in order."""
     query = (
@@ -73,13 +72,13 @@ async def read_log(
     ]
 
 
-async def head_position(conn: AsyncConnection) -> int:
+async def head_position(conn: DictConnection) -> int:
     cur = await conn.execute(f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}")
     row = await cur.fetchone()
     return int(row["p"]) if row else 0
 
 
-async def load_position(conn: AsyncConnection, consumer: str) -> int:
+async def load_position(conn: DictConnection, consumer: str) -> int:
     await conn.execute(
         "INSERT INTO consumer_positions (consumer, position) VALUES (%s, 0)"
         " ON CONFLICT (consumer) DO NOTHING",
@@ -92,7 +91,7 @@ async def load_position(conn: AsyncConnection, consumer: str) -> int:
     return int(row["position"]) if row else 0
 
 
-async def advance_position(conn: AsyncConnection, consumer: str, old: int, new: int) -> bool:
+async def advance_position(conn: DictConnection, consumer: str, old: int, new: int) -> bool:
     """Move a position forward, guarded: False when another process moved it first."""
     cur = await conn.execute(
         "UPDATE consumer_positions SET position = %s, updated_at = now()"

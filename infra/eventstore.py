@@ -46,7 +46,7 @@ class EventStore(Application):
         super().__init__(env=eventsourcing_env(settings, create_table))
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:
-        aggregate = self.repository.get(aggregate_id)
+        aggregate: Aggregate = self.repository.get(aggregate_id)
         if not isinstance(aggregate, cls):
             raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
         return aggregate

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
-from psycopg import AsyncConnection
 from redis.asyncio import Redis
 
 from infra import metrics
-from infra.db import connect
+from infra.db import DictConnection, connect
 from infra.eventlog import LoggedEvent, advance_position, load_position, read_log
 from infra.eventstore import EVENTS_TABLE
 from infra.leader import hold_leadership
@@ -47,7 +46,7 @@ class Relay:
                 )
             await pipe.execute()
 
-    async def pump(self, conn: AsyncConnection) -> int:
+    async def pump(self, conn: DictConnection) -> int:
         """Relay everything past the position; returns how many events were published."""
         total = 0
         while True:
@@ -86,7 +85,7 @@ class Relay:
                 await listener.close()
                 await conn.close()
 
-    async def _wait(self, listener: AsyncConnection, stop: asyncio.Event) -> None:
+    async def _wait(self, listener: DictConnection, stop: asyncio.Event) -> None:
         """Until a NOTIFY arrives or half a second passes (so a stop is seen quickly)."""
         if not stop.is_set():
             async for _ in listener.notifies(timeout=0.5, stop_after=1):

@@ -50,7 +50,7 @@ class Epoch:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.key = settings.key("epoch")
-        self.known: bytes | None = None
+        self.known: bytes | str | None = None  # bytes at runtime; the stubs say bytes | str
 
     async def changed(self) -> bool:
         """True once after the epoch key vanished or changed since the last call."""

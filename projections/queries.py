@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection
-
+from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, EventStore
 
 PROJECTOR = "projector"
@@ -37,7 +36,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ValueError("not a valid cursor") from exc
 
 
-async def projector_position(conn: AsyncConnection) -> int:
+async def projector_position(conn: DictConnection) -> int:
     cur = await conn.execute(
         "SELECT position FROM consumer_positions WHERE consumer = %s", (PROJECTOR,)
     )
@@ -63,7 +62,7 @@ def _workflow(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_workflows(
-    conn: AsyncConnection, workspace_id: UUID, include_archived: bool = False
+    conn: DictConnection, workspace_id: UUID, include_archived: bool = False
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT * FROM rm_workflows WHERE workspace_id = %s AND (%s OR NOT archived)"
@@ -74,7 +73,7 @@ async def list_workflows(
 
 
 async def get_workflow(
-    conn: AsyncConnection, workspace_id: UUID, workflow_id: UUID
+    conn: DictConnection, workspace_id: UUID, workflow_id: UUID
 ) -> dict[str, Any] | None:
     cur = await conn.execute(
         "SELECT w.*, v.definition FROM rm_workflows w JOIN rm_workflow_versions v"
@@ -87,7 +86,7 @@ async def get_workflow(
 
 
 async def list_versions(
-    conn: AsyncConnection, workspace_id: UUID, workflow_id: UUID
+    conn: DictConnection, workspace_id: UUID, workflow_id: UUID
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT version, name, created_at FROM rm_workflow_versions"
@@ -101,7 +100,7 @@ async def list_versions(
 
 
 async def get_version(
-    conn: AsyncConnection, workspace_id: UUID, workflow_id: UUID, version: int
+    conn: DictConnection, workspace_id: UUID, workflow_id: UUID, version: int
 ) -> dict[str, Any] | None:
     cur = await conn.execute(
         "SELECT version, name, definition, created_at FROM rm_workflow_versions"
@@ -139,7 +138,7 @@ def _execution(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_executions(
-    conn: AsyncConnection,
+    conn: DictConnection,
     workspace_id: UUID,
     *,
     status: str | None = None,
@@ -182,7 +181,7 @@ async def list_executions(
 
 
 async def get_execution(
-    conn: AsyncConnection, workspace_id: UUID, execution_id: UUID
+    conn: DictConnection, workspace_id: UUID, execution_id: UUID
 ) -> dict[str, Any] | None:
     cur = await conn.execute(
         "SELECT * FROM rm_executions WHERE workspace_id = %s AND id = %s",
@@ -231,7 +230,7 @@ _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_top
 
 
 async def execution_history(
-    conn: AsyncConnection, store: EventStore, workspace_id: UUID, execution_id: UUID
+    conn: DictConnection, store: EventStore, workspace_id: UUID, execution_id: UUID
 ) -> list[dict[str, Any]] | None:
     """The execution's events in order, read from the event store (not a projection)."""
     cur = await conn.execute(

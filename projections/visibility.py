@@ -6,14 +6,15 @@ them, reset the position to 0, and the projector rebuilds them from the log.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
 from domain.workflow import Workflow
 from infra.consumer import EventConsumer
+from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 
 READ_MODEL_TABLES = ("rm_workflows", "rm_workflow_versions", "rm_executions", "rm_node_runs")
@@ -26,14 +27,14 @@ def _json(value: Any) -> Jsonb | None:
 class VisibilityProjector(EventConsumer):
     name = "projector"
 
-    async def apply(self, conn: AsyncConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         for logged, event in events:
             handler = _HANDLERS.get(type(event))
             if handler is not None:
                 await handler(conn, logged, event)
 
 
-async def _workflow_created(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _workflow_created(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     trigger = (e.definition.get("trigger") or {}).get("type", "manual")
     await conn.execute(
         "INSERT INTO rm_workflows (id, workspace_id, name, latest_version, trigger_type,"
@@ -54,7 +55,7 @@ async def _workflow_created(conn: AsyncConnection, logged: LoggedEvent, e: Any) 
 
 
 async def _version_row(
-    conn: AsyncConnection, wf: Any, number: int, ws: str, name: str, definition: Any, at: Any
+    conn: DictConnection, wf: Any, number: int, ws: str, name: str, definition: Any, at: Any
 ) -> None:
     await conn.execute(
         "INSERT INTO rm_workflow_versions (workflow_id, version, workspace_id, name, definition,"
@@ -63,7 +64,7 @@ async def _version_row(
     )
 
 
-async def _version_published(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _version_published(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     trigger = (e.definition.get("trigger") or {}).get("type", "manual")
     await conn.execute(
         "UPDATE rm_workflows SET latest_version = %s, name = %s, trigger_type = %s,"
@@ -75,7 +76,7 @@ async def _version_published(conn: AsyncConnection, logged: LoggedEvent, e: Any)
     )
 
 
-async def _workflow_state(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _workflow_state(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     active = getattr(e, "active_version", None)
     archived = isinstance(e, Workflow.WorkflowArchived)
     await conn.execute(
@@ -85,7 +86,7 @@ async def _workflow_state(conn: AsyncConnection, logged: LoggedEvent, e: Any) ->
     )
 
 
-async def _execution_started(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _execution_started(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     await conn.execute(
         "INSERT INTO rm_executions (id, workspace_id, workflow_id, version, status, trigger,"
         " input, started_at, event_version)"
@@ -103,7 +104,7 @@ async def _execution_started(conn: AsyncConnection, logged: LoggedEvent, e: Any)
     )
 
 
-async def _execution_closed(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _execution_closed(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     status = {
         Execution.ExecutionCompleted: "completed",
         Execution.ExecutionFailed: "failed",
@@ -129,7 +130,7 @@ async def _execution_closed(conn: AsyncConnection, logged: LoggedEvent, e: Any) 
     )
 
 
-async def _node_scheduled(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _node_scheduled(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     await conn.execute(
         "INSERT INTO rm_node_runs (execution_id, node_id, workspace_id, type, status, attempts,"
         " started_at) VALUES (%s, %s, %s, %s, 'scheduled', %s, %s)"
@@ -139,7 +140,7 @@ async def _node_scheduled(conn: AsyncConnection, logged: LoggedEvent, e: Any) ->
     )
 
 
-async def _node_closed(conn: AsyncConnection, logged: LoggedEvent, e: Any) -> None:
+async def _node_closed(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     """Completed, failed, timed out, skipped or canceled (or an attempt that will be retried)."""
     output = None
     error = getattr(e, "error", None)
@@ -186,7 +187,7 @@ def _node_type(e: Any) -> str:
     return getattr(e, "node_type", "")
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[None]]] = {
     Workflow.WorkflowCreated: _workflow_created,
     Workflow.WorkflowVersionPublished: _version_published,
     Workflow.WorkflowActivated: _workflow_state,
@@ -206,7 +207,7 @@ _HANDLERS = {
 }
 
 
-async def reset_read_models(conn: AsyncConnection) -> None:
+async def reset_read_models(conn: DictConnection) -> None:
     """Drop every read-model row and rewind the projector: it then rebuilds them from the log.
     Run it only while no projector process runs."""
     await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")

@@ -4,6 +4,7 @@ once in the read model, and the read model equals one rebuilt from the event log
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from api import TERMINAL, Api
 from examples import load_example
 from processes import Process, free_port, stack_env
+from stack import eventually
 from target import serve_target
 
 from gateways.bootstrap import bootstrap
@@ -177,3 +179,40 @@ async def test_relay_restarted_mid_batch(running: Any) -> None:
     ids += await start_batch(api, wf["id"], target, 10)
     stack.procs["relay"].start()
     await finish_and_compare(stack, api, ids)
+
+
+async def test_sigterm_lets_the_worker_finish_what_it_runs(running: Any) -> None:
+    stack, api, target = running
+    slow = {
+        "name": "slow call",
+        "nodes": [
+            {
+                "id": "call",
+                "type": "http_request",
+                "timeout_s": 30,
+                "config": {"url": "{{ trigger.base_url }}/slow"},
+            }
+        ],
+    }
+    wf = await api.create_workflow(slow)
+    ids = [(await api.start(wf["id"], {"base_url": target}))["execution_id"] for _ in range(3)]
+    client = aioredis.Redis.from_url(stack.settings.redis_url)
+    tasks = f"{stack.settings.redis_prefix}tasks:default"
+
+    async def all_taken() -> bool:
+        try:
+            return (await client.xpending(tasks, "workers"))["pending"] == len(ids)
+        except aioredis.ResponseError:
+            return False
+
+    try:
+        await eventually(all_taken, timeout=10)
+        # The calls take 5 s; the worker must finish them before it exits.
+        # (In a thread: the target serving those calls runs on this event loop.)
+        assert await asyncio.to_thread(stack.procs["worker"].stop, signal.SIGTERM) == 0
+        assert (await client.xpending(tasks, "workers"))["pending"] == 0
+    finally:
+        await client.aclose()
+    for execution_id in ids:
+        done = await api.wait_terminal(execution_id)
+        assert done["status"] == "completed", done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from uuid import UUID, uuid4
@@ -14,6 +15,7 @@ from target import serve_target
 
 from commands import models as m
 from gateways.bootstrap import Container
+from gateways.roles import run_relay
 from infra.eventlog import head_position
 from infra.settings import Settings
 from infra.streams import WORKER_GROUP, events_stream, task_stream
@@ -217,3 +219,29 @@ async def test_malformed_stream_entries_are_dropped_and_work_goes_on(
             return True
 
         await eventually(nothing_pending, timeout=10)
+
+
+async def test_a_standby_relay_takes_over_when_the_active_one_stops(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup_workflow(c, "timeout.json")
+        stops = [asyncio.Event(), asyncio.Event()]
+        first = asyncio.create_task(run_relay(c, stops[0]))
+        await start(c, ws, wf, {})
+        async with c.pool.connection() as conn:
+            head = await head_position(conn)
+        stream = events_stream(fresh_settings)
+        await eventually(lambda: _entries_upto(c, stream, head), timeout=10)
+        second = asyncio.create_task(run_relay(c, stops[1]))  # waits: the lock is held
+        stops[0].set()
+        await asyncio.wait_for(first, timeout=10)
+        await start(c, ws, wf, {})
+        async with c.pool.connection() as conn:
+            new_head = await head_position(conn)
+        entries = await eventually(lambda: _entries_upto(c, stream, new_head), timeout=10)
+        positions = [int(f[b"pos"]) for _, f in entries]
+        assert positions == sorted(set(positions))
+        stops[1].set()
+        await asyncio.wait_for(second, timeout=10)
