@@ -7,10 +7,12 @@ deadline; past it the answer is 503 `projection_lag`. Imported by the route modu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from gateways.http.context import container
+from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, invalid
 from gateways.http.routing import Param
 from projections import queries
@@ -67,3 +69,20 @@ async def wait_for_projection(request: web.Request, position: int) -> None:
 async def read_your_writes(request: web.Request) -> None:
     """Validate `?min_position` and wait for it."""
     await wait_for_projection(request, min_position(request))
+
+
+async def answer_read(
+    request: web.Request,
+    query: Callable[..., Awaitable[Any]],
+    *args: Any,
+    missing: str | None = None,
+    **kwargs: Any,
+) -> web.Response:
+    """Run one visibility query after read-your-writes; an empty result of a query for one thing
+    (`missing` names it) is 404."""
+    await read_your_writes(request)
+    async with container(request).pool.connection() as conn:
+        result = await query(conn, *args, **kwargs)
+    if missing and not result:
+        raise ApiError(404, "not_found", f"{missing} not found")
+    return respond(result)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from commands import models as m
 from gateways.http.auth import workspace_access
-from gateways.http.consistency import MIN_POSITION, read_your_writes
+from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, build, parse_uuid, read_json
 from gateways.http.routing import Param, Route
@@ -120,33 +120,22 @@ def _filters(request: web.Request) -> dict[str, Any]:
 async def list_executions(request: web.Request) -> web.Response:
     ws = await workspace_access(request, write=False)
     filters = _filters(request)
-    await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
-        page = await queries.list_executions(conn, ws, **filters)
-    return respond(page)
+    return await answer_read(request, queries.list_executions, ws, **filters)
 
 
 async def get_execution(request: web.Request) -> web.Response:
     ws = await workspace_access(request, write=False)
     execution_id = _execution_id(request)
-    await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
-        execution = await queries.get_execution(conn, ws, execution_id)
-    if execution is None:
-        raise ApiError(404, "not_found", "execution not found")
-    return respond(execution)
+    return await answer_read(request, queries.get_execution, ws, execution_id, missing="execution")
 
 
 async def execution_history(request: web.Request) -> web.Response:
     ws = await workspace_access(request, write=False)
     execution_id = _execution_id(request)
-    await read_your_writes(request)
-    c = container(request)
-    async with c.pool.connection() as conn:
-        history = await queries.execution_history(conn, c.store, ws, execution_id)
-    if history is None:
-        raise ApiError(404, "not_found", "execution not found")
-    return respond(history)
+    store = container(request).store
+    return await answer_read(
+        request, queries.execution_history, store, ws, execution_id, missing="execution"
+    )
 
 
 async def cancel_execution(request: web.Request) -> web.Response:

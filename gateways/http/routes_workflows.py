@@ -14,7 +14,7 @@ from aiohttp import web
 from commands import models as m
 from commands.handlers import Result
 from gateways.http.auth import current_user, workspace_access
-from gateways.http.consistency import MIN_POSITION, read_your_writes
+from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, build, invalid, parse_uuid, read_json
 from gateways.http.routing import Param, Route
@@ -81,21 +81,13 @@ def _include_archived(request: web.Request) -> bool:
 async def list_workflows(request: web.Request) -> web.Response:
     ws = await workspace_access(request, write=False)
     include_archived = _include_archived(request)
-    await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
-        items = await queries.list_workflows(conn, ws, include_archived)
-    return respond(items)
+    return await answer_read(request, queries.list_workflows, ws, include_archived)
 
 
 async def get_workflow(request: web.Request) -> web.Response:
     ws = await workspace_access(request, write=False)
     wf = _workflow_id(request)
-    await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
-        workflow = await queries.get_workflow(conn, ws, wf)
-    if workflow is None:
-        raise ApiError(404, "not_found", "workflow not found")
-    return respond(workflow)
+    return await answer_read(request, queries.get_workflow, ws, wf, missing="workflow")
 
 
 async def update_workflow(request: web.Request) -> web.Response:
@@ -115,12 +107,8 @@ async def archive_workflow(request: web.Request) -> web.Response:
 async def list_versions(request: web.Request) -> web.Response:
     ws = await workspace_access(request, write=False)
     wf = _workflow_id(request)
-    await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
-        versions = await queries.list_versions(conn, ws, wf)
-    if not versions:  # every workflow has a first version
-        raise ApiError(404, "not_found", "workflow not found")
-    return respond(versions)
+    # Every workflow has a first version: no versions means no such workflow.
+    return await answer_read(request, queries.list_versions, ws, wf, missing="workflow")
 
 
 async def get_version(request: web.Request) -> web.Response:
@@ -129,12 +117,7 @@ async def get_version(request: web.Request) -> web.Response:
     raw = request.match_info["n"]
     if not raw.isdigit() or len(raw) > 9:
         raise ApiError(404, "not_found", "version not found")
-    await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
-        version = await queries.get_version(conn, ws, wf, int(raw))
-    if version is None:
-        raise ApiError(404, "not_found", "version not found")
-    return respond(version)
+    return await answer_read(request, queries.get_version, ws, wf, int(raw), missing="version")
 
 
 async def activate_workflow(request: web.Request) -> web.Response:
