@@ -13,14 +13,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis as redis_sync
+from databases import own_database
 from processes import free_port
 
-from infra.schema import drop_database, migrate
 from infra.settings import Settings
 
 
@@ -74,35 +73,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(redis_url: str) -> Iterator[Settings]:
-    run_id = uuid.uuid4().hex[:10]
-    settings = Settings(
-        pg_db=f"lf_test_{run_id}",
-        redis_url=redis_url,
-        redis_prefix=f"lftest:{run_id}:",
-        allow_private_network=True,
-        log_level="WARNING",
-    )
-    migrate(settings)
-    try:
+    with own_database(redis_url) as settings:
         yield settings
-    finally:
-        drop_database(settings)
 
 
 @pytest.fixture
 def fresh_settings(redis_url: str) -> Iterator[Settings]:
     """A database and key prefix of this test's own (for tests that count or flush everything)."""
-    run_id = uuid.uuid4().hex[:10]
-    settings = Settings(
-        pg_db=f"lf_test_{run_id}",
-        redis_url=redis_url,
-        redis_prefix=f"lftest:{run_id}:",
-        allow_private_network=True,
-        log_level="WARNING",
-        task_claim_idle_ms=1000,
-    )
-    migrate(settings)
-    try:
+    with own_database(redis_url, task_claim_idle_ms=1000) as settings:
         yield settings
-    finally:
-        drop_database(settings)

@@ -8,21 +8,17 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from api import Api
+from databases import own_database
 from processes import Process, free_port, stack_env
 from target import serve_target
 
-from infra.schema import drop_database, migrate
 from infra.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def e2e_settings(settings: Settings) -> Iterator[Settings]:
-    own = settings.model_copy(
-        update={"pg_db": settings.pg_db + "_e2e", "redis_prefix": settings.redis_prefix + "e2e:"}
-    )
-    migrate(own)
-    yield own
-    drop_database(own)
+def e2e_settings(redis_url: str) -> Iterator[Settings]:
+    with own_database(redis_url) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
