@@ -1,6 +1,6 @@
-"""Reads of the write model that the gateway needs for decisions, not for display:
-authentication (e-mail + password), a user's workspaces, a member's role. Synchronous (call them
-through `CommandBus.run`). Visibility reads go to `projections.queries` instead.
+"""Reads of the write model needed for decisions, not for display: authentication (e-mail +
+password), a user's workspaces, a member's role, whether a node attempt is still awaited.
+Synchronous (call them through `CommandBus.run`). Visibility reads go to `projections.queries`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from domain.execution import Execution
 from domain.user import EmailIndex, User
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
@@ -45,6 +46,21 @@ def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
         "user": {"id": str(user.id), "email": user.email, "name": user.name},
         "workspaces": workspaces,
     }
+
+
+def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, attempt: int) -> bool:
+    """Whether a node attempt still awaits its result (workers check republished tasks)."""
+    try:
+        execution = store.load(Execution, execution_id)
+    except AggregateNotFoundError:
+        return False
+    run = execution.nodes.get(node_id)
+    return (
+        execution.running
+        and run is not None
+        and run.status == "scheduled"
+        and (run.attempts == attempt)
+    )
 
 
 def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | None:

@@ -127,6 +127,7 @@ class Execution(TenantAggregate):
     class NodeSkipped(Aggregate.Event):
         workspace_id: str
         node_id: str
+        node_type: str
 
         def apply(self, aggregate: Execution) -> None:
             run = aggregate.nodes[self.node_id]
@@ -385,7 +386,7 @@ class Execution(TenantAggregate):
                     continue
                 progressed = True
                 if verdict == "skip":
-                    self.record(self.NodeSkipped, now, node_id=node.id)
+                    self.record(self.NodeSkipped, now, node_id=node.id, node_type=node.type)
                 else:
                     self._schedule_node(node, 1, now)
                 if not self.running:

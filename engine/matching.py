@@ -4,7 +4,8 @@ the node's queue (`tasks:<queue>`, group `workers`), and keeps the outstanding t
 
 Order of effects for a batch: XADD the tasks, then commit the rows and the position, then XACK.
 A crash in between republishes (workers and the Execution aggregate ignore repeats); nothing is
-lost. When Redis loses its data (epoch changed), every outstanding task is published again.
+lost. An outstanding task whose stream entry vanished (Redis flushed or lost data) is published
+again: at start, at once when the `epoch` key shows a flush, and by a periodic sweep.
 Consumer group / position: `matching`.
 """
 
@@ -32,6 +33,12 @@ _ATTEMPT_ENDED = (
     Execution.NodeTimedOut,
     Execution.NodeCanceled,
 )
+_EXECUTION_CLOSED = (
+    Execution.ExecutionCompleted,
+    Execution.ExecutionFailed,
+    Execution.ExecutionCanceled,
+    Execution.ExecutionTimedOut,
+)
 
 
 class Matching(EventConsumer):
@@ -43,46 +50,38 @@ class Matching(EventConsumer):
         self.queues_ready: set[str] = set()
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
-        tasks = []
+        scheduled: dict[str, TaskMessage] = {}
+        ended: list[str] = []
+        closed: set[Any] = set()
         for _, event in events:
             if isinstance(event, Execution.NodeScheduled) and event.task is not None:
-                tasks.append(task_for(event))
+                task = task_for(event)
+                scheduled[task.task_id] = task
             elif isinstance(event, _ATTEMPT_ENDED):
-                await conn.execute(
-                    "DELETE FROM engine_tasks WHERE task_id = %s",
-                    (task_id(event.originator_id, event.node_id, event.attempt),),
-                )
+                tid = task_id(event.originator_id, event.node_id, event.attempt)
+                if scheduled.pop(tid, None) is None:  # ended within this batch: never dispatch
+                    ended.append(tid)
+            elif isinstance(event, _EXECUTION_CLOSED):
+                closed.add(event.originator_id)
+        tasks = [t for t in scheduled.values() if t.execution_id not in closed]
         if tasks:
-            await self.publish(tasks)
+            entry_ids = await self.publish(tasks)
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO engine_tasks (task_id, execution_id, workspace_id, queue,"
-                    " payload) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (task_id) DO NOTHING",
+                    " payload, entry_id) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (task_id) DO NOTHING",
                     [
-                        (
-                            t.task_id,
-                            t.execution_id,
-                            t.workspace_id,
-                            t.queue,
-                            Jsonb(t.model_dump(mode="json")),
-                        )
-                        for t in tasks
+                        (t.task_id, t.execution_id, t.workspace_id, t.queue, _payload(t), entry)
+                        for t, entry in zip(tasks, entry_ids, strict=True)
                     ],
                 )
-        # Executions that ended leave no outstanding task behind (e.g. a canceled one's nodes).
-        closed = [
-            event.originator_id
-            for _, event in events
-            if isinstance(
-                event,
-                Execution.ExecutionCompleted
-                | Execution.ExecutionFailed
-                | Execution.ExecutionCanceled
-                | Execution.ExecutionTimedOut,
+        if ended:
+            await conn.execute("DELETE FROM engine_tasks WHERE task_id = ANY(%s)", (ended,))
+        if closed:  # a closed execution leaves no outstanding task (e.g. a canceled one's nodes)
+            await conn.execute(
+                "DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (list(closed),)
             )
-        ]
-        if closed:
-            await conn.execute("DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (closed,))
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
         """Tell workers to stop running attempts that were canceled (best effort: a result that
@@ -95,7 +94,8 @@ class Matching(EventConsumer):
         if canceled:
             await self.broker.publish({"cancel": canceled}, channel=control_channel(self.settings))
 
-    async def publish(self, tasks: list[TaskMessage]) -> None:
+    async def publish(self, tasks: list[TaskMessage]) -> list[str]:
+        """XADD the tasks (one round trip); returns their entry ids."""
         for queue in {t.queue for t in tasks} - self.queues_ready:
             # The workers' group exists before its first task, so no task is ever skipped.
             await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
@@ -103,20 +103,57 @@ class Matching(EventConsumer):
         async with self.redis.pipeline(transaction=False) as pipe:
             for task in tasks:
                 pipe.xadd(task_stream(self.settings, task.queue), {"task": task.model_dump_json()})
-            await pipe.execute()
+            entry_ids = await pipe.execute()
         for task in tasks:
             metrics.TASKS_DISPATCHED.labels(task.queue).inc()
+        return [e.decode() if isinstance(e, bytes) else str(e) for e in entry_ids]
 
-    async def republish_outstanding(self) -> int:
-        """After Redis lost its data: publish every task whose attempt has not ended."""
+    async def republish_lost(self, older_than_s: float = 30.0) -> int:
+        """Publish again the outstanding tasks whose stream entry is gone although no result was
+        recorded: after a flush, or when Redis lost part of its data (a restart from an older
+        snapshot). A worker deletes an entry only once its result is durable, so an entry missing
+        while matching has not seen the result for `older_than_s` means the task was lost."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT payload FROM engine_tasks ORDER BY created_at")
+            cur = await conn.execute(
+                "SELECT task_id, queue, entry_id FROM engine_tasks"
+                " WHERE published_at < now() - make_interval(secs => %s) LIMIT 1000",
+                (older_than_s,),
+            )
+            rows = await cur.fetchall()
+            await conn.commit()
+        if not rows:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                entry = row["entry_id"] or "0-0"
+                pipe.xrange(task_stream(self.settings, row["queue"]), entry, entry)
+            found = await pipe.execute()
+        lost = [row["task_id"] for row, hit in zip(rows, found, strict=True) if not hit]
+        if not lost:
+            return 0
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT payload FROM engine_tasks WHERE task_id = ANY(%s) ORDER BY created_at",
+                (lost,),
+            )
             rows = await cur.fetchall()
             await conn.commit()
         tasks = [TaskMessage.model_validate(row["payload"] | {"republished": True}) for row in rows]
-        self.queues_ready.clear()
         for start in range(0, len(tasks), 500):
-            await self.publish(tasks[start : start + 500])
+            page = tasks[start : start + 500]
+            entry_ids = await self.publish(page)
+            async with self.pool.connection() as conn:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "UPDATE engine_tasks SET entry_id = %s, published_at = now()"
+                        " WHERE task_id = %s",
+                        [(entry, t.task_id) for t, entry in zip(page, entry_ids, strict=True)],
+                    )
+                await conn.commit()
         if tasks:
             log_event(log, "tasks_republished", count=len(tasks))
         return len(tasks)
+
+
+def _payload(task: TaskMessage) -> Jsonb:
+    return Jsonb(task.model_dump(mode="json"))

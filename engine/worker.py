@@ -19,6 +19,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.typing import StreamIdT
 
+from commands import lookups
 from commands.bus import CommandBus
 from commands.handlers import NotFound
 from commands.models import CompleteNode, FailNode
@@ -91,6 +92,12 @@ class Worker:
             except (KeyError, ValueError):
                 metrics.MALFORMED_ENTRIES.labels("worker").inc()
                 log_event(log, "malformed_task_dropped", entry=entry_id.decode())
+                await reader.ack([entry_id], delete=True)
+                return
+            if task.republished and not await self.bus.run(
+                lookups.attempt_is_current, task.execution_id, task.node_id, task.attempt
+            ):
+                # Published again after Redis lost data, but its result is already recorded.
                 await reader.ack([entry_id], delete=True)
                 return
             attempt = asyncio.ensure_future(self.execute(task))

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -85,22 +86,28 @@ async def run_matching(c: Container, stop: asyncio.Event) -> None:
     def build(broker: RedisBroker) -> EventConsumer:
         return Matching(c.settings, c.store, c.pool, c.redis, broker, events_stream(c.settings))
 
-    async def watch_epoch(consumer: EventConsumer, stop: asyncio.Event) -> None:
+    async def watch_redis(consumer: EventConsumer, stop: asyncio.Event) -> None:
+        """Republish tasks Redis lost: all of them after a flush, else the missing ones."""
         assert isinstance(consumer, Matching)
         epoch = Epoch(c.redis, c.settings)
         await epoch.changed()
-        await consumer.republish_outstanding()
+        await consumer.republish_lost(older_than_s=0)
+        last_sweep = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             try:
                 if await epoch.changed():
                     log_event(log, "redis_data_lost")
-                    await consumer.republish_outstanding()
+                    consumer.queues_ready.clear()
+                    await consumer.republish_lost(older_than_s=0)
+                elif time.monotonic() - last_sweep >= c.settings.lost_task_after_s / 3:
+                    last_sweep = time.monotonic()
+                    await consumer.republish_lost(c.settings.lost_task_after_s)
             except Exception:
-                log.exception("epoch watch failed")
+                log.exception("redis watch failed")
 
-    await _run_event_consumer(c, stop, build, lambda cons, s: [watch_epoch(cons, s)])
+    await _run_event_consumer(c, stop, build, lambda cons, s: [watch_redis(cons, s)])
 
 
 async def run_timers(c: Container, stop: asyncio.Event) -> None:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = 64
     worker_queues: str = "default"
     task_claim_idle_ms: int = 30_000
+    lost_task_after_s: float = 30.0
     events_stream_maxlen: int = 100_000
     log_level: str = "INFO"
 

@@ -162,7 +162,8 @@ async def _node_closed(conn: DictConnection, logged: LoggedEvent, e: Any) -> Non
             (_json(error), e.originator_id, e.node_id),
         )
         return
-    node_type = _node_type(e)
+    # Only a skipped node has no row yet (it was never scheduled); its event carries the type.
+    node_type = getattr(e, "node_type", "")
     await conn.execute(
         "INSERT INTO rm_node_runs (execution_id, node_id, workspace_id, type, status, attempts,"
         " closed_at, error, output) VALUES (%s, %s, %s, %s, %s, 0, %s, %s, %s)"
@@ -179,12 +180,6 @@ async def _node_closed(conn: DictConnection, logged: LoggedEvent, e: Any) -> Non
             _json(output),
         ),
     )
-
-
-def _node_type(e: Any) -> str:
-    # Skipped nodes were never scheduled; their row is created here. The type is filled from
-    # the definition by the query when unknown.
-    return getattr(e, "node_type", "")
 
 
 _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[None]]] = {

@@ -21,14 +21,13 @@ from infra.settings import Settings
 from infra.streams import WORKER_GROUP, events_stream, task_stream
 
 
-def setup_workflow(c: Container, example: str) -> tuple[UUID, UUID]:
+def setup_workflow(c: Container, example: str | dict[str, Any]) -> tuple[UUID, UUID]:
+    definition = load_example(example) if isinstance(example, str) else example
     reg = c.bus.handle(
         m.RegisterUser(email=f"{uuid4().hex[:8]}@example.com", password="s3cret-pass", name="T")
     )
     user, ws = UUID(reg.fields["user"]["id"]), UUID(reg.fields["workspace"]["id"])
-    wf = c.bus.handle(
-        m.CreateWorkflow(workspace_id=ws, actor_id=user, definition=load_example(example))
-    )
+    wf = c.bus.handle(m.CreateWorkflow(workspace_id=ws, actor_id=user, definition=definition))
     return ws, UUID(wf.fields["id"])
 
 
@@ -245,3 +244,32 @@ async def test_a_standby_relay_takes_over_when_the_active_one_stops(
         assert positions == sorted(set(positions))
         stops[1].set()
         await asyncio.wait_for(second, timeout=10)
+
+
+async def test_a_task_whose_stream_entry_redis_lost_is_published_again(
+    fresh_settings: Settings,
+) -> None:
+    settings = fresh_settings.model_copy(update={"lost_task_after_s": 0.6})
+    async with serve_target() as base, roles(settings, "relay", "projector", "matching") as r:
+        c = r.container
+        one_call = {
+            "name": "one call",
+            "nodes": [
+                {"id": "call", "type": "http_request", "config": {"url": f"{base}/price/ab"}}
+            ],
+        }
+        ws, wf = setup_workflow(c, one_call)
+        execution = await start(c, ws, wf, {})
+        stream = task_stream(settings, "default")
+
+        async def entries() -> list[Any] | None:
+            return await c.redis.xrange(stream) or None
+
+        [(entry_id, _)] = await eventually(entries, timeout=10)
+        await c.redis.xdel(stream, entry_id)  # Redis loses the entry; no flush, epoch intact
+        [(again, fields)] = await eventually(entries, timeout=10)
+        assert again != entry_id
+        assert json.loads(fields[b"task"])["republished"] is True
+        r.start("worker")
+        row = await eventually(lambda: closed(c, execution), timeout=20)
+        assert row["status"] == "completed" and row["output"]["body"] == {"sku": "ab", "price": 2}
