@@ -32,6 +32,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot even parse (bad header bytes, …) as an error with a
+    traceback; it has already answered 400, so it is the client's fault: keep one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in ("BadHttpMessage", "BadStatusLine"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"malformed request refused: {exc}", ()
+            record.exc_info = None
+        return True
+
+
 def configure(role: str, level: str = "INFO") -> None:
     _ROLE["role"] = role
     handler = logging.StreamHandler(sys.stderr)
@@ -39,6 +52,7 @@ def configure(role: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     for noisy in ("aiohttp.access", "faststream", "eventsourcing"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

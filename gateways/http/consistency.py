@@ -15,6 +15,7 @@ from aiohttp import web
 from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, invalid
 from gateways.http.routing import Param
+from infra.eventlog import head_position
 from projections import queries
 
 POLL_INTERVAL_S = 0.01
@@ -52,10 +53,15 @@ async def wait_for_projection(request: web.Request, position: int) -> None:
     pool = container(request).pool
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_DEADLINE_S
+    first = True
     while True:
         async with pool.connection() as conn:
             if await queries.projector_position(conn) >= position:
                 return
+            if first and position > await head_position(conn):
+                # No command ever answered this position: waiting could only time out.
+                raise invalid("min_position", "is past the end of the event log")
+        first = False
         if loop.time() >= deadline:
             raise ApiError(
                 503,

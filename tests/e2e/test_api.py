@@ -868,6 +868,7 @@ async def test_body_under_the_limit_is_accepted(api: Api) -> None:
         ({"cursor": "garbage"}, "invalid_cursor", ["cursor"]),
         ({"min_position": "-1"}, "invalid_request", ["min_position"]),
         ({"min_position": "soon"}, "invalid_request", ["min_position"]),
+        ({"min_position": str(10**15)}, "invalid_request", ["min_position"]),
     ],
 )
 async def test_invalid_execution_list_query_is_422(
