@@ -302,7 +302,7 @@ class Execution(TenantAggregate):
     def fire_timer(self, timer: str, now: datetime) -> bool:
         """A due timer. Returns False (and records nothing) when it already fired or is moot,
         e.g. the timeout of an attempt that has ended."""
-        if not self.running or not self._timer_matters(timer):
+        if not self.running or not self.timer_matters(timer):
             return False
         spec = self.timers[timer]
         self.record(self.TimerFired, now, timer_id=timer)
@@ -330,7 +330,7 @@ class Execution(TenantAggregate):
             self._after_attempt_ended(node, attempt, retry_at, now)
         return True
 
-    def _timer_matters(self, timer: str) -> bool:
+    def timer_matters(self, timer: str) -> bool:
         spec = self.timers.get(timer)
         if spec is None:
             return False

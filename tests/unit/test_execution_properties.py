@@ -1,0 +1,108 @@
+"""Properties of the Execution aggregate over generated workflows and worker behaviour:
+it never gets stuck, ends with every node settled, and replays to the same state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domain.definition import parse_definition
+from domain.execution import IN_FLIGHT, NODE_TERMINAL, Execution
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@st.composite
+def workflows(draw: st.DrawFn) -> dict[str, Any]:
+    size = draw(st.integers(1, 7))
+    nodes: list[dict[str, Any]] = []
+    for i in range(size):
+        kind = draw(st.sampled_from(["http_request", "transform", "condition", "delay"]))
+        node: dict[str, Any] = {"id": f"n{i}", "type": kind}
+        if kind == "http_request":
+            node["config"] = {"url": "http://example.org/x"}
+            if draw(st.booleans()):
+                node["retry"] = {"max_attempts": draw(st.integers(1, 3)), "initial_interval_s": 1}
+            if draw(st.booleans()):
+                node["timeout_s"] = 5
+            node["on_error"] = draw(st.sampled_from(["stop", "continue"]))
+        elif kind == "transform":
+            node["config"] = {"set": {"i": i}}
+        elif kind == "condition":
+            node["config"] = {
+                "conditions": [
+                    {
+                        "value": draw(st.integers(0, 1)),
+                        "operator": "eq",
+                        "operand": 1,
+                        "branch": "yes",
+                    }
+                ]
+            }
+        else:
+            node["config"] = {"seconds": draw(st.integers(0, 3))}
+        nodes.append(node)
+    edges = []
+    for j in range(1, size):
+        for i in draw(st.sets(st.integers(0, j - 1), max_size=2)):
+            edge: dict[str, Any] = {"source": f"n{i}", "target": f"n{j}"}
+            if nodes[i]["type"] == "condition":
+                edge["branch"] = draw(st.sampled_from(["yes", "else"]))
+            edges.append(edge)
+    return {"name": "generated", "nodes": nodes, "edges": edges}
+
+
+def possible_actions(ex: Execution) -> list[tuple[str, Any]]:
+    actions: list[tuple[str, Any]] = []
+    for node_id, run in ex.nodes.items():
+        if run.status == "scheduled" and ex.graph.node(node_id).type == "http_request":
+            actions += [("complete", node_id), ("fail", node_id)]
+    actions += [("fire", t) for t in ex.timers if ex.timer_matters(t)]
+    return actions
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(definition=workflows(), choices=st.lists(st.integers(0, 1000), min_size=60, max_size=60))
+def test_every_execution_settles_and_replays_to_the_same_state(
+    definition: dict[str, Any], choices: list[int]
+) -> None:
+    graph = parse_definition(definition).to_json()
+    ex = Execution.start(uuid4(), "ws", "wf", 1, graph, {}, T0)
+    now = T0
+    for choice in choices:
+        if not ex.running:
+            break
+        actions = possible_actions(ex)
+        assert actions, f"stuck: {[(n, r.status) for n, r in ex.nodes.items()]}"
+        kind, target = actions[choice % len(actions)]
+        now += timedelta(seconds=1)
+        if kind == "complete":
+            assert ex.complete_node(target, ex.nodes[target].attempts, {"ok": True}, now)
+        elif kind == "fail":
+            error = {"type": "http_status", "message": "HTTP 500"}
+            assert ex.fail_node(target, ex.nodes[target].attempts, error, now)
+        else:
+            assert ex.fire_timer(target, now)
+    events = ex.collect_events()
+    if not ex.running:
+        assert not any(run.status in IN_FLIGHT for run in ex.nodes.values())
+        if ex.status == "completed":
+            assert all(run.status in NODE_TERMINAL for run in ex.nodes.values())
+    completions = [(e.node_id, e.attempt) for e in events if isinstance(e, Execution.NodeCompleted)]
+    assert len(completions) == len(set(completions))
+    assert len({e.node_id for e in events if isinstance(e, Execution.NodeCompleted)}) == len(
+        completions
+    )
+    rebuilt: Any = None
+    for event in events:
+        rebuilt = event.mutate(rebuilt)
+    assert (rebuilt.status, rebuilt.output, rebuilt.nodes, rebuilt.timers) == (
+        ex.status,
+        ex.output,
+        ex.nodes,
+        ex.timers,
+    )
