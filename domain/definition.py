@@ -57,7 +57,6 @@ __all__ = [
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 NODE_TYPES: frozenset[str] = frozenset({"http_request", "condition", "transform", "delay"})
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 class _Strict(BaseModel):
@@ -153,33 +152,10 @@ class WorkflowDefinition(BaseModel):
         """Edges whose target is `node_id`, in definition order."""
         return [edge for edge in self.edges if edge.target == node_id]
 
-    def outgoing(self, node_id: str) -> list[Edge]:
-        """Edges whose source is `node_id`, in definition order."""
-        return [edge for edge in self.edges if edge.source == node_id]
-
-    def entry_nodes(self) -> list[str]:
-        """Ids of the nodes without an incoming edge, in definition order."""
-        targets = {edge.target for edge in self.edges}
-        return [node.id for node in self.nodes if node.id not in targets]
-
     def leaves(self) -> list[str]:
         """Ids of the nodes without an outgoing edge, in definition order."""
         sources = {edge.source for edge in self.edges}
         return [node.id for node in self.nodes if node.id not in sources]
-
-    def descendants(self, node_id: str) -> set[str]:
-        """Ids of every node reachable from `node_id` (not including itself unless cyclic)."""
-        children: dict[str, list[str]] = {}
-        for edge in self.edges:
-            children.setdefault(edge.source, []).append(edge.target)
-        found: set[str] = set()
-        stack = list(children.get(node_id, []))
-        while stack:
-            current = stack.pop()
-            if current not in found:
-                found.add(current)
-                stack.extend(children.get(current, []))
-        return found
 
     def to_json(self) -> dict[str, Any]:
         """The definition as JSON-ready data (None-valued fields left out; config untouched)."""

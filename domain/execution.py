@@ -21,14 +21,12 @@ from domain.definition import Node, WorkflowDefinition
 from domain.expressions import ExpressionError, render
 from domain.node_logic import apply_transform, evaluate_condition
 
-INLINE_TYPES = frozenset({"condition", "transform"})
 DISPATCHED_TYPES = frozenset({"http_request"})
 
 # Node-run statuses (ARCHITECTURE.md section 4) plus the internal "pending" (not reached yet)
 # and "retrying" (waiting on a back-off timer; reported as "scheduled").
 IN_FLIGHT = frozenset({"scheduled", "running", "retrying"})
 NODE_TERMINAL = frozenset({"completed", "failed", "skipped", "canceled", "timed_out"})
-EXECUTION_TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
 
 
 @dataclass

@@ -10,9 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.base import DomainError, TenantAggregate
-
-ROLES = ("owner", "admin", "member", "viewer")
+from domain.base import TenantAggregate
 
 
 class Workspace(TenantAggregate):
@@ -20,29 +18,6 @@ class Workspace(TenantAggregate):
         workspace_id: str
         name: str
         owner_id: str
-
-    class MemberAdded(Aggregate.Event):
-        workspace_id: str
-        user_id: str
-        role: str
-
-        def apply(self, aggregate: Workspace) -> None:
-            aggregate.members[self.user_id] = self.role
-
-    class MemberRoleChanged(Aggregate.Event):
-        workspace_id: str
-        user_id: str
-        role: str
-
-        def apply(self, aggregate: Workspace) -> None:
-            aggregate.members[self.user_id] = self.role
-
-    class MemberRemoved(Aggregate.Event):
-        workspace_id: str
-        user_id: str
-
-        def apply(self, aggregate: Workspace) -> None:
-            aggregate.members.pop(self.user_id, None)
 
     def __init__(self, workspace_id: str, name: str, owner_id: str) -> None:
         self.workspace_id = workspace_id
@@ -62,36 +37,3 @@ class Workspace(TenantAggregate):
 
     def role_of(self, user_id: str) -> str | None:
         return self.members.get(user_id)
-
-    def add_member(self, user_id: str, role: str, now: datetime) -> None:
-        _check_role(role)
-        if user_id in self.members:
-            raise DomainError("already a member of this workspace", "already_member")
-        self.record(self.MemberAdded, now, user_id=user_id, role=role)
-
-    def change_role(self, user_id: str, role: str, now: datetime) -> None:
-        _check_role(role)
-        current = self.members.get(user_id)
-        if current is None:
-            raise DomainError("not a member of this workspace", "not_found")
-        if current == role:
-            return
-        if current == "owner" and self._owners() == 1:
-            raise DomainError("a workspace must keep an owner", "last_owner")
-        self.record(self.MemberRoleChanged, now, user_id=user_id, role=role)
-
-    def remove_member(self, user_id: str, now: datetime) -> None:
-        current = self.members.get(user_id)
-        if current is None:
-            raise DomainError("not a member of this workspace", "not_found")
-        if current == "owner" and self._owners() == 1:
-            raise DomainError("a workspace must keep an owner", "last_owner")
-        self.record(self.MemberRemoved, now, user_id=user_id)
-
-    def _owners(self) -> int:
-        return sum(1 for role in self.members.values() if role == "owner")
-
-
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise DomainError(f"role must be one of {', '.join(ROLES)}", "invalid_role")

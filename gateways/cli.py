@@ -1,4 +1,4 @@
-"""The `linkflow` command: `linkflow migrate` and `linkflow run <role>`."""
+"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="linkflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply the schema")
+    sub.add_parser(
+        "rebuild-read-models",
+        help="drop the visibility read models and replay the event log into them"
+        " (stop the projector first)",
+    )
     run = sub.add_parser("run", help="run one role (or all) in the foreground")
     run.add_argument("role", choices=ROLE_CHOICES)
     args = parser.parse_args(argv)
@@ -28,8 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"schema up to date on database {settings.pg_db}; applied now: {applied or 'none'}")
         return 0
 
+    from gateways import roles  # imported late: `migrate` needs none of it
+
+    if args.command == "rebuild-read-models":
+        lf_logging.configure("rebuild", settings.log_level)
+        replayed = asyncio.run(roles.rebuild_read_models(settings))
+        if replayed is None:
+            print("a projector is running: stop it first", file=sys.stderr)
+            return 1
+        print(f"read models rebuilt from {replayed} events")
+        return 0
+
     lf_logging.configure(args.role, settings.log_level)
-    from gateways.roles import run as run_role  # imported late: `migrate` needs none of it
 
     try:
         import uvloop  # type: ignore[import-not-found]
@@ -37,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run_role(args.role, settings))
+    asyncio.run(roles.run(args.role, settings))
     return 0
 
 

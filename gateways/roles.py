@@ -31,7 +31,7 @@ from infra.logging import get_logger, log_event
 from infra.relay import Relay
 from infra.settings import DEV_JWT_SECRET, Settings
 from infra.streams import Epoch, events_stream
-from projections.visibility import VisibilityProjector
+from projections.visibility import VisibilityProjector, reset_read_models
 
 log = get_logger(__name__)
 
@@ -171,6 +171,32 @@ RUNNERS: dict[str, RoleRunner] = {
     "timers": run_timers,
     "worker": run_worker,
 }
+
+
+async def rebuild_read_models(settings: Settings, wait_s: float = 5.0) -> int | None:
+    """Drop the visibility read models and replay the whole event log into them. Takes the
+    projector's leadership, so it refuses (None) while a projector runs; returns the events."""
+    container = await bootstrap(settings)
+    give_up = asyncio.Event()
+    asyncio.get_running_loop().call_later(wait_s, give_up.set)
+    try:
+        async with hold_leadership(settings, "projector", give_up) as leading:
+            if not leading:
+                return None
+            projector = VisibilityProjector(
+                container.store,
+                container.pool,
+                container.redis,
+                _broker(settings),
+                events_stream(settings),
+            )
+            async with container.pool.connection() as conn:
+                await reset_read_models(conn)
+                await conn.commit()
+            await projector.prepare()
+            return await projector.catch_up()
+    finally:
+        await container.close()
 
 
 async def run(role: str, settings: Settings) -> None:

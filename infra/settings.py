@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str = "linkflow"
     access_token_ttl_s: int = 900
-    refresh_token_ttl_s: int = 30 * 24 * 3600
 
     allow_private_network: bool = False
     worker_concurrency: int = 64

@@ -15,7 +15,6 @@ from redis.exceptions import ResponseError
 
 from infra.settings import Settings
 
-EVENT_GROUPS = ("projector", "matching", "timers")
 WORKER_GROUP = "workers"
 
 

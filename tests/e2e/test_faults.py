@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,8 +21,7 @@ from target import serve_target
 
 from gateways.bootstrap import bootstrap
 from infra.settings import Settings
-from infra.streams import events_stream
-from projections.visibility import READ_MODEL_TABLES, VisibilityProjector
+from projections.visibility import READ_MODEL_TABLES
 
 pytestmark = pytest.mark.fault
 
@@ -115,37 +115,15 @@ async def snapshot(settings: Settings) -> dict[str, list[Any]]:
         await container.close()
 
 
-async def rebuild_read_models(settings: Settings) -> None:
-    """Drop the read models and replay the whole event log into them (no Redis involved)."""
-    container = await bootstrap(settings)
-    try:
-        async with container.pool.connection() as conn:
-            await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
-            await conn.execute(
-                "UPDATE consumer_positions SET position = 0 WHERE consumer = 'projector'"
-            )
-            await conn.commit()
-        from faststream.redis import RedisBroker
-
-        projector = VisibilityProjector(
-            container.store,
-            container.pool,
-            container.redis,
-            RedisBroker(settings.redis_url, logger=None),
-            events_stream(settings),
-        )
-        await projector.prepare()
-        await projector.catch_up()
-    finally:
-        await container.close()
-
-
 async def finish_and_compare(stack: Stack, api: Api, ids: list[str]) -> None:
     await assert_all_terminal_once(api, ids)
     codes = stack.stop_all()
     assert all(code == 0 for code in codes.values()), codes
     before = await snapshot(stack.settings)
-    await rebuild_read_models(stack.settings)
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateways.cli", "rebuild-read-models", env=stack_env(stack.settings)
+    )
+    assert await rebuild.wait() == 0
     after = await snapshot(stack.settings)
     assert before == after
 
