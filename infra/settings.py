@@ -6,6 +6,7 @@ Defaults work against PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Re
 
 from __future__ import annotations
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "linkflow-dev-secret-change-me-0123456789"
@@ -40,6 +41,13 @@ class Settings(BaseSettings):
     lost_task_after_s: float = 30.0
     events_stream_maxlen: int = 100_000
     log_level: str = "INFO"
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if len(value) < 32:
+            raise ValueError("LINKFLOW_JWT_SECRET must be at least 32 characters")
+        return value
 
     @property
     def conninfo(self) -> str:

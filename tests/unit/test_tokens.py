@@ -104,3 +104,8 @@ def test_refresh_tokens_are_opaque_and_unique() -> None:
     tokens = {new_refresh_token() for _ in range(100)}
     assert len(tokens) == 100
     assert all(len(t) >= 40 and "." not in t for t in tokens)
+
+
+def test_a_short_jwt_secret_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        Settings(jwt_secret="too-short")
