@@ -18,6 +18,7 @@ A = TypeVar("A", bound=Aggregate)
 
 APP_NAME = "LinkFlow"
 EVENTS_TABLE = "linkflow_events"
+IDLE_CONNECTIONS = 1
 
 
 def eventsourcing_env(settings: Settings, create_table: bool = False) -> dict[str, str]:
@@ -28,8 +29,10 @@ def eventsourcing_env(settings: Settings, create_table: bool = False) -> dict[st
         "POSTGRES_PORT": str(settings.pg_port),
         "POSTGRES_USER": settings.pg_user,
         "POSTGRES_PASSWORD": settings.pg_password,
-        "POSTGRES_POOL_SIZE": str(settings.pg_pool_size),
-        "POSTGRES_MAX_OVERFLOW": str(settings.pg_pool_size),
+        # The library opens POOL_SIZE connections at once and grows by MAX_OVERFLOW on demand:
+        # keep the idle footprint small (roles that only read the log barely use this pool).
+        "POSTGRES_POOL_SIZE": str(IDLE_CONNECTIONS),
+        "POSTGRES_MAX_OVERFLOW": str(max(settings.pg_pool_size - IDLE_CONNECTIONS, 0)),
         "POSTGRES_LOCK_TIMEOUT": "5",
         "CREATE_TABLE": "y" if create_table else "n",
         "AGGREGATE_CACHE_MAXSIZE": "20000",

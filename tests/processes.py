@@ -77,14 +77,27 @@ class Process:
             stderr=subprocess.STDOUT,
         )
         if wait:
-            wait_http_ok(self.health_url)
+            try:
+                wait_http_ok(self.health_url)
+            except AssertionError:
+                self.stop(signal.SIGKILL)
+                raise AssertionError(
+                    f"{self.role} did not start:\n{self.output()[-3000:]}"
+                ) from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process and wait for it; a process that did not stop in time is killed
+        (and the assertion on its exit code then fails)."""
         assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=timeout)
-        self.proc = None
-        return code
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -signal.SIGKILL
 
     def output(self) -> str:
         self.log.seek(0)

@@ -29,8 +29,8 @@ def stack(e2e_settings: Settings) -> Iterator[tuple[str, Process]]:
         stack_env(e2e_settings, LINKFLOW_HTTP_PORT=str(port), LINKFLOW_MAX_BODY_BYTES="65536"),
         f"http://127.0.0.1:{port}/ready",
     )
-    proc.start()
     try:
+        proc.start()
         yield f"http://127.0.0.1:{port}", proc
     finally:
         if proc.proc is not None:

@@ -63,8 +63,8 @@ def fault_settings(fresh_settings: Settings) -> Iterator[Settings]:
 @pytest.fixture
 async def running(fault_settings: Settings) -> AsyncIterator[tuple[Stack, Api, str]]:
     stack = Stack(fault_settings)
-    stack.start_all()
     try:
+        stack.start_all()
         async with serve_target() as target, aiohttp.ClientSession() as session:
             api = Api(stack.base, session)
             await api.sign_up()
