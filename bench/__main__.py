@@ -29,6 +29,7 @@ from aiohttp import web
 
 from infra.schema import drop_database, migrate
 from infra.settings import Settings
+from infra.streams import redis_client
 
 PURE_3 = {
     "name": "pure-3",
@@ -247,6 +248,17 @@ async def bench(args: argparse.Namespace) -> None:
         await target.cleanup()
         stack.stop()
         drop_database(settings)
+        await forget_keys(settings)
+
+
+async def forget_keys(settings: Settings) -> None:
+    """Delete this run's Redis keys (everything under its own prefix)."""
+    client = redis_client(settings)
+    try:
+        async for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
 
 
 def main() -> None:
