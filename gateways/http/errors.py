@@ -17,10 +17,7 @@ from aiohttp import web
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
-from commands.bus import CommandConflict
-from commands.handlers import NotFound
-from domain.base import DomainError
-from domain.definition import DefinitionInvalid
+from commands.errors import CommandConflict, DefinitionInvalid, DomainError, NotFound
 from infra.logging import get_logger
 
 log = get_logger(__name__)
