@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -273,3 +274,37 @@ async def test_a_task_whose_stream_entry_redis_lost_is_published_again(
         r.start("worker")
         row = await eventually(lambda: closed(c, execution), timeout=20)
         assert row["status"] == "completed" and row["output"]["body"] == {"sku": "ab", "price": 2}
+
+
+async def test_cancel_tells_the_worker_to_stop_a_running_attempt(fresh_settings: Settings) -> None:
+    async with (
+        serve_target() as base,
+        roles(fresh_settings, "relay", "projector", "matching", "timers", "worker") as r,
+    ):
+        c = r.container
+        slow = {
+            "name": "slow",
+            "nodes": [{"id": "call", "type": "http_request", "config": {"url": f"{base}/slow"}}],
+        }
+        ws, wf = setup_workflow(c, slow)
+        execution = await start(c, ws, wf, {})
+        tasks = task_stream(fresh_settings, "default")
+
+        async def pending() -> int:
+            try:
+                return int((await c.redis.xpending(tasks, WORKER_GROUP))["pending"])
+            except ResponseError:
+                return 0
+
+        await eventually(lambda: pending(), timeout=10)  # the worker holds the attempt
+        canceled_at = time.monotonic()
+        await c.bus.execute(m.CancelExecution(workspace_id=ws, execution_id=execution))
+
+        async def released() -> bool:
+            return await pending() == 0
+
+        await eventually(released, timeout=10)
+        # /slow answers after 5 s: the worker let go of the attempt well before that.
+        assert time.monotonic() - canceled_at < 3
+        row = await eventually(lambda: closed(c, execution))
+        assert row["status"] == "canceled"
