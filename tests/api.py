@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,3 +94,12 @@ class Api:
             if time.monotonic() > deadline:
                 raise AssertionError(f"execution {execution_id} not terminal: {reply.body}")
             await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def signed_up(base: str) -> AsyncIterator[Api]:
+    """A client with a session, a new user and that user's personal workspace."""
+    async with aiohttp.ClientSession() as session:
+        client = Api(base, session)
+        await client.sign_up()
+        yield client

@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import pytest
-from api import Api
+from api import Api, signed_up
 from databases import own_database
 from processes import Process, free_port, stack_env
 from target import serve_target
@@ -40,9 +39,7 @@ def stack(e2e_settings: Settings) -> Iterator[tuple[str, Process]]:
 
 @pytest.fixture
 async def api(stack: tuple[str, Process]) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
-        client = Api(stack[0], session)
-        await client.sign_up()
+    async with signed_up(stack[0]) as client:
         yield client
 
 

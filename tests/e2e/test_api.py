@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
-from api import Api, Reply
+from api import Api, Reply, signed_up
 from examples import load_example
 from processes import Process
 
@@ -82,9 +81,7 @@ def unsigned(api: Api) -> Api:
 @pytest.fixture
 async def other(stack: tuple[str, Process]) -> AsyncIterator[Api]:
     """A second user, with a session and workspace of their own."""
-    async with aiohttp.ClientSession() as session:
-        client = Api(stack[0], session)
-        await client.sign_up()
+    async with signed_up(stack[0]) as client:
         yield client
 
 
