@@ -5,11 +5,13 @@ Synchronous (call them through `CommandBus.run`). Visibility reads go to `projec
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from domain.credential import Credential
 from domain.execution import Execution
 from domain.user import EmailIndex, User
 from domain.workspace import Workspace
@@ -61,6 +63,28 @@ def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, atte
         and run.status == "scheduled"
         and (run.attempts == attempt)
     )
+
+
+@dataclass(frozen=True)
+class SealedCredential:
+    """A credential as stored: its data still sealed (open it with `infra.crypto.SecretBox`
+    and `Credential.sealing_context(id)`, only where the secret is used)."""
+
+    id: UUID
+    name: str
+    type: str
+    sealed_data: str
+
+
+def sealed_credential(store: EventStore, workspace_id: str, name: str) -> SealedCredential | None:
+    """The workspace's credential called `name`, or None (unknown, deleted)."""
+    try:
+        credential = store.load(Credential, Credential.id_for(workspace_id, name))
+    except AggregateNotFoundError:
+        return None
+    if credential.deleted or credential.workspace_id != workspace_id:
+        return None
+    return SealedCredential(credential.id, credential.name, credential.type, credential.sealed_data)
 
 
 def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | None:

@@ -14,7 +14,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -49,6 +51,7 @@ __all__ = [
     "Settings",
     "TransformConfig",
     "Trigger",
+    "WebhookAuth",
     "WorkflowDefinition",
     "branches_of",
     "parse_definition",
@@ -116,17 +119,59 @@ class Edge(_Strict):
     branch: str | None = None
 
 
-class Trigger(BaseModel):
-    """What starts an execution; extra fields (webhook ``auth``, schedule ``cron``,
-    ``timezone``) are kept as they are."""
+WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-    model_config = ConfigDict(extra="allow")
+
+class WebhookAuth(_Strict):
+    """How a webhook caller proves itself. The secret lives in the workspace credential named by
+    ``credential`` (never in the definition, which is stored in events): ``header`` compares the
+    header ``name`` with the credential's ``secret``; ``bearer`` compares the Bearer token with
+    it; ``basic`` checks its ``username`` and ``password``; ``hmac`` checks the LinkFlow
+    signature headers made with its ``secret``."""
+
+    type: Literal["header", "basic", "bearer", "hmac"]
+    credential: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _header_named(self) -> WebhookAuth:
+        if self.type == "header" and not self.name:
+            raise ValueError("header auth needs the header's name")
+        return self
+
+
+class Trigger(_Strict):
+    """What starts an execution: ``manual`` (the API), ``webhook`` (``methods``, optional
+    ``auth``, ``respond``) or ``schedule`` (``cron``, ``timezone``, ``catch_up``)."""
 
     type: Literal["manual", "webhook", "schedule"] = "manual"
+    # webhook
+    methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE"]] | None = None
+    auth: WebhookAuth | None = None
+    respond: Literal["immediately", "on_completion"] = "immediately"
+    # schedule
+    cron: str | None = None
+    timezone: str = "UTC"
+    # Due times missed while nothing ran: start the latest one once (default), each of them,
+    # or none.
+    catch_up: Literal["latest", "all", "none"] = "latest"
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_given(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("give at least one method, or leave methods out (POST)")
+        return value
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        return list(self.methods or ["POST"])
 
 
 class Settings(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
+    # Where the final result is POSTed (signed) when the execution does not name its own.
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
 
 
 class WorkflowDefinition(BaseModel):
@@ -158,8 +203,13 @@ class WorkflowDefinition(BaseModel):
         return [node.id for node in self.nodes if node.id not in sources]
 
     def to_json(self) -> dict[str, Any]:
-        """The definition as JSON-ready data (None-valued fields left out; config untouched)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The definition as JSON-ready data (None-valued fields and the trigger's defaults left
+        out; config untouched)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["trigger"] = {"type": self.trigger.type} | self.trigger.model_dump(
+            mode="json", exclude_none=True, exclude_defaults=True
+        )
+        return data
 
 
 # --------------------------------------------------------------------------- node configs
@@ -535,11 +585,35 @@ def _cycle_problems(edges: list[tuple[int, str, str]]) -> list[Problem]:
 
 
 def _trigger_problems(trigger: Any) -> list[Problem]:
-    if isinstance(trigger, Mapping) and trigger.get("type") == "schedule":
-        cron = trigger.get("cron")
-        if not isinstance(cron, str) or not cron.strip():
-            return [Problem("trigger.cron", "a schedule trigger needs a cron expression")]
-    return []
+    if not isinstance(trigger, Mapping):
+        return []
+    if isinstance(trigger.get("auth"), Mapping) and "secret" in trigger["auth"]:
+        return [
+            Problem(
+                "trigger.auth.secret",
+                "a definition is stored as events: put the secret in a workspace credential "
+                "and name it in auth.credential",
+            )
+        ]
+    if trigger.get("type") != "schedule":
+        return []
+    cron, zone = trigger.get("cron"), trigger.get("timezone", "UTC")
+    if not isinstance(cron, str) or not cron.strip():
+        return [Problem("trigger.cron", "a schedule trigger needs a cron expression")]
+    problems = []
+    if not croniter.is_valid(cron):
+        problems.append(Problem("trigger.cron", f"{cron!r} is not a valid cron expression"))
+    if not isinstance(zone, str) or not _known_zone(zone):
+        problems.append(Problem("trigger.timezone", f"{zone!r} is not a known IANA time zone"))
+    return problems
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -569,7 +643,9 @@ def parse_definition(raw: Any) -> WorkflowDefinition:
     problems.extend(node_problems)
     problems.extend(_reference_problems(nodes, ids))
     problems.extend(_edge_problems(_items(data.get("edges")), nodes, ids))
-    problems.extend(_trigger_problems(data.get("trigger")))
+    trigger_problems = _trigger_problems(data.get("trigger"))
+    explained = {problem.path for problem in trigger_problems}  # say why, not "unknown field"
+    problems = [p for p in problems if p.path not in explained] + trigger_problems
 
     if problems or model is None:
         raise DefinitionInvalid(_dedupe(problems) or [Problem("", "invalid definition")])

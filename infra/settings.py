@@ -6,10 +6,11 @@ Defaults work against PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Re
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "linkflow-dev-secret-change-me-0123456789"
+DEV_SECRET_KEY = "linkflow-dev-encryption-key-change-me-0123456789"
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,19 @@ class Settings(BaseSettings):
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str = "linkflow"
     access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    # Login throttling: failures allowed per account / per client address within the window.
+    login_failures_per_account: int = 5
+    login_failures_per_address: int = 20
+    login_window_s: int = 900
+    # Encrypts credentials at rest (AES-256-GCM, key derived with HKDF); keep it secret.
+    secret_key: str = DEV_SECRET_KEY
+    # Webhooks with `respond: on_completion` wait at most this long, then answer 202.
+    webhook_wait_s: float = 30.0
+    # Callbacks: attempts before giving up, and the back-off (base * 2^n, capped).
+    callback_max_attempts: int = 12
+    callback_backoff_s: float = 1.0
+    callback_backoff_max_s: float = 3600.0
 
     allow_private_network: bool = False
     worker_concurrency: int = 64
@@ -42,11 +56,13 @@ class Settings(BaseSettings):
     events_stream_maxlen: int = 100_000
     log_level: str = "INFO"
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "secret_key")
     @classmethod
-    def _long_enough(cls, value: str) -> str:
+    def _long_enough(cls, value: str, info: ValidationInfo) -> str:
         if len(value) < 32:
-            raise ValueError("LINKFLOW_JWT_SECRET must be at least 32 characters")
+            raise ValueError(
+                f"LINKFLOW_{str(info.field_name).upper()} must be at least 32 characters"
+            )
         return value
 
     @property

@@ -106,10 +106,54 @@ def test_to_json_round_trips_and_keeps_none_inside_config() -> None:
     assert parse_definition(data) == definition
 
 
-def test_trigger_keeps_extra_fields() -> None:
+def test_schedule_trigger_round_trips_without_its_defaults() -> None:
     raw = base()
-    raw["trigger"] = {"type": "schedule", "cron": "*/5 * * * *", "timezone": "UTC"}
+    raw["trigger"] = {"type": "schedule", "cron": "*/5 * * * *", "timezone": "Europe/Berlin"}
     definition = parse_definition(raw)
+    assert definition.trigger.catch_up == "latest"
+    assert definition.to_json()["trigger"] == raw["trigger"]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "path", "fragment"),
+    [
+        ({"type": "schedule"}, "trigger.cron", "needs a cron"),
+        ({"type": "schedule", "cron": "61 * * * *"}, "trigger.cron", "not a valid cron"),
+        (
+            {"type": "schedule", "cron": "* * * * *", "timezone": "Mars/Base"},
+            "trigger.timezone",
+            "time zone",
+        ),
+        ({"type": "webhook", "methods": []}, "trigger.methods", "at least one method"),
+        ({"type": "webhook", "methods": ["TRACE"]}, "trigger.methods[0]", ""),
+        (
+            {"type": "webhook", "auth": {"type": "header", "credential": "k"}},
+            "trigger.auth",
+            "header's name",
+        ),
+        (
+            {"type": "webhook", "auth": {"type": "hmac", "secret": "s3"}},
+            "trigger.auth.secret",
+            "credential",
+        ),
+        ({"type": "webhook", "respond": "later"}, "trigger.respond", ""),
+    ],
+)
+def test_invalid_triggers_name_the_field(trigger: dict, path: str, fragment: str) -> None:
+    raw = base()
+    raw["trigger"] = trigger
+    with pytest.raises(DefinitionInvalid) as caught:
+        parse_definition(raw)
+    matching = [p for p in caught.value.problems if p.path == path]
+    assert matching, caught.value.problems
+    assert fragment in matching[0].message
+
+
+def test_webhook_trigger_defaults_to_post() -> None:
+    raw = base()
+    raw["trigger"] = {"type": "webhook", "auth": {"type": "bearer", "credential": "hook"}}
+    definition = parse_definition(raw)
+    assert definition.trigger.allowed_methods == ["POST"]
     assert definition.to_json()["trigger"] == raw["trigger"]
 
 
