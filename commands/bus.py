@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 
-from commands.handlers import HANDLERS, Result
+from commands.handlers import Result
 from commands.models import Command
+from commands.registry import HANDLERS
 from infra import metrics
 from infra.eventstore import EventStore
 

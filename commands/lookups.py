@@ -5,12 +5,15 @@ Synchronous (call them through `CommandBus.run`). Visibility reads go to `projec
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from commands.identity import parse_api_key
+from domain.api_key import ApiKey
 from domain.credential import Credential
 from domain.execution import Execution
 from domain.user import EmailIndex, User
@@ -87,12 +90,55 @@ def sealed_credential(store: EventStore, workspace_id: str, name: str) -> Sealed
     return SealedCredential(credential.id, credential.name, credential.type, credential.sealed_data)
 
 
+@dataclass(frozen=True)
+class ApiKeyIdentity:
+    id: UUID
+    workspace_id: UUID
+    role: str
+
+
+def authenticate_api_key(store: EventStore, token: str) -> ApiKeyIdentity | None:
+    """The key a Bearer `lfk_…` token names, if its secret matches and it is not revoked."""
+    parsed = parse_api_key(token)
+    if parsed is None:
+        return None
+    key_id, presented = parsed
+    try:
+        key = store.load(ApiKey, key_id)
+    except AggregateNotFoundError:
+        return None
+    if key.revoked or not hmac.compare_digest(key.secret_hash, presented):
+        return None
+    if not workspace_exists(store, UUID(key.workspace_id)):
+        return None
+    return ApiKeyIdentity(key.id, UUID(key.workspace_id), key.role)
+
+
+def workspace_members(store: EventStore, workspace_id: UUID) -> list[dict[str, Any]]:
+    """Every member of the workspace with their role, ordered by e-mail."""
+    workspace = store.load(Workspace, workspace_id)
+    members = []
+    for user_id, role in workspace.members.items():
+        user = store.load(User, UUID(user_id))
+        members.append({"user_id": user_id, "email": user.email, "name": user.name, "role": role})
+    return sorted(members, key=lambda m: m["email"])
+
+
 def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | None:
+    """The user's role in the workspace (None: not a member, or no such workspace)."""
     try:
         workspace = store.load(Workspace, workspace_id)
     except (AggregateNotFoundError, TypeError):
         return None
     return workspace.role_of(str(user_id))
+
+
+def workspace_exists(store: EventStore, workspace_id: UUID) -> bool:
+    """Whether the workspace exists and was not deleted."""
+    try:
+        return not store.load(Workspace, workspace_id).deleted
+    except (AggregateNotFoundError, TypeError):
+        return False
 
 
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

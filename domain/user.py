@@ -63,6 +63,14 @@ class User(TenantAggregate):
             if self.joined_workspace_id not in aggregate.workspaces:
                 aggregate.workspaces.append(self.joined_workspace_id)
 
+    class WorkspaceLeft(Aggregate.Event):
+        workspace_id: str
+        left_workspace_id: str
+
+        def apply(self, aggregate: User) -> None:
+            if self.left_workspace_id in aggregate.workspaces:
+                aggregate.workspaces.remove(self.left_workspace_id)
+
     def __init__(self, workspace_id: str, email: str, name: str, password_hash: str) -> None:
         self.workspace_id = workspace_id
         self.email = email
@@ -93,3 +101,7 @@ class User(TenantAggregate):
     def join(self, workspace_id: str, now: datetime) -> None:
         if workspace_id not in self.workspaces:
             self.record(self.WorkspaceJoined, now, joined_workspace_id=workspace_id)
+
+    def leave(self, workspace_id: str, now: datetime) -> None:
+        if workspace_id in self.workspaces:
+            self.record(self.WorkspaceLeft, now, left_workspace_id=workspace_id)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from commands.bus import CommandBus
+from infra.crypto import SecretBox
 from infra.db import DictPool, open_pool
 from infra.eventstore import EventStore
 from infra.settings import Settings
@@ -22,6 +23,7 @@ class Container:
     bus: CommandBus
     pool: DictPool
     redis: Redis
+    box: SecretBox
 
     async def close(self) -> None:
         await self.pool.close()
@@ -38,4 +40,5 @@ async def bootstrap(settings: Settings) -> Container:
         bus=CommandBus(store, threads=settings.pg_pool_size),
         pool=await open_pool(settings, max_size=settings.pg_pool_size),
         redis=redis_client(settings),
+        box=SecretBox(settings.secret_key),
     )

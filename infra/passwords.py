@@ -39,3 +39,9 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def digest(secret: str) -> str:
+    """SHA-256 of a high-entropy random token (API keys, refresh tokens): such secrets need no
+    slow KDF, and a digest lets them be found and compared without storing them."""
+    return hashlib.sha256(secret.encode()).hexdigest()

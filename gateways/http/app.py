@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateways.bootstrap import Container
 from gateways.http import ops, routes_executions, routes_identity, routes_workflows
+from gateways.http.auth import KEY_USAGE, KeyUsage
 from gateways.http.context import CONTAINER
 from gateways.http.errors import Handler, error_middleware
 from gateways.http.openapi import add_openapi_route
@@ -53,6 +54,7 @@ def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.A
         middlewares=[metrics_middleware, error_middleware],
     )
     app[CONTAINER] = container
+    app[KEY_USAGE] = KeyUsage()
     routes = api_routes()
     add_routes(app, routes)
     ops.add_ops_routes(app, container, roles)

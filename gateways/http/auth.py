@@ -1,65 +1,135 @@
-"""Who is calling and what they may do: the Bearer access token, workspace membership and the
-role matrix (`permits`, the one place that decides). Imported by the route modules of
+"""Who is calling and what they may do. A caller is a `Principal`: a user (access JWT) or an
+API key (`lfk_…`), both sent as `Authorization: Bearer`. Each workspace route names the
+`domain.roles.Action` it performs; `workspace_access` checks it against the permission matrix
+(`domain.roles.permits`, the one place that decides). Imported by the route modules of
 `gateways.http`.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
 from uuid import UUID
 
 from aiohttp import web
 
 from commands import lookups
+from commands.identity import API_KEY_PREFIX, RecordApiKeyUse
+from domain.roles import Action, permits
 from gateways.http.context import container
 from gateways.http.errors import ApiError, parse_uuid
 from gateways.http.tokens import decode_access_token
 
-ROLES = ("owner", "admin", "member", "viewer")
-_WRITERS = frozenset({"owner", "admin", "member"})
-USER_KEY = web.RequestKey("user_id", UUID)
+log = logging.getLogger(__name__)
 
 
-def permits(role: str, write: bool) -> bool:
-    """The RBAC matrix: every member may read; owners, admins and members may also write
-    workflows and executions; viewers only read."""
-    return role in _WRITERS if write else role in ROLES
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a user, or an API key bound to one workspace with one role."""
+
+    id: UUID  # the user id, or the API key id
+    kind: str = "user"  # "user" | "api_key"
+    workspace_id: UUID | None = None  # API keys only
+    role: str | None = None  # API keys only
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind == "user"
+
+
+class KeyUsage:
+    """Records that an API key was used (`ApiKeyUsed`), at most once a minute per key and
+    process, so the list can show a last-used time without an event per request."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._recorded: dict[UUID, float] = {}
+
+    async def seen(self, request: web.Request, key_id: UUID) -> None:
+        at = time.monotonic()
+        if at - self._recorded.get(key_id, -self.every_s) < self.every_s:
+            return
+        self._recorded[key_id] = at
+        try:
+            await container(request).bus.execute(RecordApiKeyUse(key_id=key_id))
+        except Exception:  # a missed last-used time must not refuse the request
+            log.warning("could not record api key use", extra={"key_id": str(key_id)})
+
+
+KEY_USAGE: web.AppKey[KeyUsage] = web.AppKey("key_usage", KeyUsage)
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+ROLE_KEY = web.RequestKey("role", str)
 
 
 def _unauthenticated(message: str) -> ApiError:
     return ApiError(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_user(request: web.Request) -> UUID:
-    """The caller's user id from `Authorization: Bearer <access token>` (decoded once a request)."""
-    if USER_KEY in request:
-        return request[USER_KEY]
+def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
         raise _unauthenticated("an Authorization: Bearer token is required")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
-    user_id = decode_access_token(container(request).settings, token.strip())
-    request[USER_KEY] = user_id
-    return user_id
+    return token.strip()
 
 
-async def require_member(
-    request: web.Request, user_id: UUID, workspace_id: UUID, write: bool
-) -> str:
-    """The user's role in the workspace. 404 if not a member (existence is not revealed),
-    403 `forbidden` if the role does not permit the access."""
-    role = await container(request).bus.run(lookups.member_role, workspace_id, user_id)
+async def principal(request: web.Request) -> Principal:
+    """The authenticated caller (decoded once a request); 401 if there is none."""
+    if PRINCIPAL_KEY in request:
+        return request[PRINCIPAL_KEY]
+    token = _bearer(request)
+    c = container(request)
+    if token.startswith(API_KEY_PREFIX):
+        key = await c.bus.run(lookups.authenticate_api_key, token)
+        if key is None:
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the API key is invalid or revoked",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        await request.app[KEY_USAGE].seen(request, key.id)
+        found = Principal(key.id, "api_key", key.workspace_id, key.role)
+    else:
+        found = Principal(decode_access_token(c.settings, token))
+    request[PRINCIPAL_KEY] = found
+    return found
+
+
+async def current_user(request: web.Request) -> UUID:
+    """The calling user's id; 403 for an API key (user-level routes need a person)."""
+    caller = await principal(request)
+    if not caller.is_user:
+        raise ApiError(403, "forbidden", "this route needs a user's access token, not an API key")
+    return caller.id
+
+
+async def role_in(request: web.Request, caller: Principal, workspace_id: UUID) -> str:
+    """The caller's role in the workspace; 404 when it is not theirs (existence not revealed)."""
+    if not caller.is_user:
+        role = caller.role if caller.workspace_id == workspace_id else None
+    else:
+        role = await container(request).bus.run(lookups.member_role, workspace_id, caller.id)
     if role is None:
         raise ApiError(404, "not_found", "workspace not found")
-    if not permits(role, write):
-        raise ApiError(403, "forbidden", f"the role {role!r} may not do this")
     return role
 
 
-async def workspace_access(request: web.Request, write: bool) -> UUID:
-    """Authenticate, then check membership of the workspace `{ws}` in the path; its id."""
-    user_id = await current_user(request)
+async def workspace_access(request: web.Request, action: Action) -> UUID:
+    """Authenticate, then check that the caller may do `action` in the workspace `{ws}` of the
+    path: 404 if it is not theirs, 403 `forbidden` if their role does not permit it."""
+    caller = await principal(request)
     workspace_id = parse_uuid(request.match_info["ws"], "workspace")
-    await require_member(request, user_id, workspace_id, write)
+    role = await role_in(request, caller, workspace_id)
+    if not permits(role, action):
+        raise ApiError(403, "forbidden", f"the role {role!r} may not do this ({action.value})")
+    request[ROLE_KEY] = role
     return workspace_id
+
+
+async def actor(request: web.Request) -> UUID:
+    """Who the events of this request are recorded as done by (a user or an API key id)."""
+    return (await principal(request)).id

@@ -12,6 +12,7 @@ from uuid import UUID
 from aiohttp import web
 
 from commands import models as m
+from domain.roles import Action
 from gateways.http.auth import workspace_access
 from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.context import container, respond
@@ -35,7 +36,7 @@ def _location(ws: UUID, execution_id: str) -> str:
 
 
 async def start_execution(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
+    ws = await workspace_access(request, Action.RUN_EXECUTIONS)
     wf = parse_uuid(request.match_info["wf"], "workflow")
     body = await read_json(request, optional=True)
     cmd = build(
@@ -118,19 +119,19 @@ def _filters(request: web.Request) -> dict[str, Any]:
 
 
 async def list_executions(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     filters = _filters(request)
     return await answer_read(request, queries.list_executions, ws, **filters)
 
 
 async def get_execution(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     execution_id = _execution_id(request)
     return await answer_read(request, queries.get_execution, ws, execution_id, missing="execution")
 
 
 async def execution_history(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     execution_id = _execution_id(request)
     store = container(request).store
     return await answer_read(
@@ -139,7 +140,7 @@ async def execution_history(request: web.Request) -> web.Response:
 
 
 async def cancel_execution(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
+    ws = await workspace_access(request, Action.RUN_EXECUTIONS)
     execution_id = _execution_id(request)
     body = await read_json(request, optional=True)
     cmd = build(m.CancelExecution, body, workspace_id=ws, execution_id=execution_id)

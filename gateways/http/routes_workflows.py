@@ -13,7 +13,8 @@ from aiohttp import web
 
 from commands import models as m
 from commands.handlers import Result
-from gateways.http.auth import current_user, workspace_access
+from domain.roles import Action
+from gateways.http.auth import actor, workspace_access
 from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, build, invalid, parse_uuid, read_json
@@ -61,9 +62,10 @@ async def _definition(request: web.Request) -> dict[str, Any]:
 
 
 async def create_workflow(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
-    user_id = await current_user(request)
-    cmd = m.CreateWorkflow(workspace_id=ws, actor_id=user_id, definition=await _definition(request))
+    ws = await workspace_access(request, Action.WRITE_WORKFLOWS)
+    cmd = m.CreateWorkflow(
+        workspace_id=ws, actor_id=await actor(request), definition=await _definition(request)
+    )
     result = await container(request).bus.execute(cmd)
     location = f"/api/v1/workspaces/{ws}/workflows/{result.fields['id']}"
     return _answer(result, 201, Location=location)
@@ -79,19 +81,19 @@ def _include_archived(request: web.Request) -> bool:
 
 
 async def list_workflows(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     include_archived = _include_archived(request)
     return await answer_read(request, queries.list_workflows, ws, include_archived)
 
 
 async def get_workflow(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     wf = _workflow_id(request)
     return await answer_read(request, queries.get_workflow, ws, wf, missing="workflow")
 
 
 async def update_workflow(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
+    ws = await workspace_access(request, Action.WRITE_WORKFLOWS)
     wf = _workflow_id(request)
     definition = await _definition(request)
     cmd = m.UpdateWorkflow(workspace_id=ws, workflow_id=wf, definition=definition)
@@ -99,20 +101,20 @@ async def update_workflow(request: web.Request) -> web.Response:
 
 
 async def archive_workflow(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
+    ws = await workspace_access(request, Action.WRITE_WORKFLOWS)
     cmd = m.ArchiveWorkflow(workspace_id=ws, workflow_id=_workflow_id(request))
     return _answer(await container(request).bus.execute(cmd))
 
 
 async def list_versions(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     wf = _workflow_id(request)
     # Every workflow has a first version: no versions means no such workflow.
     return await answer_read(request, queries.list_versions, ws, wf, missing="workflow")
 
 
 async def get_version(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=False)
+    ws = await workspace_access(request, Action.READ)
     wf = _workflow_id(request)
     raw = request.match_info["n"]
     if not raw.isdigit() or len(raw) > 9:
@@ -121,7 +123,7 @@ async def get_version(request: web.Request) -> web.Response:
 
 
 async def activate_workflow(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
+    ws = await workspace_access(request, Action.WRITE_WORKFLOWS)
     wf = _workflow_id(request)
     body = await read_json(request, optional=True)
     cmd = build(m.ActivateWorkflow, body, workspace_id=ws, workflow_id=wf)
@@ -129,7 +131,7 @@ async def activate_workflow(request: web.Request) -> web.Response:
 
 
 async def deactivate_workflow(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, write=True)
+    ws = await workspace_access(request, Action.WRITE_WORKFLOWS)
     wf = _workflow_id(request)
     body = await read_json(request, optional=True)
     cmd = build(m.DeactivateWorkflow, body, workspace_id=ws, workflow_id=wf)
