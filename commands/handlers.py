@@ -160,7 +160,10 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
             return _repeated_start(store, cmd, execution_id)
     if workflow.archived:
         raise DomainError("workflow is archived", "archived")
-    version = cmd.version or workflow.latest_version
+    if cmd.trigger == "manual":
+        version = cmd.version or workflow.latest_version
+    else:
+        version = workflow.triggered_version(cmd.trigger)
     definition = workflow.definition(version)
     execution = Execution.start(
         execution_id,

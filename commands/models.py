@@ -5,7 +5,7 @@ Imported by `commands.handlers`, the gateways and the engine (which send command
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,7 +61,7 @@ class StartExecution(Command):
     version: int | None = Field(default=None, ge=1)
     callback_url: str | None = Field(default=None, max_length=2048)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    trigger: str = "manual"
+    trigger: Literal["manual", "webhook", "schedule"] = "manual"
 
 
 class CancelExecution(Command):

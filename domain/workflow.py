@@ -94,6 +94,18 @@ class Workflow(TenantAggregate):
             raise DomainError(f"workflow has no version {number}", "unknown_version")
         return self.versions[number - 1]
 
+    def triggered_version(self, trigger: str) -> int:
+        """The version a webhook or schedule trigger starts: the active one, if its trigger is
+        of that kind; refused otherwise (deactivating a workflow stops its triggers)."""
+        version = self.active_version
+        if (
+            self.archived
+            or version is None
+            or self.definition(version).get("trigger", {}).get("type") != trigger
+        ):
+            raise DomainError(f"the workflow has no active {trigger} trigger", "trigger_inactive")
+        return version
+
     def publish_version(self, definition: dict[str, Any], now: datetime) -> int:
         self._refuse_if_archived()
         number = self.latest_version + 1

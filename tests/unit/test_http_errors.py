@@ -138,8 +138,6 @@ async def test_non_member_is_404_and_viewer_cannot_write(api: tuple[TestClient, 
     assert bus.commands == []
 
 
-
-
 # ---------------------------------------------------------------- bodies
 
 
