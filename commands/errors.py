@@ -1,11 +1,13 @@
 """What a command can refuse with, for the edges that map refusals to answers (the gateway):
-the domain's refusal and invalid-definition errors, an unknown or foreign id, lasting conflicts."""
+the domain's refusal and invalid-definition errors, an unknown or foreign id, a role that may
+not make a member change, lasting conflicts."""
 
 from __future__ import annotations
 
 from commands.bus import CommandConflict
 from commands.handlers import NotFound
+from commands.identity import Forbidden
 from domain.base import DomainError
 from domain.definition import DefinitionInvalid
 
-__all__ = ["CommandConflict", "DefinitionInvalid", "DomainError", "NotFound"]
+__all__ = ["CommandConflict", "DefinitionInvalid", "DomainError", "Forbidden", "NotFound"]

@@ -17,7 +17,7 @@ from aiohttp import web
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
-from commands.errors import CommandConflict, DefinitionInvalid, DomainError, NotFound
+from commands.errors import CommandConflict, DefinitionInvalid, DomainError, Forbidden, NotFound
 from infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -183,6 +183,8 @@ def map_exception(request: web.Request, exc: Exception) -> web.Response:
         return error_response(400, "malformed_json", "the request body is not valid JSON")
     if isinstance(exc, NotFound):
         return error_response(404, "not_found", f"{exc.kind} not found")
+    if isinstance(exc, Forbidden):
+        return error_response(403, "forbidden", str(exc))
     if isinstance(exc, DomainError):
         return error_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, str(exc))
     if isinstance(exc, CommandConflict | PoolTimeout):

@@ -1,8 +1,6 @@
-"""Bearer tokens: short-lived JWT access tokens (HS256 only, issuer and type checked) and opaque
-refresh tokens. Imported by `gateways.http.auth` and the identity routes.
-
-Refresh-token storage, rotation and logout are a later issue; for now login hands out an opaque
-random refresh token that nothing accepts yet.
+"""Access tokens: short-lived JWTs (HS256 pinned — `alg: none` and other algorithms refused;
+issuer, expiry and type checked). Refresh tokens are opaque and live in `commands.identity`
+(rotating token families). Imported by `gateways.http.auth` and the identity routes.
 """
 
 from __future__ import annotations
@@ -59,7 +57,3 @@ def decode_access_token(settings: Settings, token: str) -> UUID:
             "the access token is invalid or expired",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
-
-
-def new_refresh_token() -> str:
-    return secrets.token_urlsafe(32)

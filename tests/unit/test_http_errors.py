@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from commands.bus import CommandConflict
 from commands.handlers import NotFound, Result
+from commands.identity import RefreshRefused
 from domain.base import DomainError
 from domain.definition import DefinitionInvalid, Problem
 from gateways.http.app import make_app
@@ -150,14 +151,15 @@ async def test_malformed_json_is_400(api: tuple[TestClient, FakeBus]) -> None:
 
 
 async def test_json_is_parsed_whatever_the_content_type(api: tuple[TestClient, FakeBus]) -> None:
-    client, _ = api
+    client, bus = api
+    bus.outcome = RefreshRefused("unknown")
     resp = await client.post(
-        "/api/v1/auth/login",
-        data=json.dumps({"email": "a@b.c", "password": "whatever1"}),
+        "/api/v1/auth/refresh",
+        data=json.dumps({"refresh_token": "lfr_x"}),
         headers={"Content-Type": "text/plain"},
     )
-    assert resp.status == 401  # parsed, validated, then refused by the (fake) lookup
-    assert error_of(await resp.json())["code"] == "invalid_credentials"
+    assert resp.status == 401  # parsed, validated, then refused by the (fake) command
+    assert error_of(await resp.json())["code"] == "invalid_refresh_token"
 
 
 async def test_body_over_limit_is_413(api: tuple[TestClient, FakeBus]) -> None:

@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from gateways.http.errors import ApiError
-from gateways.http.tokens import decode_access_token, issue_access_token, new_refresh_token
+from gateways.http.tokens import decode_access_token, issue_access_token
 from infra.settings import Settings
 
 SETTINGS = Settings(jwt_secret="unit-test-secret-" + "0123456789abcdef" * 3, jwt_issuer="linkflow")
@@ -100,10 +100,13 @@ def test_garbage_refused() -> None:
     refused("")
 
 
-def test_refresh_tokens_are_opaque_and_unique() -> None:
-    tokens = {new_refresh_token() for _ in range(100)}
-    assert len(tokens) == 100
-    assert all(len(t) >= 40 and "." not in t for t in tokens)
+def test_asymmetric_algorithm_confusion_refused() -> None:
+    """An RS256 token (the classic confusion: verify it with the HMAC secret as if it were a
+    public key) is refused because the algorithm is pinned."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused(jwt.encode(claims(), key, algorithm="RS256"))
 
 
 def test_a_short_jwt_secret_is_refused_at_start() -> None:
