@@ -14,3 +14,6 @@ CREATE TABLE engine_callbacks (
 );
 CREATE INDEX engine_callbacks_due ON engine_callbacks (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
+
+-- The execution detail's `callback: {url, status, attempts}` (projector).
+ALTER TABLE rm_executions ADD COLUMN callback jsonb;

@@ -114,6 +114,17 @@ async def settled(api: Api, execution_id: str, last: str) -> list[dict[str, Any]
     return await eventually(probe, timeout=20)
 
 
+async def callback_shown(api: Api, execution_id: str, status: str) -> dict[str, Any]:
+    """The execution detail's `callback` once the read model shows `status`."""
+
+    async def probe() -> dict[str, Any] | None:
+        reply = await api.call("GET", api.ws(f"/executions/{execution_id}"))
+        callback = reply.body.get("callback") if reply.status == 200 else None
+        return callback if callback and callback["status"] == status else None
+
+    return await eventually(probe, timeout=20)
+
+
 def assert_signed(delivery: Delivery, secret: str) -> dict[str, Any]:
     """The delivery verifies with `secret` and was fresh when it arrived; its body."""
     problem = verify(
@@ -160,6 +171,8 @@ async def test_fails_twice_then_delivers_once_signed_and_recorded_in_order(api: 
         ("CallbackDelivered", 3, 200),
     ]
     assert all(e["data"]["next_attempt_at"] for e in events[:2])
+    shown = await callback_shown(api, ex, "delivered")
+    assert shown == {"url": rec.url, "status": "delivered", "attempts": 3}
     assert [e["version"] for e in events] == sorted(e["version"] for e in events)
 
 
@@ -205,6 +218,8 @@ async def test_delivery_is_given_up_after_the_last_attempt(api: Api) -> None:
     assert last_failure["type"] == "CallbackFailed"
     assert last_failure["data"]["attempt"] == MAX_ATTEMPTS
     assert last_failure["data"]["next_attempt_at"] is None
+    shown = await callback_shown(api, ex, "abandoned")
+    assert shown == {"url": rec.url, "status": "abandoned", "attempts": MAX_ATTEMPTS}
 
 
 @pytest.mark.parametrize(
@@ -230,3 +245,9 @@ async def test_the_signing_secret_is_per_workspace_and_only_for_its_members(api:
     await stranger.sign_up()
     refused = await stranger.call("GET", api.ws("/signing-secret"))
     assert refused.status == 404, refused.body
+
+
+async def test_the_callbacks_consumer_is_part_of_readiness(api: Api) -> None:
+    reply = await api.call("GET", "/ready")
+    assert reply.status == 200, reply.body
+    assert reply.body["checks"]["consumer:callbacks"] == "ok"
