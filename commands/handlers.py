@@ -174,7 +174,7 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
         cmd.input,
         now(),
         trigger=cmd.trigger,
-        callback_url=cmd.callback_url,
+        callback_url=cmd.callback_url or (definition.get("settings") or {}).get("callback_url"),
         idempotency_key=cmd.idempotency_key,
     )
     try:

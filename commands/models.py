@@ -5,10 +5,13 @@ Imported by `commands.handlers`, the gateways and the engine (which send command
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*")
 
 
 class Command(BaseModel):
@@ -62,6 +65,13 @@ class StartExecution(Command):
     callback_url: str | None = Field(default=None, max_length=2048)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     trigger: Literal["manual", "webhook", "schedule"] = "manual"
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not HTTP_URL.fullmatch(value):
+            raise ValueError("must be an absolute http or https URL")
+        return value
 
 
 class CancelExecution(Command):

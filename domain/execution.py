@@ -195,6 +195,47 @@ class Execution(TenantAggregate):
             aggregate.close("timed_out", self.timestamp)
             aggregate.error = {"type": "timeout", "message": "execution timed out"}
 
+    class CallbackDelivered(Aggregate.Event):
+        """The callback URL acknowledged the final result (a 2xx answer) at this attempt."""
+
+        workspace_id: str
+        attempt: int
+        status_code: int
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.callback_attempts = self.attempt
+            aggregate.callback_status = "delivered"
+            aggregate.callback_next_attempt_at = None
+
+    class CallbackFailed(Aggregate.Event):
+        """An attempt was not acknowledged (`status_code` of the answer, or the `error` when there
+        was none); `next_attempt_at` is None when no attempt follows."""
+
+        workspace_id: str
+        attempt: int
+        status_code: int | None
+        error: str | None
+        next_attempt_at: datetime | None
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.callback_attempts = self.attempt
+            aggregate.callback_next_attempt_at = self.next_attempt_at
+
+    class CallbackAbandoned(Aggregate.Event):
+        """Delivery of the final result was given up after `attempts` attempts."""
+
+        workspace_id: str
+        attempts: int
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.callback_status = "abandoned"
+
+    # Delivery of the final result to `callback_url` (set by the Callback* events): "pending"
+    # until delivered or abandoned.
+    callback_status = "pending"
+    callback_attempts = 0
+    callback_next_attempt_at: datetime | None = None
+
     def __init__(
         self,
         workspace_id: str,
@@ -343,6 +384,40 @@ class Execution(TenantAggregate):
             return False
         self._cancel_in_flight(now)
         self.record(self.ExecutionCanceled, now, reason=reason)
+        return True
+
+    def record_callback_attempt(
+        self,
+        attempt: int,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """One attempt to deliver the final result to `callback_url`: a 2xx `status_code`
+        acknowledges it; otherwise it failed, and without `next_attempt_at` delivery is given up.
+        Returns False (and records nothing) unless the execution is closed, has a callback still
+        pending and `attempt` is the next one: a repeated attempt is recorded once."""
+        if (
+            self.running
+            or self.callback_url is None
+            or self.callback_status != "pending"
+            or attempt != self.callback_attempts + 1
+        ):
+            return False
+        if status_code is not None and 200 <= status_code < 300:
+            self.record(self.CallbackDelivered, now, attempt=attempt, status_code=status_code)
+            return True
+        self.record(
+            self.CallbackFailed,
+            now,
+            attempt=attempt,
+            status_code=status_code,
+            error=error,
+            next_attempt_at=next_attempt_at,
+        )
+        if next_attempt_at is None:
+            self.record(self.CallbackAbandoned, now, attempts=attempt)
         return True
 
     # ----------------------------------------------------------------- decisions

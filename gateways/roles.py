@@ -1,9 +1,10 @@
-"""The runnable roles (gateway, relay, projector, matching, timers, worker, all) and how each
-starts, serves `/metrics` + `/health` + `/ready`, and stops on SIGTERM without losing work.
+"""The runnable roles (gateway, relay, projector, matching, timers, worker, callbacks, all) and
+how each starts, serves `/metrics` + `/health` + `/ready`, and stops on SIGTERM without losing
+work.
 
-Event consumers (projector, matching, timers) and the relay are single-active per role: each holds
-a PostgreSQL advisory lock (see infra.leader); extra processes wait as standbys. Workers and
-gateways scale out freely.
+Event consumers (projector, matching, timers, callbacks) and the relay are single-active per
+role: each holds a PostgreSQL advisory lock (see infra.leader); extra processes wait as standbys.
+Workers and gateways scale out freely.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from faststream.redis import RedisBroker
 
+from engine.callbacks import Callbacks
 from engine.matching import Matching
 from engine.timers import Timers
 from engine.worker import Worker
@@ -35,8 +37,15 @@ from projections.visibility import VisibilityProjector, reset_read_models
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "relay", "projector", "matching", "timers", "worker")
-METRICS_PORTS = {"relay": 9101, "projector": 9102, "matching": 9103, "timers": 9104, "worker": 9105}
+ROLES = ("gateway", "relay", "projector", "matching", "timers", "worker", "callbacks")
+METRICS_PORTS = {
+    "relay": 9101,
+    "projector": 9102,
+    "matching": 9103,
+    "timers": 9104,
+    "worker": 9105,
+    "callbacks": 9106,
+}
 
 RoleRunner = Callable[[Container, asyncio.Event], Awaitable[None]]
 
@@ -121,6 +130,19 @@ async def run_timers(c: Container, stop: asyncio.Event) -> None:
     await _run_event_consumer(c, stop, build, extra)
 
 
+async def run_callbacks(c: Container, stop: asyncio.Event) -> None:
+    def build(broker: RedisBroker) -> EventConsumer:
+        return Callbacks(
+            c.settings, c.bus, c.box, c.store, c.pool, c.redis, broker, events_stream(c.settings)
+        )
+
+    def extra(consumer: EventConsumer, stop: asyncio.Event) -> list[Awaitable[None]]:
+        assert isinstance(consumer, Callbacks)
+        return [consumer.deliver_loop(stop)]
+
+    await _run_event_consumer(c, stop, build, extra)
+
+
 async def run_worker(c: Container, stop: asyncio.Event) -> None:
     broker = _broker(c.settings)
     worker = Worker(c.settings, c.bus, c.redis, broker)
@@ -170,6 +192,7 @@ RUNNERS: dict[str, RoleRunner] = {
     "matching": run_matching,
     "timers": run_timers,
     "worker": run_worker,
+    "callbacks": run_callbacks,
 }
 
 

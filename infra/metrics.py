@@ -37,3 +37,6 @@ HTTP_REQUESTS = Counter(
     "linkflow_http_requests_total", "HTTP requests", ["method", "route", "status"]
 )
 HTTP_SECONDS = Histogram("linkflow_http_request_seconds", "HTTP request latency", ["route"])
+CALLBACK_ATTEMPTS = Counter(
+    "linkflow_callback_attempts_total", "Callback delivery attempts", ["outcome"]
+)

@@ -208,7 +208,7 @@ async def get_execution(
         }
         for n in await cur.fetchall()
     ]
-    return _execution(row) | {"nodes": nodes}
+    return _execution(row) | {"callback": row["callback"], "nodes": nodes}
 
 
 # ---------------------------------------------------------------- audit

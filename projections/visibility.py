@@ -110,6 +110,12 @@ async def _execution_started(conn: DictConnection, logged: LoggedEvent, e: Any) 
             e.originator_version,
         ),
     )
+    if e.callback_url:
+        callback = {"url": e.callback_url, "status": "pending", "attempts": 0}
+        await conn.execute(
+            "UPDATE rm_executions SET callback = %s WHERE id = %s AND callback IS NULL",
+            (Jsonb(callback), e.originator_id),
+        )
 
 
 async def _execution_closed(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
@@ -190,6 +196,21 @@ async def _node_closed(conn: DictConnection, logged: LoggedEvent, e: Any) -> Non
     )
 
 
+async def _callback_attempted(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
+    """CallbackFailed (still pending, or abandoned next), CallbackDelivered, CallbackAbandoned."""
+    status = "pending"
+    if isinstance(e, Execution.CallbackDelivered):
+        status = "delivered"
+    elif isinstance(e, Execution.CallbackAbandoned):
+        status = "abandoned"
+    attempts = e.attempts if isinstance(e, Execution.CallbackAbandoned) else e.attempt
+    await conn.execute(
+        "UPDATE rm_executions SET callback = callback || jsonb_build_object('status', %s::text,"
+        " 'attempts', %s::int), event_version = %s WHERE id = %s AND callback IS NOT NULL",
+        (status, attempts, e.originator_version, e.originator_id),
+    )
+
+
 _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[None]]] = {
     Workflow.WorkflowCreated: _workflow_created,
     Workflow.WorkflowVersionPublished: _version_published,
@@ -208,6 +229,9 @@ _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[Non
     Execution.NodeSkipped: _node_closed,
     Execution.NodeCanceled: _node_closed,
     **api_keys.HANDLERS,
+    Execution.CallbackFailed: _callback_attempted,
+    Execution.CallbackDelivered: _callback_attempted,
+    Execution.CallbackAbandoned: _callback_attempted,
 }
 
 

@@ -16,6 +16,7 @@ from gateways.http import (
     routes_access,
     routes_executions,
     routes_identity,
+    routes_signing,
     routes_workflows,
 )
 from gateways.http.auth import KEY_USAGE, KeyUsage
@@ -35,6 +36,7 @@ def api_routes() -> list[Route]:
         *routes_access.ROUTES,
         *routes_workflows.ROUTES,
         *routes_executions.ROUTES,
+        *routes_signing.ROUTES,
     ]
 
 

@@ -20,7 +20,7 @@ from gateways.http.context import respond
 from gateways.http.routing import Route, add_routes
 
 # Roles whose progress is a row in `consumer_positions` (created when the role starts).
-TRACKED_CONSUMERS = ("relay", "projector", "matching", "timers")
+TRACKED_CONSUMERS = ("relay", "projector", "matching", "timers", "callbacks")
 CHECK_TIMEOUT_S = 2.0
 
 

@@ -21,13 +21,21 @@ def e2e_settings(redis_url: str) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="module")
-def stack(e2e_settings: Settings) -> Iterator[tuple[str, Process]]:
+def stack_extra_env() -> dict[str, str]:
+    """More `LINKFLOW_*` variables for the stack; a test module may override this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(e2e_settings: Settings, stack_extra_env: dict[str, str]) -> Iterator[tuple[str, Process]]:
     port = free_port()
-    proc = Process(
-        "all",
-        stack_env(e2e_settings, LINKFLOW_HTTP_PORT=str(port), LINKFLOW_MAX_BODY_BYTES="65536"),
-        f"http://127.0.0.1:{port}/ready",
+    env = stack_env(
+        e2e_settings,
+        LINKFLOW_HTTP_PORT=str(port),
+        LINKFLOW_MAX_BODY_BYTES="65536",
+        **stack_extra_env,
     )
+    proc = Process("all", env, f"http://127.0.0.1:{port}/ready")
     try:
         proc.start()
         yield f"http://127.0.0.1:{port}", proc

@@ -183,6 +183,7 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
     ),
     ("GET", "/api-keys"): ("admin", 200, static(WS + "/api-keys?min_position={pos}")),
     ("DELETE", "/api-keys/{key_id}"): ("admin", 204, _revoke_key),
+    ("GET", "/signing-secret"): ("admin", 200, static(WS + "/signing-secret")),
     ("POST", "/workflows"): ("member", 201, static(WS + "/workflows", WORKFLOW)),
     ("GET", "/workflows"): ("viewer", 200, static(WS + "/workflows")),
     ("GET", "/workflows/{wf}"): (

@@ -1,0 +1,286 @@
+"""Callbacks: POST each closed execution's final result to its callback URL, signed with the
+workspace's signing secret (LinkFlow headers, infra.signing), retried with back-off until a 2xx
+answer acknowledges it or `LINKFLOW_CALLBACK_MAX_ATTEMPTS` attempts failed.
+
+`engine_callbacks` holds one row per execution started with a callback URL (ExecutionStarted);
+the execution's close makes it due. The delivery loop claims due rows (`FOR UPDATE SKIP LOCKED`),
+POSTs, records the attempt on the Execution (`RecordCallbackAttempt`, idempotent by attempt
+number) and only then updates the row; the Callback* events update it too (a row locked by the
+delivery loop is left to it), so the table stays derivable from the log. A crash between a POST
+and its record repeats that one POST: delivery is at-least-once, receivers dedupe by
+`execution_id`. Consumer group / position: `callbacks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from psycopg.types.json import Jsonb
+
+from commands.bus import CommandBus
+from commands.callbacks import RecordCallbackAttempt
+from domain.execution import Execution
+from infra import metrics
+from infra.consumer import EventConsumer
+from infra.crypto import SecretBox
+from infra.db import DictConnection
+from infra.eventlog import LoggedEvent
+from infra.logging import get_logger, log_event
+from infra.outbound import ForbiddenTarget, InvalidTarget, check_url, make_session
+from infra.settings import Settings
+from infra.signing import sign
+
+log = get_logger(__name__)
+
+POST_TIMEOUT_S = 10.0
+ERROR_LIMIT = 500
+
+_CLOSED: dict[type, str] = {
+    Execution.ExecutionCompleted: "completed",
+    Execution.ExecutionFailed: "failed",
+    Execution.ExecutionCanceled: "canceled",
+    Execution.ExecutionTimedOut: "timed_out",
+}
+
+# Callback* events applied to a row no delivery loop holds; never moving it backwards.
+_UNLOCKED = (
+    "execution_id IN (SELECT execution_id FROM engine_callbacks WHERE execution_id = %s"
+    " AND attempts <= %s FOR UPDATE SKIP LOCKED)"
+)
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
+    """The wait after failed attempt `attempt` (1, 2, …): base · 2^(attempt − 1), at most max."""
+    return min(max_s, base_s * 2.0 ** min(attempt - 1, 64))
+
+
+def retry_time(attempt: int, now: datetime, settings: Settings) -> datetime | None:
+    """When attempt `attempt + 1` is due, or None when `attempt` was the last one allowed."""
+    if attempt >= settings.callback_max_attempts:
+        return None
+    delay = backoff_s(attempt, settings.callback_backoff_s, settings.callback_backoff_max_s)
+    return now + timedelta(seconds=delay)
+
+
+def final_result(event: Any) -> dict[str, Any]:
+    """What a close event tells the receiver: status, output, error, closed_at."""
+    error = getattr(event, "error", None)
+    if isinstance(event, Execution.ExecutionCanceled):
+        error = {"type": "canceled", "message": event.reason}
+    elif isinstance(event, Execution.ExecutionTimedOut):
+        error = {"type": "timeout", "message": "execution timed out"}
+    return {
+        "status": _CLOSED[type(event)],
+        "output": getattr(event, "output", None),
+        "error": error,
+        "closed_at": event.timestamp.isoformat(),
+    }
+
+
+class Callbacks(EventConsumer):
+    name = "callbacks"
+
+    def __init__(
+        self, settings: Settings, bus: CommandBus, box: SecretBox, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        self.bus = bus
+        self.box = box
+        self.wake = asyncio.Event()
+        self.session: aiohttp.ClientSession | None = None
+
+    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+        for _, e in events:
+            if isinstance(e, Execution.ExecutionStarted):
+                if e.callback_url:
+                    await conn.execute(
+                        "INSERT INTO engine_callbacks (execution_id, workspace_id, workflow_id,"
+                        " url) VALUES (%s, %s, %s, %s) ON CONFLICT (execution_id) DO NOTHING",
+                        (e.originator_id, e.workspace_id, e.workflow_id, e.callback_url),
+                    )
+            elif type(e) in _CLOSED:
+                await conn.execute(
+                    "UPDATE engine_callbacks SET result = %s, next_attempt_at = %s"
+                    " WHERE execution_id = %s AND result IS NULL",
+                    (Jsonb(final_result(e)), e.timestamp, e.originator_id),
+                )
+            elif isinstance(e, Execution.CallbackDelivered):
+                await conn.execute(
+                    "UPDATE engine_callbacks SET attempts = %s, next_attempt_at = NULL,"
+                    f" delivered_at = %s WHERE {_UNLOCKED}",
+                    (e.attempt, e.timestamp, e.originator_id, e.attempt),
+                )
+            elif isinstance(e, Execution.CallbackFailed):
+                await conn.execute(
+                    f"UPDATE engine_callbacks SET attempts = %s, next_attempt_at = %s"
+                    f" WHERE {_UNLOCKED}",
+                    (e.attempt, e.next_attempt_at, e.originator_id, e.attempt),
+                )
+            elif isinstance(e, Execution.CallbackAbandoned):
+                await conn.execute(
+                    "UPDATE engine_callbacks SET next_attempt_at = NULL, abandoned_at = %s"
+                    f" WHERE {_UNLOCKED}",
+                    (e.timestamp, e.originator_id, e.attempts),
+                )
+
+    async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
+        if any(type(event) in _CLOSED for _, event in events):
+            self.wake.set()
+
+    # ----------------------------------------------------------------- delivery
+
+    async def deliver_due(self, batch: int = 50) -> int:
+        """Make one attempt for each due callback (at most `batch`); returns how many were
+        recorded."""
+        recorded = 0
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT execution_id, workspace_id, workflow_id, url, result, attempts"
+                    " FROM engine_callbacks WHERE next_attempt_at <= %s"
+                    " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (datetime.now(UTC), batch),
+                )
+                due = await cur.fetchall()
+                outcomes = await asyncio.gather(
+                    *(self._attempt(row) for row in due), return_exceptions=True
+                )
+                for row, outcome in zip(due, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        # Not recorded: the row stays due and the attempt is made again.
+                        log.error(
+                            "callback_record_failed",
+                            extra={
+                                "fields": {
+                                    "execution_id": str(row["execution_id"]),
+                                    "error": repr(outcome),
+                                }
+                            },
+                        )
+                        continue
+                    await self._settle(conn, row["execution_id"], outcome)
+                    recorded += 1
+        return recorded
+
+    async def _attempt(self, row: dict[str, Any]) -> dict[str, Any]:
+        """POST once, record the outcome on the Execution; returns its delivery state."""
+        attempt = row["attempts"] + 1
+        status_code, error, final = await self._post(row)
+        at = datetime.now(UTC)
+        delivered = status_code is not None and 200 <= status_code < 300
+        retry_at = None if delivered or final else retry_time(attempt, at, self.settings)
+        result = await self.bus.execute(
+            RecordCallbackAttempt(
+                execution_id=row["execution_id"],
+                attempt=attempt,
+                status_code=status_code,
+                error=error,
+                next_attempt_at=retry_at,
+            )
+        )
+        outcome = "delivered" if delivered else ("failed" if retry_at else "abandoned")
+        metrics.CALLBACK_ATTEMPTS.labels(outcome).inc()
+        log_event(
+            log,
+            "callback_attempt",
+            execution_id=str(row["execution_id"]),
+            attempt=attempt,
+            status_code=status_code,
+            outcome=outcome,
+        )
+        return result.fields | {"at": at}
+
+    async def _post(self, row: dict[str, Any]) -> tuple[int | None, str | None, bool]:
+        """(status code, error, final): `final` when retrying cannot help (a refused URL)."""
+        assert self.session is not None, "deliver_loop opens the session"
+        allow_private = self.settings.allow_private_network
+        try:
+            target = check_url(row["url"], allow_private)
+        except (InvalidTarget, ForbiddenTarget) as exc:
+            return None, str(exc)[:ERROR_LIMIT], True
+        body = json.dumps(
+            {
+                "execution_id": str(row["execution_id"]),
+                "workflow_id": str(row["workflow_id"]),
+                "workspace_id": str(row["workspace_id"]),
+                **row["result"],
+            },
+            separators=(",", ":"),
+        ).encode()
+        secret = self.box.signing_secret(str(row["workspace_id"]))
+        headers = {"Content-Type": "application/json"} | sign(secret, body, datetime.now(UTC))
+        try:
+            async with self.session.post(
+                target,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S),
+            ) as response:
+                return response.status, None, False
+        except TimeoutError:
+            return None, f"no answer within {POST_TIMEOUT_S:g} s", False
+        except Exception as exc:  # connection refused, DNS, a refused address …: retry
+            return None, (f"{type(exc).__name__}: {exc}")[:ERROR_LIMIT], False
+
+    async def _settle(self, conn: DictConnection, execution_id: Any, state: dict[str, Any]) -> None:
+        """Write the Execution's delivery state (as the command answered it) to the row."""
+        status, at = state["callback_status"], state["at"]
+        next_at = state["next_attempt_at"] if status == "pending" else None
+        if status == "pending" and next_at is None:  # nothing recorded: try again later
+            next_at = at + timedelta(seconds=self.settings.callback_backoff_s)
+        await conn.execute(
+            "UPDATE engine_callbacks SET attempts = %s, next_attempt_at = %s,"
+            " delivered_at = CASE WHEN %s THEN coalesce(delivered_at, %s) END,"
+            " abandoned_at = CASE WHEN %s THEN coalesce(abandoned_at, %s) END"
+            " WHERE execution_id = %s",
+            (
+                state["attempts"],
+                next_at,
+                status == "delivered",
+                at,
+                status == "abandoned",
+                at,
+                execution_id,
+            ),
+        )
+
+    async def next_due_in(self) -> float:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT min(next_attempt_at) AS at FROM engine_callbacks"
+                " WHERE next_attempt_at IS NOT NULL"
+            )
+            row = await cur.fetchone()
+            await conn.commit()
+        if row is None or row["at"] is None:
+            return 1.0
+        return max(0.0, min(1.0, (row["at"] - datetime.now(UTC)).total_seconds()))
+
+    async def deliver_loop(self, stop: asyncio.Event) -> None:
+        """Deliver due callbacks until stopped; a batch in flight finishes first."""
+        self.session = make_session(self.settings.allow_private_network)
+        try:
+            while not stop.is_set():
+                try:
+                    if await self.deliver_due() == 0:
+                        delay = await self.next_due_in()
+                        self.wake.clear()
+                        await self._wait(delay or 0.2, stop)  # a failing record must not spin
+                except Exception:
+                    log.exception("callback loop failed")
+                    await self._wait(0.5, stop)
+        finally:
+            await self.session.close()
+            self.session = None
+
+    async def _wait(self, delay: float, stop: asyncio.Event) -> None:
+        waiters = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())}
+        _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for fut in pending:
+            fut.cancel()
