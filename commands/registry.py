@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from commands import handlers, identity
+from commands import credentials, handlers, identity, variables
 from commands.handlers import Result
 from commands.models import Command
 from infra.eventstore import EventStore
@@ -15,4 +15,6 @@ from infra.eventstore import EventStore
 HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
     **handlers.HANDLERS,
     **identity.HANDLERS,
+    **credentials.HANDLERS,
+    **variables.HANDLERS,
 }

@@ -1,7 +1,8 @@
 """The visibility projector: turns Workflow and Execution events into the read models that the
 API's list/get endpoints query (`rm_workflows`, `rm_workflow_versions`, `rm_executions`,
-`rm_node_runs`). Consumer group / position name: `projector`. Read models are disposable: drop
-them, reset the position to 0, and the projector rebuilds them from the log.
+`rm_node_runs`; Credential events into `rm_credentials` via `projections.credentials`).
+Consumer group / position name: `projector`. Read models are disposable: drop them, reset the
+position to 0, and the projector rebuilds them from the log.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from domain.workflow import Workflow
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
+from projections import credentials
 
-READ_MODEL_TABLES = ("rm_workflows", "rm_workflow_versions", "rm_executions", "rm_node_runs")
+READ_MODEL_TABLES = (
+    "rm_workflows",
+    "rm_workflow_versions",
+    "rm_executions",
+    "rm_node_runs",
+    credentials.TABLE,
+)
 
 
 def _json(value: Any) -> Jsonb | None:
@@ -199,6 +207,7 @@ _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[Non
     Execution.NodeTimedOut: _node_closed,
     Execution.NodeSkipped: _node_closed,
     Execution.NodeCanceled: _node_closed,
+    **credentials.HANDLERS,
 }
 
 
