@@ -19,6 +19,7 @@ from domain.base import DomainError, TenantAggregate
 from domain.definition import parse_definition
 from domain.execution import Execution
 from domain.user import EmailIndex, User
+from domain.variables import WorkspaceVariables
 from domain.workflow import Workflow
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
@@ -176,6 +177,7 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
         trigger=cmd.trigger,
         callback_url=cmd.callback_url or (definition.get("settings") or {}).get("callback_url"),
         idempotency_key=cmd.idempotency_key,
+        vars=workspace_variables(store, cmd.workspace_id),
     )
     try:
         position = store.save_all(execution)
@@ -184,6 +186,15 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
             raise
         return _repeated_start(store, cmd, execution_id)
     return Result(position, {"execution_id": str(execution_id), "status": execution.status})
+
+
+def workspace_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
+    """The workspace's variables (`{}` when it never set one); an execution records them."""
+    try:
+        variables = store.load(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
+    except AggregateNotFoundError:
+        return {}
+    return dict(variables.values)
 
 
 def _exists(store: EventStore, aggregate_id: UUID) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from commands import callbacks, handlers, identity
+from commands import callbacks, credentials, handlers, identity, variables
 from commands.handlers import Result
 from commands.models import Command
 from infra.eventstore import EventStore
@@ -16,4 +16,6 @@ HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
     **handlers.HANDLERS,
     **identity.HANDLERS,
     **callbacks.HANDLERS,
+    **credentials.HANDLERS,
+    **variables.HANDLERS,
 }

@@ -28,7 +28,13 @@ from pydantic import (
 )
 
 from domain.export_format import is_export_format, normalise_export
-from domain.expressions import expression_errors, has_expression, references, string_paths
+from domain.expressions import (
+    credential_paths,
+    expression_errors,
+    has_expression,
+    references,
+    string_paths,
+)
 from domain.node_logic import (
     CONDITION_OPERATORS,
     DEFAULT_BRANCH,
@@ -51,6 +57,7 @@ __all__ = [
     "Settings",
     "TransformConfig",
     "Trigger",
+    "WORKER_NODE_TYPES",
     "WebhookAuth",
     "WorkflowDefinition",
     "branches_of",
@@ -60,6 +67,9 @@ __all__ = [
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 NODE_TYPES: frozenset[str] = frozenset({"http_request", "condition", "transform", "delay"})
+# Nodes a worker runs (the others are decided inline by the Execution): only these may read
+# credentials, which are opened in the worker alone.
+WORKER_NODE_TYPES: frozenset[str] = frozenset({"http_request"})
 
 
 class _Strict(BaseModel):
@@ -441,6 +451,10 @@ def _node_problems(nodes: list[Any]) -> tuple[list[Problem], dict[str, int]]:
                 problems.extend(_pydantic_problems(exc, f"nodes[{i}].config"))
         for sub_path, message in expression_errors(config):
             problems.append(Problem(_sub(f"nodes[{i}].config", sub_path), message))
+        if node_type in NODE_TYPES and node_type not in WORKER_NODE_TYPES:
+            for sub_path in credential_paths(config):
+                message = f"credentials are only available to {', '.join(WORKER_NODE_TYPES)} nodes"
+                problems.append(Problem(_sub(f"nodes[{i}].config", sub_path), message))
     return problems, first
 
 

@@ -17,11 +17,11 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.base import TenantAggregate
-from domain.definition import Node, WorkflowDefinition
-from domain.expressions import ExpressionError, render
+from domain.definition import WORKER_NODE_TYPES, Node, WorkflowDefinition
+from domain.expressions import ExpressionError, render, render_task
 from domain.node_logic import apply_transform, evaluate_condition
 
-DISPATCHED_TYPES = frozenset({"http_request"})
+DISPATCHED_TYPES = WORKER_NODE_TYPES
 
 # Node-run statuses (ARCHITECTURE.md section 4) plus the internal "pending" (not reached yet)
 # and "retrying" (waiting on a back-off timer; reported as "scheduled").
@@ -57,6 +57,7 @@ class Execution(TenantAggregate):
         trigger: str
         callback_url: str | None
         idempotency_key: str | None
+        vars: dict[str, Any]  # the workspace's variables at the start (replay never re-reads)
 
     class NodeScheduled(Aggregate.Event):
         """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
@@ -246,6 +247,7 @@ class Execution(TenantAggregate):
         trigger: str,
         callback_url: str | None,
         idempotency_key: str | None,
+        vars: dict[str, Any] | None = None,  # None: started before variables existed
     ) -> None:
         self.workspace_id = workspace_id
         self.workflow_id = workflow_id
@@ -255,6 +257,7 @@ class Execution(TenantAggregate):
         self.trigger = trigger
         self.callback_url = callback_url
         self.idempotency_key = idempotency_key
+        self.vars = dict(vars or {})
         self.status = "running"
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -282,6 +285,7 @@ class Execution(TenantAggregate):
         trigger: str = "manual",
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        vars: dict[str, Any] | None = None,
     ) -> Execution:
         execution = cls._create(
             cls.ExecutionStarted,
@@ -294,6 +298,7 @@ class Execution(TenantAggregate):
             trigger=trigger,
             callback_url=callback_url,
             idempotency_key=idempotency_key,
+            vars=dict(vars or {}),
             timestamp=now,
         )
         limit = execution.graph.settings.timeout_s
@@ -487,14 +492,20 @@ class Execution(TenantAggregate):
         return "run"
 
     def _schedule_node(self, node: Node, attempt: int, now: datetime) -> None:
+        secrets: list[Any] = []
         try:
-            config = render(node.config, self.context())
+            if node.type in DISPATCHED_TYPES:
+                config, secrets = render_task(node.config, self.context())
+            else:
+                config = render(node.config, self.context())
         except ExpressionError as exc:
             self._record_scheduled(node, attempt, None, now)
             self._fail_inline(node, attempt, "expression_error", str(exc), now)
             return
         if node.type in DISPATCHED_TYPES:
             task = {"type": node.type, "config": config, "timeout_s": node.timeout_s}
+            if secrets:  # where the worker fills in credentials (see domain.expressions)
+                task["secrets"] = secrets
             self._record_scheduled(node, attempt, task, now)
             if node.timeout_s:
                 fire_at = now + timedelta(seconds=node.timeout_s)
@@ -589,7 +600,7 @@ class Execution(TenantAggregate):
                 for node_id, run in self.nodes.items()
                 if run.status == "completed"
             },
-            "vars": {},
+            "vars": self.vars,
             "execution": {
                 "id": str(self.id),
                 "workflow_id": self.workflow_id,

@@ -7,6 +7,12 @@ The context an expression sees is ``{"trigger": …, "nodes": {<id>: {"output": 
 "execution": …}``. A string that is exactly one ``{{ expr }}`` evaluates to the expression's
 value with its type; any other string has each ``{{ expr }}`` replaced by the value's text
 (see :func:`to_text`).
+
+Credentials are never in the context: ``{{ credentials.<name>.<field> }}`` (that form only) is
+not evaluated here. :func:`render_task` turns a string that reads a credential into a *secret
+marker* ``{"$secret": [<text>, {"credential": <name>, "field": <field>}, …]}`` (the other
+expressions already rendered to text) and reports where the markers are; the worker fills them
+in. :func:`render` refuses credential references.
 """
 
 from __future__ import annotations
@@ -22,14 +28,22 @@ from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 
 __all__ = [
+    "CREDENTIALS",
+    "SECRET_MARKER",
     "ExpressionError",
+    "credential_paths",
     "render",
+    "render_task",
     "expression_errors",
     "references",
     "has_expression",
     "string_paths",
     "to_text",
 ]
+
+CREDENTIALS = "credentials"
+SECRET_MARKER = "$secret"
+_CREDENTIAL_FORM = "{{ credentials.<name>.<field> }}"
 
 _OPEN = "{{"
 _CLOSE = "}}"
@@ -210,6 +224,10 @@ def _render_string(template: str, data: dict[str, Any]) -> Any:
         return template
     parts = _parse(template)
     exprs = [p for p in parts if isinstance(p, _Expr)]
+    if any(_reads_credentials(p) for p in exprs):
+        raise ExpressionError(
+            f"template {template!r}: credentials are only available to nodes a worker runs"
+        )
     if len(exprs) == 1 and all(isinstance(p, _Expr) or not p.strip() for p in parts):
         return _evaluate(exprs[0], data)
     return "".join(to_text(_evaluate(p, data)) if isinstance(p, _Expr) else p for p in parts)
@@ -234,6 +252,118 @@ def render(template: Any, context: Mapping[str, Any]) -> Any:
     """
     data = context if isinstance(context, dict) else dict(context)
     return _render(template, data)
+
+
+Path = list[str | int]
+
+
+def render_task(template: Any, context: Mapping[str, Any]) -> tuple[Any, list[Path]]:
+    """Render the config of a node a worker runs: like :func:`render`, except that a string
+    reading a credential becomes a secret marker (see the module docstring). Returns the
+    rendered config and the path (keys and indexes) of every marker in it, so that the worker
+    fills in exactly those: data from the trigger or node outputs is never taken for a marker.
+    """
+    data = context if isinstance(context, dict) else dict(context)
+    marked: list[Path] = []
+    return _render_marked(template, data, [], marked), marked
+
+
+def _render_marked(template: Any, data: dict[str, Any], path: Path, marked: list[Path]) -> Any:
+    if isinstance(template, str):
+        if _OPEN not in template:
+            return template
+        parts = _parse(template)
+        if not any(isinstance(p, _Expr) and _reads_credentials(p) for p in parts):
+            return _render_string(template, data)
+        marked.append(path)
+        return {SECRET_MARKER: _marker_parts(parts, data)}
+    if isinstance(template, Mapping):
+        return {k: _render_marked(v, data, [*path, k], marked) for k, v in template.items()}
+    if isinstance(template, list | tuple):
+        return [_render_marked(v, data, [*path, i], marked) for i, v in enumerate(template)]
+    return template
+
+
+def _marker_parts(parts: tuple[str, ...], data: dict[str, Any]) -> list[Any]:
+    """Literal text and other expressions as text (adjacent texts joined); each credential
+    reference as ``{"credential", "field"}``. A lone reference (blanks around it dropped) keeps
+    its value's type, like a lone expression."""
+    exprs = [p for p in parts if isinstance(p, _Expr)]
+    if len(exprs) == 1 and all(isinstance(p, _Expr) or not p.strip() for p in parts):
+        parts = (exprs[0],)
+    out: list[Any] = []
+    for part in parts:
+        if isinstance(part, _Expr):
+            ref = _credential_ref(part)
+            if ref is None:
+                text = to_text(_evaluate(part, data))
+            else:
+                out.append({"credential": ref[0], "field": ref[1]})
+                continue
+        else:
+            text = part
+        if out and isinstance(out[-1], str):
+            out[-1] += text
+        elif text:
+            out.append(text)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _reads_credentials(expression: str) -> bool:
+    """Whether the expression reads ``credentials`` from the root of the context."""
+    try:
+        compiled = _compile(expression)
+    except ExpressionError:
+        return False
+    found: set[str] = set()
+    _root_fields(compiled.parsed, True, found)
+    return CREDENTIALS in found
+
+
+def _credential_ref(expression: str) -> tuple[str, str] | None:
+    """(name, field) when the expression is exactly ``credentials.<name>.<field>``."""
+    if not _reads_credentials(expression):
+        return None
+    ast = _compile(expression).parsed
+    children = ast.get("children") or []
+    if ast.get("type") != "subexpression" or len(children) != 3:
+        return None
+    if not all(c.get("type") == "field" for c in children):
+        return None
+    return str(children[1]["value"]), str(children[2]["value"])
+
+
+def _root_fields(ast: Mapping[str, Any], at_root: bool, found: set[str]) -> None:
+    """Collect the names the expression looks up on the root of the context."""
+    kind = ast.get("type")
+    if at_root and kind == "field":
+        found.add(str(ast.get("value")))
+    for index, child in enumerate(ast.get("children") or []):
+        if not isinstance(child, Mapping):
+            continue
+        if kind in _SAME_CONTEXT:
+            child_at_root = at_root
+        elif kind in _FIRST_CHILD_CONTEXT:
+            child_at_root = at_root and index == 0
+        else:
+            child_at_root = False
+        _root_fields(child, child_at_root, found)
+
+
+def credential_paths(template: Any) -> list[str]:
+    """Sub-paths (as in :func:`expression_errors`) of the strings that read a credential."""
+    found = []
+    for path, text in string_paths(template):
+        if _OPEN not in text:
+            continue
+        try:
+            parts = _segments(text)
+        except _Unbalanced:
+            continue
+        if any(isinstance(p, _Expr) and _reads_credentials(p) for p in parts):
+            found.append(path)
+    return found
 
 
 def has_expression(value: Any) -> bool:
@@ -279,6 +409,11 @@ def _string_errors(text: str) -> list[str]:
                 _compile(part)
             except ExpressionError as exc:
                 messages.append(str(exc))
+                continue
+            if _reads_credentials(part) and _credential_ref(part) is None:
+                messages.append(
+                    f"expression {part!r}: credentials can only be read as {_CREDENTIAL_FORM}"
+                )
     return messages
 
 

@@ -20,6 +20,8 @@ class TaskMessage(BaseModel):
     type: str
     config: dict[str, Any]
     timeout_s: float | None = None
+    # Paths (keys and indexes) of the secret markers in `config` the worker fills in.
+    secrets: list[list[str | int]] = []
     republished: bool = False
 
 

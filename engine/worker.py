@@ -11,6 +11,7 @@ those it holds. Repeated deliveries are harmless: the Execution ignores a stale 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -24,9 +25,11 @@ from commands.bus import CommandBus
 from commands.handlers import NotFound
 from commands.models import CompleteNode, FailNode
 from engine.nodes.http_request import NodeError, run_http_request
+from engine.secrets import redact, resolve
 from engine.tasks import TaskMessage
 from infra import metrics
 from infra.consumer import GroupReader
+from infra.crypto import SecretBox
 from infra.logging import get_logger, log_event
 from infra.outbound import make_session
 from infra.settings import Settings
@@ -39,10 +42,16 @@ HEARTBEAT_S = 5.0
 
 class Worker:
     def __init__(
-        self, settings: Settings, bus: CommandBus, redis: Redis, broker: RedisBroker
+        self,
+        settings: Settings,
+        bus: CommandBus,
+        redis: Redis,
+        broker: RedisBroker,
+        box: SecretBox,
     ) -> None:
         self.settings = settings
         self.bus = bus
+        self.box = box
         self.redis = redis
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self.running: dict[bytes, tuple[GroupReader, asyncio.Task[None]]] = {}
@@ -123,8 +132,12 @@ class Worker:
             self.running.pop(entry_id, None)
             self.slots.release()
 
+    async def _credential(self, workspace_id: str, name: str) -> lookups.SealedCredential | None:
+        return await self.bus.run(lookups.sealed_credential, workspace_id, name)
+
     async def execute(self, task: TaskMessage) -> CompleteNode | FailNode:
-        """Run one node attempt and say what happened, as the command to send."""
+        """Run one node attempt and say what happened, as the command to send. Credentials the
+        config reads are filled in for this attempt only, and redacted from what it answers."""
         node_type = task.type
         started = time.perf_counter()
         ids: dict[str, Any] = {
@@ -132,23 +145,31 @@ class Worker:
             "node_id": task.node_id,
             "attempt": task.attempt,
         }
+        secrets: list[str] = []
         try:
             if node_type != "http_request":
                 raise NodeError("unsupported_node", f"no executor for {node_type}", retryable=False)
             assert self.session is not None
+            lookup = functools.partial(self._credential, task.workspace_id)
+            config, secrets = await resolve(task.config, task.secrets, lookup, self.box)
             output = await run_http_request(
-                task.config,
+                config,
                 task.timeout_s,
                 self.session,
                 self.settings.allow_private_network,
             )
         except NodeError as exc:
             metrics.NODE_RUNS.labels(node_type, "failed").inc()
-            return FailNode(**ids, error=exc.error, retryable=exc.retryable)
+            return FailNode(**ids, error=redact(exc.error, secrets), retryable=exc.retryable)
+        except Exception as exc:
+            if not secrets:
+                raise
+            # Its message may quote the config: let only the exception's type be logged.
+            raise RuntimeError(f"{type(exc).__name__} in a node using credentials") from None
         finally:
             metrics.NODE_SECONDS.labels(node_type).observe(time.perf_counter() - started)
         metrics.NODE_RUNS.labels(node_type, "completed").inc()
-        return CompleteNode(**ids, output=output)
+        return CompleteNode(**ids, output=redact(output, secrets))
 
     async def heartbeat(self, stop: asyncio.Event) -> None:
         """Keep the entries of running tasks from looking idle (and so from being reclaimed)."""

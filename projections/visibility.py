@@ -1,8 +1,8 @@
 """The visibility projector: turns Workflow and Execution events into the read models that the
 API's list/get endpoints query (`rm_workflows`, `rm_workflow_versions`, `rm_executions`,
-`rm_node_runs`; and `rm_api_keys` through `projections.api_keys`). Consumer group / position
-name: `projector`. Read models are disposable: drop them, reset the position to 0, and the
-projector rebuilds them from the log.
+`rm_node_runs`; `rm_api_keys` through `projections.api_keys`, `rm_credentials` through
+`projections.credentials`). Consumer group / position name: `projector`. Read models are
+disposable: drop them, reset the position to 0, and the projector rebuilds them from the log.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from domain.workflow import Workflow
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
-from projections import api_keys
+from projections import api_keys, credentials
 
 READ_MODEL_TABLES = (
     "rm_workflows",
@@ -25,6 +25,7 @@ READ_MODEL_TABLES = (
     "rm_executions",
     "rm_node_runs",
     *api_keys.TABLES,
+    credentials.TABLE,
 )
 
 
@@ -232,6 +233,7 @@ _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[Non
     Execution.CallbackFailed: _callback_attempted,
     Execution.CallbackDelivered: _callback_attempted,
     Execution.CallbackAbandoned: _callback_attempted,
+    **credentials.HANDLERS,
 }
 
 

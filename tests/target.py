@@ -12,6 +12,7 @@ from aiohttp import web
 
 def target_app() -> web.Application:
     flaky_calls: Counter[str] = Counter()
+    echoed: list[dict[str, object]] = []
     app = web.Application()
 
     async def order(request: web.Request) -> web.Response:
@@ -37,11 +38,29 @@ def target_app() -> web.Application:
         sku = request.match_info["sku"]
         return web.json_response({"sku": sku, "price": len(sku)})
 
+    async def echo(request: web.Request) -> web.Response:
+        """Answers the request it received (method, path, query, headers, body) and keeps it."""
+        seen = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": dict(request.headers),
+            "body": await request.text(),
+        }
+        echoed.append(seen)
+        return web.json_response(seen)
+
+    async def received(request: web.Request) -> web.Response:
+        """What `/echo` received so far (for tests: what really reached the target)."""
+        return web.json_response(echoed)
+
     app.router.add_get("/orders/{id}", order)
     app.router.add_get("/flaky/{key}", flaky)
     app.router.add_get("/slow", slow)
     app.router.add_get("/missing", missing)
     app.router.add_get("/price/{sku}", price)
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/echoed", received)
     return app
 
 

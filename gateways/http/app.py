@@ -14,9 +14,11 @@ from gateways.bootstrap import Container
 from gateways.http import (
     ops,
     routes_access,
+    routes_credentials,
     routes_executions,
     routes_identity,
     routes_signing,
+    routes_variables,
     routes_workflows,
 )
 from gateways.http.auth import KEY_USAGE, KeyUsage
@@ -37,6 +39,8 @@ def api_routes() -> list[Route]:
         *routes_workflows.ROUTES,
         *routes_executions.ROUTES,
         *routes_signing.ROUTES,
+        *routes_credentials.ROUTES,
+        *routes_variables.ROUTES,
     ]
 
 

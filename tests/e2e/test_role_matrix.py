@@ -158,6 +158,34 @@ async def _add_member(world: World, ws: Workspace, who: str) -> tuple[str, Any]:
     return f"workspaces/{ws.id}/members", {"email": email, "role": "viewer"}
 
 
+def with_credential(path: str, body: Any = None) -> Prepare:
+    async def prepare(world: World, ws: Workspace, who: str) -> tuple[str, Any]:
+        made = await ws.owner.call(
+            "POST",
+            f"workspaces/{ws.id}/credentials",
+            json={"name": f"c{uuid.uuid4().hex[:8]}", "type": "api", "data": {"token": "t0ken"}},
+        )
+        assert made.status == 201, made.body
+        return path.format(ws=ws.id, cred=made.body["id"], pos=made.body["position"]), body
+
+    return prepare
+
+
+def with_variable(path: str, body: Any = None) -> Prepare:
+    async def prepare(world: World, ws: Workspace, who: str) -> tuple[str, Any]:
+        name = f"v{uuid.uuid4().hex[:8]}"
+        made = await ws.owner.call("PUT", f"workspaces/{ws.id}/variables/{name}", json={"value": 1})
+        assert made.status == 200, made.body
+        return path.format(ws=ws.id, name=name), body
+
+    return prepare
+
+
+async def _new_credential(world: World, ws: Workspace, who: str) -> tuple[str, Any]:
+    name = who.replace(":", "_")  # one name per caller: a repeat would be 409
+    return f"workspaces/{ws.id}/credentials", {"name": name, "type": "api", "data": {"k": "v"}}
+
+
 async def _revoke_key(world: World, ws: Workspace, who: str) -> tuple[str, Any]:
     key = await ws.owner.call(
         "POST", f"workspaces/{ws.id}/api-keys", json={"name": "victim", "role": "viewer"}
@@ -184,6 +212,30 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
     ("GET", "/api-keys"): ("admin", 200, static(WS + "/api-keys?min_position={pos}")),
     ("DELETE", "/api-keys/{key_id}"): ("admin", 204, _revoke_key),
     ("GET", "/signing-secret"): ("admin", 200, static(WS + "/signing-secret")),
+    ("POST", "/credentials"): ("member", 201, _new_credential),
+    ("GET", "/credentials"): ("viewer", 200, static(WS + "/credentials")),
+    ("GET", "/credentials/{credential_id}"): (
+        "viewer",
+        200,
+        with_credential(WS + "/credentials/{cred}?min_position={pos}"),
+    ),
+    ("PUT", "/credentials/{credential_id}"): (
+        "member",
+        200,
+        with_credential(WS + "/credentials/{cred}", {"data": {"k": "w"}}),
+    ),
+    ("DELETE", "/credentials/{credential_id}"): (
+        "member",
+        204,
+        with_credential(WS + "/credentials/{cred}"),
+    ),
+    ("GET", "/variables"): ("viewer", 200, static(WS + "/variables")),
+    ("PUT", "/variables/{name}"): (
+        "member",
+        200,
+        with_variable(WS + "/variables/{name}", {"value": "x"}),
+    ),
+    ("DELETE", "/variables/{name}"): ("member", 204, with_variable(WS + "/variables/{name}")),
     ("POST", "/workflows"): ("member", 201, static(WS + "/workflows", WORKFLOW)),
     ("GET", "/workflows"): ("viewer", 200, static(WS + "/workflows")),
     ("GET", "/workflows/{wf}"): (

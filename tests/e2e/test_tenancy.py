@@ -4,6 +4,7 @@ such request is 404, lists show only their own rows, and the other's data is unc
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -27,8 +28,11 @@ OBJECT_PATHS = [
     ("PATCH", "/members/{user_id}", {"role": "admin"}),
     ("DELETE", "/members/{user_id}", None),
     ("DELETE", "/api-keys/{key_id}", None),
+    ("GET", "/credentials/{cred}", None),
+    ("PUT", "/credentials/{cred}", {"data": {"token": "overwritten"}}),
+    ("DELETE", "/credentials/{cred}", None),
 ]
-LIST_PATHS = ["/workflows", "/executions", "/members", "/api-keys"]
+LIST_PATHS = ["/workflows", "/executions", "/members", "/api-keys", "/credentials", "/variables"]
 
 
 async def tenant(base: str, api: Api) -> dict[str, Any]:
@@ -42,7 +46,16 @@ async def tenant(base: str, api: Api) -> dict[str, Any]:
     added = await api.call("POST", api.ws("/members"), json={"email": email, "role": "viewer"})
     assert added.status == 201
     key = await api.call("POST", api.ws("/api-keys"), json={"name": "k", "role": "admin"})
+    tag = uuid.uuid4().hex[:8]
+    cred = await api.call(
+        "POST", api.ws("/credentials"), json={"name": f"c{tag}", "data": {"token": f"t{tag}"}}
+    )
+    assert cred.status == 201, cred.body
+    var = await api.call("PUT", api.ws(f"/variables/v{tag}"), json={"value": tag})
+    assert var.status == 200, var.body
     return {
+        "cred": cred.body["id"],
+        "var": f"v{tag}",
         "wf": wf["id"],
         "id": ex["execution_id"],
         "user_id": friend_id,
@@ -78,7 +91,7 @@ async def test_no_path_reaches_the_other_workspace(
 
 
 def _field(path: str) -> str:
-    return next(f for f in ("wf", "id", "user_id", "key_id") if "{" + f + "}" in path)
+    return next(f for f in ("wf", "id", "user_id", "key_id", "cred") if "{" + f + "}" in path)
 
 
 async def test_lists_show_only_their_own_rows(tenants: Any) -> None:
@@ -88,7 +101,9 @@ async def test_lists_show_only_their_own_rows(tenants: Any) -> None:
             reply = await me.call("GET", me.ws(path), min_position=mine["position"])
             assert reply.status == 200, reply.body
             text = str(reply.body)
-            assert not any(str(theirs[f]) in text for f in ("wf", "id", "key_id")), path
+            assert not any(str(theirs[f]) in text for f in ("wf", "id", "key_id", "cred", "var")), (
+                path
+            )
         execs = await me.call("GET", me.ws("/executions"), min_position=mine["position"])
         assert [item["id"] for item in execs.body["items"]] == [mine["id"]]
 
@@ -104,3 +119,7 @@ async def test_the_other_workspace_is_unchanged(tenants: Any) -> None:
         members = {m["user_id"]: m["role"] for m in (await me.call("GET", me.ws("/members"))).body}
         assert members[mine["user_id"]] == "viewer"
         assert (await me.call("GET", me.ws("/workflows"), token=mine["key"])).status == 200
+        cred = await me.call("GET", me.ws(f"/credentials/{mine['cred']}"))
+        assert cred.status == 200 and cred.body["updated_at"] == cred.body["created_at"]
+        variables = (await me.call("GET", me.ws("/variables"))).body
+        assert variables == {mine["var"]: mine["var"][1:]}

@@ -1,0 +1,61 @@
+"""Workspace variable commands: set one, delete one. Models and handlers together, like
+`commands.identity`; registered in `commands.registry`. (Reading them:
+`commands.handlers.workspace_variables`.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from pydantic import Field
+
+from commands.handlers import Result, now
+from commands.models import Command
+from domain.base import DomainError
+from domain.variables import NAME_PATTERN, WorkspaceVariables
+from infra.eventstore import EventStore
+
+
+class SetVariable(Command):
+    workspace_id: UUID
+    name: str = Field(pattern=NAME_PATTERN)
+    value: Any
+
+
+class DeleteVariable(Command):
+    workspace_id: UUID
+    name: str
+
+
+def _variables(store: EventStore, workspace_id: UUID) -> WorkspaceVariables | None:
+    try:
+        return store.load(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
+    except AggregateNotFoundError:
+        return None
+
+
+def set_variable(store: EventStore, cmd: SetVariable) -> Result:
+    at = now()
+    variables = _variables(store, cmd.workspace_id) or WorkspaceVariables.create(
+        str(cmd.workspace_id), at
+    )
+    variables.set(cmd.name, cmd.value, at)
+    position = store.save_all(variables) if variables.pending_events else 0
+    return Result(position, {"name": cmd.name, "value": cmd.value})
+
+
+def delete_variable(store: EventStore, cmd: DeleteVariable) -> Result:
+    variables = _variables(store, cmd.workspace_id)
+    if variables is None or cmd.name not in variables.values:
+        raise DomainError(f"variable {cmd.name!r} not found", "not_found")
+    variables.delete(cmd.name, now())
+    return Result(store.save_all(variables))
+
+
+HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
+    SetVariable: set_variable,
+    DeleteVariable: delete_variable,
+}
