@@ -37,3 +37,9 @@ HTTP_REQUESTS = Counter(
     "linkflow_http_requests_total", "HTTP requests", ["method", "route", "status"]
 )
 HTTP_SECONDS = Histogram("linkflow_http_request_seconds", "HTTP request latency", ["route"])
+SCHEDULE_RUNS = Counter("linkflow_schedule_runs_total", "Executions started by cron schedules")
+SCHEDULE_SKIPPED = Counter(
+    "linkflow_schedule_skipped_total",
+    "Missed due times a schedule's catch-up policy left out",
+    ["catch_up"],
+)
