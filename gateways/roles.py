@@ -22,6 +22,7 @@ from faststream.redis import RedisBroker
 
 from engine.callbacks import Callbacks
 from engine.matching import Matching
+from engine.schedules import Clock, Scheduler, Schedules, utc_now
 from engine.timers import Timers
 from engine.worker import Worker
 from gateways.bootstrap import Container, bootstrap
@@ -127,7 +128,24 @@ async def run_timers(c: Container, stop: asyncio.Event) -> None:
         assert isinstance(consumer, Timers)
         return [consumer.fire_loop(stop)]
 
-    await _run_event_consumer(c, stop, build, extra)
+    async with asyncio.TaskGroup() as group:  # one failing cancels the other (then restarted)
+        group.create_task(_run_event_consumer(c, stop, build, extra))
+        group.create_task(run_schedules(c, stop))
+
+
+async def run_schedules(
+    c: Container, stop: asyncio.Event, clock: Clock = utc_now, poll_s: float = 1.0
+) -> None:
+    """The timers role's cron schedules: the `schedules` consumer (single active) keeps
+    `engine_schedules`; the scheduler runs in every timers process (rows are claimed with SKIP
+    LOCKED and each due time has its own idempotency key)."""
+
+    def build(broker: RedisBroker) -> EventConsumer:
+        return Schedules(c.store, c.pool, c.redis, broker, events_stream(c.settings))
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_run_event_consumer(c, stop, build))
+        group.create_task(Scheduler(c.pool, c.bus, clock, poll_s).run(stop))
 
 
 async def run_callbacks(c: Container, stop: asyncio.Event) -> None:

@@ -40,3 +40,9 @@ HTTP_SECONDS = Histogram("linkflow_http_request_seconds", "HTTP request latency"
 CALLBACK_ATTEMPTS = Counter(
     "linkflow_callback_attempts_total", "Callback delivery attempts", ["outcome"]
 )
+SCHEDULE_RUNS = Counter("linkflow_schedule_runs_total", "Executions started by cron schedules")
+SCHEDULE_SKIPPED = Counter(
+    "linkflow_schedule_skipped_total",
+    "Missed due times a schedule's catch-up policy left out",
+    ["catch_up"],
+)

@@ -21,6 +21,8 @@ from gateways.http.routing import Route, add_routes
 
 # Roles whose progress is a row in `consumer_positions` (created when the role starts).
 TRACKED_CONSUMERS = ("relay", "projector", "matching", "timers", "callbacks")
+# Consumers that run inside another role's process (role -> its extra consumers).
+INNER_CONSUMERS = {"timers": ("schedules",)}
 CHECK_TIMEOUT_S = 2.0
 
 
@@ -31,9 +33,9 @@ class OpsContext:
 
     @property
     def consumers(self) -> list[str]:
-        if "all" in self.roles:
-            return list(TRACKED_CONSUMERS)
-        return [name for name in TRACKED_CONSUMERS if name in self.roles]
+        roles = TRACKED_CONSUMERS if "all" in self.roles else self.roles
+        names = [name for name in TRACKED_CONSUMERS if name in roles]
+        return names + [inner for role in names for inner in INNER_CONSUMERS.get(role, ())]
 
 
 OPS: web.AppKey[OpsContext] = web.AppKey("linkflow_ops", OpsContext)
