@@ -92,10 +92,12 @@ class Accepted:
     api: Api
     workflow: dict[str, Any]
     execution_id: str
+    position: int
 
     async def assert_undisturbed(self) -> None:
         wf = self.workflow["id"]
-        got = await get_ok(self.api, self.api.ws(f"/workflows/{wf}"))
+        # Read our own writes: the projector may not have reached them yet.
+        got = await get_ok(self.api, self.api.ws(f"/workflows/{wf}"), min_position=self.position)
         assert (got["version"], got["archived"]) == (1, False)
         assert got["definition"] == self.workflow["definition"]
         listed = await get_ok(self.api, self.api.ws("/workflows"))
@@ -110,7 +112,7 @@ async def accepted(api: Api) -> Accepted:
     wf = await api.create_workflow(delayed(0.3))
     started = await api.start(wf["id"], {"x": "kept"})
     assert started["status"] == "running"
-    return Accepted(api, wf, started["execution_id"])
+    return Accepted(api, wf, started["execution_id"], started["position"])
 
 
 # ---------------------------------------------------------------- 1. identity
