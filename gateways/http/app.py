@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from gateways.bootstrap import Container
-from gateways.http import ops, routes_executions, routes_identity, routes_workflows
+from gateways.http import (
+    ops,
+    routes_executions,
+    routes_hooks,
+    routes_identity,
+    routes_workflows,
+)
 from gateways.http.auth import KEY_USAGE, KeyUsage
 from gateways.http.context import CONTAINER
 from gateways.http.errors import Handler, error_middleware
@@ -24,7 +30,12 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def api_routes() -> list[Route]:
     """Every route of the JSON API (not the ops endpoints)."""
-    return [*routes_identity.ROUTES, *routes_workflows.ROUTES, *routes_executions.ROUTES]
+    return [
+        *routes_identity.ROUTES,
+        *routes_workflows.ROUTES,
+        *routes_executions.ROUTES,
+        *routes_hooks.ROUTES,
+    ]
 
 
 @web.middleware
