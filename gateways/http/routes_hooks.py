@@ -9,7 +9,8 @@ credential, and only to check the request against it (`header`, `basic`, `bearer
 LinkFlow signature headers over the raw body, 300 s window). A signed request starts at most one
 execution: (a digest of) its signature is the start's idempotency key, and a replay is 409
 `replayed`. Secrets never reach the recorded input: `Authorization`, cookies, the auth header
-and the signature headers are left out. `ROUTES` is the table `app.make_app` registers and `openapi` documents.
+and the signature headers are left out. `ROUTES` is the table `app.make_app` registers and
+`openapi` documents.
 """
 
 from __future__ import annotations
