@@ -101,17 +101,36 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _has_nul(document: Any) -> bool:
+    """Whether a string or key anywhere in a JSON document contains NUL."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 def parse_body(raw: bytes, content_type: str) -> Any:
     """The body as recorded: None when empty, parsed JSON when the content type is JSON
-    (ValueError when it is not valid JSON), otherwise text (undecodable bytes and NUL replaced,
-    which the read models could not store)."""
+    (ValueError when it is not valid JSON, or holds a NUL character, which PostgreSQL's jsonb
+    in the read models cannot store), otherwise text (undecodable bytes and NUL replaced)."""
     if not raw:
         return None
     if is_json(content_type):
         try:
-            return json.loads(raw, parse_constant=_no_constant)
+            document = json.loads(raw, parse_constant=_no_constant)
         except RecursionError:
             raise ValueError("the JSON document is nested too deeply") from None
+        if _has_nul(document):
+            raise ValueError("NUL characters (\\u0000) are not accepted")
+        return document
     return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 

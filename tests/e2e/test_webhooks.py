@@ -371,6 +371,8 @@ async def test_invalid_json_is_400_and_other_bodies_are_text(api: Api) -> None:
     )
     error = assert_error(bad, 400, "malformed_json")
     assert error["details"][0]["path"] == "body"
+    nul = await client.call("POST", path, json={"a": "\u0000"})  # jsonb could not store it
+    assert_error(nul, 400, "malformed_json")
     text = await client.call("POST", path, data=b"a=1&b=2", headers={"Content-Type": "text/plain"})
     assert text.status == 202, text.body
     done = await api.wait_terminal(text.body["execution_id"])

@@ -84,6 +84,7 @@ def test_query_values_keep_repeats_as_lists() -> None:
         (b"", "application/json", None),
         (b'{"a": [1, 2]}', "application/json", {"a": [1, 2]}),
         (b'{"a": 1}', "application/vnd.api+json", {"a": 1}),
+        (b'{"a": "\\\\u0000"}', "application/json", {"a": "\\u0000"}),  # no NUL in it
         (b'{"a": 1}', "text/plain", '{"a": 1}'),
         (b"a=1&b=2", "application/x-www-form-urlencoded", "a=1&b=2"),
         (b"\xff\x00ok", "application/octet-stream", "\ufffd\ufffdok"),
@@ -93,7 +94,17 @@ def test_parse_body(raw: bytes, content_type: str, expected: object) -> None:
     assert parse_body(raw, content_type) == expected
 
 
-@pytest.mark.parametrize("raw", [b'{"a": ', b"NaN", b'{"a": Infinity}', b"[" * 100_000])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": ',
+        b"NaN",
+        b'{"a": Infinity}',
+        b"[" * 100_000,
+        b'{"a": ["x\\u0000"]}',
+        b'{"k\\u0000": 1}',
+    ],
+)
 def test_invalid_json_with_a_json_content_type_is_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
         parse_body(raw, "application/json")
