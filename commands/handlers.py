@@ -5,6 +5,7 @@ runs them in threads and retries optimistic-concurrency conflicts.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from domain.definition import parse_definition
 from domain.execution import Execution
 from domain.user import EmailIndex, User
 from domain.variables import WorkspaceVariables
+from domain.webhook import WebhookIndex, hook_of
 from domain.workflow import Workflow
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
@@ -101,7 +103,7 @@ def create_workspace(store: EventStore, cmd: m.CreateWorkspace) -> Result:
 
 
 def _workflow_fields(workflow: Workflow) -> dict[str, Any]:
-    return {
+    fields: dict[str, Any] = {
         "id": str(workflow.id),
         "name": workflow.name,
         "version": workflow.latest_version,
@@ -109,12 +111,22 @@ def _workflow_fields(workflow: Workflow) -> dict[str, Any]:
         "active_version": workflow.active_version,
         "archived": workflow.archived,
     }
+    trigger = workflow.definition().get("trigger", {}).get("type")
+    hook = hook_of(workflow.webhook_token, trigger)
+    if hook:
+        fields["webhook"] = hook
+    return fields
 
 
 def create_workflow(store: EventStore, cmd: m.CreateWorkflow) -> Result:
+    """Every workflow gets an unguessable webhook token (used once its trigger is a webhook)."""
     definition = parse_definition(cmd.definition).to_json()
-    workflow = Workflow.create(uuid4(), str(cmd.workspace_id), definition, str(cmd.actor_id), now())
-    position = store.save_all(workflow)
+    token, at = secrets.token_urlsafe(24), now()
+    workflow = Workflow.create(
+        uuid4(), str(cmd.workspace_id), definition, str(cmd.actor_id), at, webhook_token=token
+    )
+    index = WebhookIndex.create(token, workflow.id, str(cmd.workspace_id), at)
+    position = store.save_all(workflow, index)
     return Result(position, _workflow_fields(workflow) | {"definition": definition})
 
 

@@ -1,5 +1,6 @@
 """Reads of the write model needed for decisions, not for display: authentication (e-mail +
-password), a user's workspaces, a member's role, whether a node attempt is still awaited.
+password), a user's workspaces, a member's role, whether a node attempt is still awaited, the
+workflow a webhook token starts and how its execution ended.
 Synchronous (call them through `CommandBus.run`). Visibility reads go to `projections.queries`.
 """
 
@@ -14,9 +15,13 @@ from eventsourcing.application import AggregateNotFoundError
 
 from commands.identity import parse_api_key
 from domain.api_key import ApiKey
+from domain.base import DomainError
 from domain.credential import Credential
+from domain.definition import Trigger
 from domain.execution import Execution
 from domain.user import EmailIndex, User
+from domain.webhook import WebhookIndex
+from domain.workflow import Workflow
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
 from infra.passwords import verify_password
@@ -66,6 +71,37 @@ def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, atte
         and run.status == "scheduled"
         and (run.attempts == attempt)
     )
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """What a webhook token starts: the workflow and the trigger of its active version."""
+
+    workspace_id: UUID
+    workflow_id: UUID
+    trigger: Trigger
+
+
+def webhook_target(store: EventStore, token: str) -> WebhookTarget | None:
+    """The workflow `token` starts; None for an unknown token, or a workflow that is archived,
+    inactive, in a deleted workspace, or whose active version has no webhook trigger (the
+    gateway answers all of them alike)."""
+    try:
+        index = store.load(WebhookIndex, WebhookIndex.id_for(token))
+        workflow = store.load(Workflow, UUID(index.workflow_id))
+        version = workflow.triggered_version("webhook")
+    except (AggregateNotFoundError, DomainError):
+        return None
+    if not workspace_exists(store, UUID(workflow.workspace_id)):
+        return None
+    trigger = Trigger.model_validate(workflow.definition(version)["trigger"])
+    return WebhookTarget(UUID(workflow.workspace_id), workflow.id, trigger)
+
+
+def execution_outcome(store: EventStore, execution_id: UUID) -> dict[str, Any]:
+    """An execution's `status`, `output` and `error` as the event store has them now."""
+    execution = store.load(Execution, execution_id)
+    return {"status": execution.status, "output": execution.output, "error": execution.error}
 
 
 @dataclass(frozen=True)

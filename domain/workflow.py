@@ -20,6 +20,7 @@ class Workflow(TenantAggregate):
         name: str
         definition: dict[str, Any]
         created_by: str
+        webhook_token: str | None = None  # None in workflows created before webhooks
 
     class WorkflowVersionPublished(Aggregate.Event):
         workspace_id: str
@@ -52,11 +53,17 @@ class Workflow(TenantAggregate):
             aggregate.active_version = None
 
     def __init__(
-        self, workspace_id: str, name: str, definition: dict[str, Any], created_by: str
+        self,
+        workspace_id: str,
+        name: str,
+        definition: dict[str, Any],
+        created_by: str,
+        webhook_token: str | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self.name = name
         self.created_by = created_by
+        self.webhook_token = webhook_token
         self.versions: list[dict[str, Any]] = [definition]
         self.active_version: int | None = None
         self.archived = False
@@ -69,7 +76,9 @@ class Workflow(TenantAggregate):
         definition: dict[str, Any],
         created_by: str,
         now: datetime,
+        webhook_token: str | None = None,
     ) -> Workflow:
+        """A new workflow; `webhook_token` (made by the caller, unguessable) names its hook."""
         return cls._create(
             cls.WorkflowCreated,
             id=id,
@@ -77,6 +86,7 @@ class Workflow(TenantAggregate):
             name=definition["name"],
             definition=definition,
             created_by=created_by,
+            webhook_token=webhook_token,
             timestamp=now,
         )
 

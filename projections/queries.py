@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from domain.webhook import hook_of
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, EventStore
 
@@ -48,7 +49,7 @@ async def projector_position(conn: DictConnection) -> int:
 
 
 def _workflow(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    workflow = {
         "id": str(row["id"]),
         "name": row["name"],
         "version": row["latest_version"],
@@ -59,6 +60,10 @@ def _workflow(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
     }
+    hook = hook_of(row["webhook_token"], row["trigger_type"])
+    if hook:
+        workflow["webhook"] = hook
+    return workflow
 
 
 async def list_workflows(

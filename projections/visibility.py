@@ -47,8 +47,8 @@ async def _workflow_created(conn: DictConnection, logged: LoggedEvent, e: Any) -
     trigger = (e.definition.get("trigger") or {}).get("type", "manual")
     await conn.execute(
         "INSERT INTO rm_workflows (id, workspace_id, name, latest_version, trigger_type,"
-        " created_by, created_at, updated_at, event_version)"
-        " VALUES (%s, %s, %s, 1, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        " created_by, created_at, updated_at, event_version, webhook_token)"
+        " VALUES (%s, %s, %s, 1, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
         (
             e.originator_id,
             e.workspace_id,
@@ -58,6 +58,7 @@ async def _workflow_created(conn: DictConnection, logged: LoggedEvent, e: Any) -
             e.timestamp,
             e.timestamp,
             e.originator_version,
+            e.webhook_token,
         ),
     )
     await _version_row(conn, e.originator_id, 1, e.workspace_id, e.name, e.definition, e.timestamp)

@@ -16,6 +16,7 @@ from gateways.http import (
     routes_access,
     routes_credentials,
     routes_executions,
+    routes_hooks,
     routes_identity,
     routes_signing,
     routes_variables,
@@ -41,6 +42,7 @@ def api_routes() -> list[Route]:
         *routes_signing.ROUTES,
         *routes_credentials.ROUTES,
         *routes_variables.ROUTES,
+        *routes_hooks.ROUTES,
     ]
 
 
