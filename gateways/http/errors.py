@@ -110,7 +110,7 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
     413 `payload_too_large` past the body limit (checked on Content-Length first, then while
     reading); 400 `malformed_json` for bytes that are not strict JSON (NaN/Infinity refused).
-    An empty body is None when `optional`, else 400.
+    An empty body is None when `optional`, else 400. 422 naming the path for a NUL character.
     """
     limit = request.client_max_size
     if request.content_length is not None and request.content_length > limit:
@@ -121,9 +121,33 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
             return None
         raise ApiError(400, "malformed_json", "the request body must be a JSON document")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        document = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, NaN
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from exc
+    where = nul_path(document)
+    if where is not None:
+        raise invalid(where, "NUL characters (\\u0000) are not accepted")
+    return document
+
+
+def nul_path(document: Any) -> str | None:
+    """The path of the first string or key holding a NUL character, else None. PostgreSQL text
+    and jsonb cannot store NUL: accepted, such a value would stop the projector."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    return child
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
 
 
 def too_large(limit: int) -> ApiError:

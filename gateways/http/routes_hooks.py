@@ -37,7 +37,7 @@ from domain.definition import WebhookAuth
 from domain.webhook import HOOK_PATH
 from gateways.bootstrap import Container
 from gateways.http.context import container, respond
-from gateways.http.errors import ApiError, build, too_large
+from gateways.http.errors import ApiError, build, nul_path, too_large
 from gateways.http.routing import Handler, Param, Route
 from infra.crypto import SealedValueInvalid
 from infra.logging import get_logger
@@ -79,10 +79,16 @@ def recorded_headers(
     return recorded
 
 
+def _text(value: str) -> str:
+    """NUL (from a percent-encoded %00) replaced: PostgreSQL text cannot store it."""
+    return value.replace("\x00", "\ufffd")
+
+
 def query_values(items: Iterable[tuple[str, str]]) -> dict[str, str | list[str]]:
     """Query parameters: one value as a string, a repeated parameter as a list of strings."""
     values: dict[str, str | list[str]] = {}
-    for name, value in items:
+    for raw_name, raw_value in items:
+        name, value = _text(raw_name), _text(raw_value)
         previous = values.get(name)
         if previous is None:
             values[name] = value
@@ -101,22 +107,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _has_nul(document: Any) -> bool:
-    """Whether a string or key anywhere in a JSON document contains NUL."""
-    stack = [document]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value)
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
-
-
 def parse_body(raw: bytes, content_type: str) -> Any:
     """The body as recorded: None when empty, parsed JSON when the content type is JSON
     (ValueError when it is not valid JSON, or holds a NUL character, which PostgreSQL's jsonb
@@ -128,7 +118,7 @@ def parse_body(raw: bytes, content_type: str) -> Any:
             document = json.loads(raw, parse_constant=_no_constant)
         except RecursionError:
             raise ValueError("the JSON document is nested too deeply") from None
-        if _has_nul(document):
+        if nul_path(document) is not None:
             raise ValueError("NUL characters (\\u0000) are not accepted")
         return document
     return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
@@ -312,7 +302,7 @@ async def receive_hook(request: web.Request) -> web.Response:
         workflow_id=target.workflow_id,
         input={
             "method": request.method,
-            "path": request.path,
+            "path": _text(request.path),
             "query": query_values(request.query.items()),
             "headers": recorded_headers(request.headers.items(), auth),
             "body": body,

@@ -608,6 +608,22 @@ async def test_malformed_json_is_400(accepted: Accepted) -> None:
     await accepted.assert_undisturbed()
 
 
+async def test_nul_characters_are_422_naming_the_field(accepted: Accepted) -> None:
+    """PostgreSQL text/jsonb cannot hold NUL: accepted, it would stop the projector."""
+    api = accepted.api
+    wf = accepted.workflow["id"]
+    for path, body, field in (
+        (f"/workflows/{wf}/executions", {"input": {"a": ["ok", "x\u0000"]}}, "input.a[1]"),
+        ("/workflows", {"name": "n\u0000", "nodes": []}, "name"),
+        ("/api-keys", {"name": "k", "role": "viewer", "x\u0000": 1}, "x\u0000"),
+        ("/variables/v", {"value": {"deep": "\u0000"}}, "value.deep"),
+    ):
+        method = "PUT" if "variables" in path else "POST"
+        details = error_of(await api.call(method, api.ws(path), json=body), 422, "invalid_request")
+        assert paths_of(details) == [field], details
+    await accepted.assert_undisturbed()
+
+
 async def test_non_object_bodies_are_422(accepted: Accepted) -> None:
     api = accepted.api
     wf = accepted.workflow["id"]

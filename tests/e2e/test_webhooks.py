@@ -1,9 +1,7 @@
 """Inbound webhooks against `linkflow run all` over real HTTP: the hook shown in workflow answers,
 each auth mode (right, wrong, missing), hmac replays, stale and tampered signatures, methods,
 unknown and deactivated hooks, `respond: on_completion`, the body limit, and what is recorded.
-
-Credentials are written straight into the event store (sealed like the credentials API seals
-them); this module does not depend on that API.
+The hooks' secrets are workspace credentials, created through the credentials API.
 """
 
 from __future__ import annotations
@@ -20,9 +18,6 @@ import pytest
 from api import Api, Reply, signed_up
 from processes import Process, free_port, stack_env
 
-from domain.credential import Credential
-from infra.crypto import SecretBox
-from infra.eventstore import EventStore
 from infra.settings import Settings
 from infra.signing import sign
 
@@ -53,28 +48,13 @@ def stack(e2e_settings: Settings) -> Iterator[tuple[str, Process]]:
             assert code == 0, proc.output()[-4000:]
 
 
-@pytest.fixture(scope="module")
-def store(e2e_settings: Settings) -> Iterator[EventStore]:
-    event_store = EventStore(e2e_settings)
-    try:
-        yield event_store
-    finally:
-        event_store.close()
-
-
-def _save_credential(
-    store: EventStore, settings: Settings, workspace: str, name: str, data: dict[str, str]
-) -> None:
-    box = SecretBox(settings.secret_key)
-    sealed = box.seal(data, Credential.sealing_context(Credential.id_for(workspace, name)))
-    credential = Credential.create(workspace, name, "secret", sealed, list(data), datetime.now(UTC))
-    store.save_all(credential)
-
-
 @pytest.fixture
-def add_credential(store: EventStore, e2e_settings: Settings) -> Any:
-    async def add(workspace: str, name: str, data: dict[str, str]) -> None:
-        await asyncio.to_thread(_save_credential, store, e2e_settings, workspace, name, data)
+def add_credential(stack: tuple[str, Process]) -> Any:
+    """Creates a credential through the credentials API (as the workspace's owner)."""
+
+    async def add(api: Api, name: str, data: dict[str, str]) -> None:
+        made = await api.call("POST", api.ws("/credentials"), json={"name": name, "data": data})
+        assert made.status == 201, made.body
 
     return add
 
@@ -192,7 +172,7 @@ async def _hook_with_auth(api: Api, add_credential: Any, mode: str) -> tuple[str
     data = {"secret": SECRET}
     if mode != "hmac":
         auth, data, _, _ = AUTH_MODES[mode]
-    await add_credential(api.workspace, f"{mode}-cred", data)
+    await add_credential(api, f"{mode}-cred", data)
     return await active_hook(api, echo({"auth": {**auth, "credential": f"{mode}-cred"}}))
 
 
@@ -378,6 +358,11 @@ async def test_invalid_json_is_400_and_other_bodies_are_text(api: Api) -> None:
     done = await api.wait_terminal(text.body["execution_id"])
     assert done["input"]["body"] == "a=1&b=2"
     assert len(await executions_of(api, wf)) == 1
+    # A NUL in the query (percent-encoded, %00) is replaced, so the read models can store it.
+    odd = await client.call("POST", path + "?k%00=v%00")
+    assert odd.status == 202, odd.body
+    done = await api.wait_terminal(odd.body["execution_id"])
+    assert done["input"]["query"] == {"k\ufffd": "v\ufffd"}
 
 
 async def test_idempotency_key_answers_the_same_execution(api: Api) -> None:
@@ -394,7 +379,7 @@ async def test_idempotency_key_answers_the_same_execution(api: Api) -> None:
 
 
 async def test_recorded_input_carries_no_secret_header(api: Api, add_credential: Any) -> None:
-    await add_credential(api.workspace, "hdr", {"secret": SECRET})
+    await add_credential(api, "hdr", {"secret": SECRET})
     _, path = await active_hook(
         api, echo({"auth": {"type": "header", "name": "X-Hook-Key", "credential": "hdr"}})
     )
