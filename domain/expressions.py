@@ -339,16 +339,24 @@ def _root_fields(ast: Mapping[str, Any], at_root: bool, found: set[str]) -> None
     kind = ast.get("type")
     if at_root and kind == "field":
         found.add(str(ast.get("value")))
+    for child, child_at_root in _children(ast, at_root):
+        _root_fields(child, child_at_root, found)
+
+
+def _children(ast: Mapping[str, Any], at_root: bool) -> list[tuple[Mapping[str, Any], bool]]:
+    """The child nodes of an AST node, each with whether it is evaluated against the root."""
+    kind = ast.get("type")
+    children = []
     for index, child in enumerate(ast.get("children") or []):
         if not isinstance(child, Mapping):
             continue
         if kind in _SAME_CONTEXT:
-            child_at_root = at_root
+            children.append((child, at_root))
         elif kind in _FIRST_CHILD_CONTEXT:
-            child_at_root = at_root and index == 0
+            children.append((child, at_root and index == 0))
         else:
-            child_at_root = False
-        _root_fields(child, child_at_root, found)
+            children.append((child, False))
+    return children
 
 
 def credential_paths(template: Any) -> list[str]:
@@ -440,15 +448,7 @@ def _node_refs(ast: Mapping[str, Any], at_root: bool, found: set[str]) -> None:
             and ref.get("type") == "field"
         ):
             found.add(str(ref.get("value")))
-    for index, child in enumerate(children):
-        if not isinstance(child, Mapping):
-            continue
-        if kind in _SAME_CONTEXT:
-            child_at_root = at_root
-        elif kind in _FIRST_CHILD_CONTEXT:
-            child_at_root = at_root and index == 0
-        else:
-            child_at_root = False
+    for child, child_at_root in _children(ast, at_root):
         _node_refs(child, child_at_root, found)
 
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from api import Api, Reply, signed_up
-from processes import Process, free_port, stack_env
+from processes import Process
 
-from infra.settings import Settings
 from infra.signing import sign
 
 WAIT_S = 3.0  # the stack's LINKFLOW_WEBHOOK_WAIT_S
@@ -26,26 +24,9 @@ SECRET = "s3cret-value-for-webhooks-0123456789"
 
 
 @pytest.fixture(scope="module")
-def stack(e2e_settings: Settings) -> Iterator[tuple[str, Process]]:
-    """The whole stack, with a short wait for `respond: on_completion`."""
-    port = free_port()
-    proc = Process(
-        "all",
-        stack_env(
-            e2e_settings,
-            LINKFLOW_HTTP_PORT=str(port),
-            LINKFLOW_MAX_BODY_BYTES="65536",
-            LINKFLOW_WEBHOOK_WAIT_S=str(WAIT_S),
-        ),
-        f"http://127.0.0.1:{port}/ready",
-    )
-    try:
-        proc.start()
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        if proc.proc is not None:
-            code = proc.stop(signal.SIGTERM)
-            assert code == 0, proc.output()[-4000:]
+def stack_extra_env() -> dict[str, str]:
+    """A short wait for `respond: on_completion`."""
+    return {"LINKFLOW_WEBHOOK_WAIT_S": str(WAIT_S)}
 
 
 @pytest.fixture
