@@ -1,275 +1,351 @@
-"""`python -m bench` (or `make bench`): start→complete throughput and latency of LinkFlow.
+"""`python -m bench` (or `make bench BENCH_ARGS='…'`): throughput and latency of LinkFlow, side
+by side with DBOS Transact on the same PostgreSQL.
 
-Starts the stack as `make run` does (`linkflow run all`, or `--workers N` extra worker processes)
-on a database and Redis prefix of its own, creates the workflow shape, fires executions over HTTP
-from `--concurrency` clients (closed loop), waits for all to close, and reads each execution's
-start and close times from the read model. Prints one JSON line per shape with medians of
-`--runs` runs. Shapes: `pure-3` (transform → condition → transform, no I/O) and `http-3` (three
-sequential http_request nodes against a local HTTP server the harness serves). Latency runs from
-the client sending the start request to the close time the engine recorded.
+For each shape (`pure-3`: transform → condition → transform; `http-3`: three http_request nodes
+against a local target server) and each system, every run is a closed-loop run (`--concurrency`
+clients start executions over HTTP back to back; completions per second over `--duration` after
+a warm-up, counted from the system's records) then an open-loop run at half that rate (fixed
+arrival schedule; start→close latency from the client's send to the close time the system
+recorded). One JSON line per shape and system (medians of `--runs` runs) and one per shape with
+the ratio to DBOS go to stdout; progress goes to stderr. `--gateway-only` measures
+`POST …/executions` alone on one gateway process. Everything runs on a database and Redis prefix
+of its own, removed at the end (also on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib.util
 import os
-import signal
-import statistics
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
 import aiohttp
-import psycopg
-from aiohttp import web
 
-from infra.schema import drop_database, migrate
-from infra.settings import Settings
-from infra.streams import redis_client
-
-PURE_3 = {
-    "name": "pure-3",
-    "nodes": [
-        {"id": "a", "type": "transform", "config": {"set": {"n": "{{ trigger.n }}"}}},
-        {
-            "id": "b",
-            "type": "condition",
-            "config": {
-                "conditions": [
-                    {
-                        "value": "{{ nodes.a.output.n }}",
-                        "operator": "gte",
-                        "operand": 0,
-                        "branch": "yes",
-                    }
-                ]
-            },
-        },
-        {"id": "c", "type": "transform", "config": {"set": {"done": "{{ nodes.a.output.n }}"}}},
-    ],
-    "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "c", "branch": "yes"}],
-}
+from bench import report
+from bench.load import (
+    ProjectionLag,
+    Starter,
+    close_times,
+    closed_loop,
+    drain,
+    ms,
+    open_loop,
+    pct,
+    request_loop,
+)
+from bench.procs import Child, RssProbe, free_port, progress, python_module
+from bench.records import DbosRecords, LinkFlowRecords, Records
+from bench.shapes import SHAPES, definition
+from bench.stack import Layout, Stack, bench_settings
+from infra.schema import create_database, drop_database
 
 
-def http_3(base: str) -> dict[str, Any]:
-    nodes = [
-        {"id": f"h{i}", "type": "http_request", "config": {"url": f"{base}/ok/{i}"}}
-        for i in range(3)
-    ]
-    edges = [{"source": "h0", "target": "h1"}, {"source": "h1", "target": "h2"}]
-    return {"name": "http-3", "nodes": nodes, "edges": edges}
-
-
-async def serve_ok() -> tuple[web.AppRunner, str]:
-    app = web.Application()
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "i": request.match_info["i"]})
-
-    app.router.add_get("/ok/{i}", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class Stack:
-    def __init__(self, settings: Settings, port: int, workers: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LINKFLOW_")}
-        env.update(
-            LINKFLOW_PG_DB=settings.pg_db,
-            LINKFLOW_REDIS_URL=settings.redis_url,
-            LINKFLOW_REDIS_PREFIX=settings.redis_prefix,
-            LINKFLOW_HTTP_PORT=str(port),
-            LINKFLOW_ALLOW_PRIVATE_NETWORK="1",
-            LINKFLOW_LOG_LEVEL="WARNING",
-        )
-        self.procs = [self._spawn("all", env)]
-        for i in range(workers):
-            self.procs.append(
-                self._spawn("worker", env | {"LINKFLOW_METRICS_PORT": str(port + 1 + i)})
-            )
-
-    @staticmethod
-    def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateways.cli", "run", role],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(timeout=60)
-
-
-async def wait_ready(session: aiohttp.ClientSession, base: str, deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(f"{base}/ready") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("stack did not become ready")
+def warmup_of(args: argparse.Namespace) -> float:
+    return float(max(1.0, min(10.0, args.duration * 0.2)))
 
 
 async def one_run(
-    session: aiohttp.ClientSession,
-    api: str,
-    headers: dict[str, str],
-    ws: str,
-    wf: str,
-    n: int,
-    concurrency: int,
-    settings: Settings,
+    args: argparse.Namespace,
+    starter: Starter,
+    records: Records,
+    lag_records: LinkFlowRecords | None,
 ) -> dict[str, Any]:
-    api_ms: list[float] = []
-    ids: list[str] = []
-    sent_at: dict[str, float] = {}
-    counter = iter(range(n))
-
-    async def client() -> None:
-        for i in counter:
-            t0 = time.perf_counter()
-            wall = time.time()
-            async with session.post(
-                f"{api}/workspaces/{ws}/workflows/{wf}/executions",
-                json={"input": {"n": i}},
-                headers=headers,
-            ) as resp:
-                body = await resp.json()
-                assert resp.status == 202, body
-            api_ms.append((time.perf_counter() - t0) * 1000)
-            ids.append(body["execution_id"])
-            sent_at[body["execution_id"]] = wall
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    with psycopg.connect(settings.conninfo) as conn:
-        deadline = time.monotonic() + 600
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE status <> 'running'), count(*) FROM rm_executions"
-                " WHERE id = ANY(%s)",
-                ([uuid.UUID(i) for i in ids],),
-            ).fetchone()
-            conn.commit()
-            if row and row[0] == n:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {row} of {n} executions closed")
-            await asyncio.sleep(0.2)
-        rows = conn.execute(
-            "SELECT id, status, closed_at FROM rm_executions WHERE id = ANY(%s)",
-            ([uuid.UUID(i) for i in ids],),
-        ).fetchall()
-    failed = sum(1 for r in rows if r[1] != "completed")
-    # From the client sending the start request to the close recorded by the engine (one clock).
-    latencies = [(r[2].timestamp() - sent_at[str(r[0])]) * 1000 for r in rows]
-    span = max(r[2].timestamp() for r in rows) - min(sent_at.values())
-    return {
-        "executions": n,
-        "failed": failed,
-        "executions_per_s": round(n / span, 1),
-        "p50_ms": round(pct(latencies, 0.50), 1),
-        "p95_ms": round(pct(latencies, 0.95), 1),
-        "p99_ms": round(pct(latencies, 0.99), 1),
-        "api_start_p95_ms": round(pct(api_ms, 0.95), 1),
+    """One closed-loop run, then one open-loop run at half its rate."""
+    warmup = warmup_of(args)
+    lag = ProjectionLag(lag_records) if lag_records else None
+    stop_lag = asyncio.Event()
+    lag_task = asyncio.create_task(lag.run(stop_lag)) if lag else None
+    try:
+        closed = await closed_loop(
+            starter, records, args.concurrency, warmup, args.duration, args.max_backlog
+        )
+    finally:
+        stop_lag.set()
+        if lag_task:
+            await lag_task
+    left = await drain(records, args.drain_timeout)
+    progress(f"  closed loop: {closed.executions_per_s}/s (starts {closed.started_per_s}/s)")
+    rate = max(closed.executions_per_s / 2, 1.0)
+    arrivals, late_ms = await open_loop(starter, rate, warmup, args.duration)
+    ids = [a.execution_id for a in arrivals if a.execution_id]
+    closes = await close_times(records, ids, args.drain_timeout)
+    left += await drain(records, args.drain_timeout)
+    measured = [a for a in arrivals if a.measured]
+    latencies = [
+        (closes[a.execution_id][1] - a.sent_at) * 1000 for a in measured if a.execution_id in closes
+    ]
+    run = {
+        "executions_per_s": closed.executions_per_s,
+        "started_per_s": closed.started_per_s,
+        "open_loop_rate": round(rate, 1),
+        "open_loop_sent": len(measured),
+        "p50_ms": ms(pct(latencies, 0.50)),
+        "p95_ms": ms(pct(latencies, 0.95)),
+        "p99_ms": ms(pct(latencies, 0.99)),
+        "api_start_p50_ms": ms(pct([a.api_ms for a in measured], 0.50)),
+        "api_start_p95_ms": ms(pct([a.api_ms for a in measured], 0.95)),
+        "projection_lag_p95_ms": ms(pct(lag.lags_ms(*closed.window), 0.95)) if lag else None,
+        "failed": sum(1 for ok, _ in closes.values() if not ok),
+        "unclosed": len(ids) - len(closes),
+        "start_errors": dict(starter.errors),
+        "left_open_after_drain": left,
+        "client_late_max_ms": round(late_ms, 1),
     }
+    starter.errors.clear()
+    progress(
+        f"  open loop at {run['open_loop_rate']}/s: p50 {run['p50_ms']} ms,"
+        f" p95 {run['p95_ms']} ms, api p95 {run['api_start_p95_ms']} ms"
+    )
+    return run
+
+
+async def bench_shape(
+    args: argparse.Namespace,
+    system: str,
+    shape: str,
+    starter: Starter,
+    records: Records,
+    lag_records: LinkFlowRecords | None,
+    layout: dict[str, Any],
+    rss: RssProbe,
+) -> dict[str, Any]:
+    rss.reset()
+    runs = []
+    for i in range(args.runs):
+        progress(f"{system} {shape} run {i + 1}/{args.runs}")
+        runs.append(await one_run(args, starter, records, lag_records))
+    settings = {
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "warmup_s": warmup_of(args),
+        "max_backlog": args.max_backlog,
+    }
+    line = report.summary(shape, system, layout, runs, rss.mb(), settings)
+    report.emit(line)
+    return line
+
+
+async def sign_up(session: aiohttp.ClientSession, api: str) -> tuple[str, dict[str, str]]:
+    """A fresh user and workspace: (workspace id, Authorization header)."""
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    user = {"email": email, "password": "benchmark!", "name": "Bench"}
+    async with session.post(f"{api}/auth/register", json=user) as resp:
+        body = await resp.json()
+        assert resp.status == 201, body
+        workspace = body["workspace"]["id"]
+    login = {"email": email, "password": "benchmark!"}
+    async with session.post(f"{api}/auth/login", json=login) as resp:
+        token = (await resp.json())["access_token"]
+    return workspace, {"Authorization": f"Bearer {token}"}
+
+
+async def create_workflow(
+    session: aiohttp.ClientSession, api: str, ws: str, headers: dict[str, str], body: Any
+) -> str:
+    async with session.post(f"{api}/workspaces/{ws}/workflows", json=body, headers=headers) as r:
+        answer = await r.json()
+        assert r.status == 201, answer
+        return str(answer["id"])
+
+
+def layout_of(args: argparse.Namespace) -> Layout:
+    if args.gateway_only:
+        return Layout("gateway", gateways=1)
+    if args.layout == "all":
+        return Layout("all", workers=args.workers or 0)
+    return Layout("split", gateways=args.gateways, workers=args.workers or 1)
+
+
+async def bench_linkflow(
+    args: argparse.Namespace, session: aiohttp.ClientSession, target: Child, target_url: str
+) -> dict[str, dict[str, Any]]:
+    stack = Stack(bench_settings(), layout_of(args))
+    lines: dict[str, dict[str, Any]] = {}
+    stop_rss = asyncio.Event()
+    try:
+        await stack.start(session)
+        rss = RssProbe(stack.pids() | {"client": os.getpid(), "target": target.pid})
+        rss_task = asyncio.create_task(rss.run(stop_rss))
+        records = await LinkFlowRecords.connect(stack.settings.conninfo)
+        lag_records = await LinkFlowRecords.connect(stack.settings.conninfo)
+        try:
+            apis = [f"{g}/api/v1" for g in stack.gateways]
+            ws, headers = await sign_up(session, apis[0])
+            for shape in args.shapes:
+                wf = await create_workflow(
+                    session, apis[0], ws, headers, definition(shape, target_url)
+                )
+                urls = [f"{api}/workspaces/{ws}/workflows/{wf}/executions" for api in apis]
+                starter = Starter(session, urls, headers)
+                if args.gateway_only:
+                    await bench_gateway(args, starter, stack, rss)
+                    continue
+                lines[shape] = await bench_shape(
+                    args,
+                    "linkflow",
+                    shape,
+                    starter,
+                    records,
+                    lag_records,
+                    stack.layout.describe(),
+                    rss,
+                )
+        finally:
+            stop_rss.set()
+            await rss_task
+            await records.close()
+            await lag_records.close()
+    finally:
+        errors = stack.stop()
+        await stack.forget()
+        if errors:
+            progress(f"the stack logged {len(errors)} error lines; first ones:")
+            for line in errors[:10]:
+                progress(f"  {line}")
+    return lines
+
+
+async def bench_gateway(
+    args: argparse.Namespace, starter: Starter, stack: Stack, rss: RssProbe
+) -> None:
+    rss.reset()
+    warmup = warmup_of(args)
+    progress(f"gateway only: {args.gateway_concurrency} clients, {warmup}+{args.duration}s")
+    rate, latencies = await request_loop(starter, args.gateway_concurrency, warmup, args.duration)
+    report.emit(
+        {
+            "bench": "gateway-only",
+            "system": "linkflow",
+            "layout": stack.layout.describe(),
+            "requests_per_s": round(rate, 1),
+            "p50_ms": ms(pct(latencies, 0.50)),
+            "p95_ms": ms(pct(latencies, 0.95)),
+            "p99_ms": ms(pct(latencies, 0.99)),
+            "start_errors": dict(starter.errors),
+            "rss_mb": rss.mb(),
+            "concurrency": args.gateway_concurrency,
+            "duration_s": args.duration,
+        }
+    )
+
+
+async def bench_dbos(
+    args: argparse.Namespace, session: aiohttp.ClientSession, target: Child, target_url: str
+) -> dict[str, dict[str, Any]]:
+    settings = bench_settings().model_copy(
+        update={"pg_db": f"lf_bench_dbos_{uuid.uuid4().hex[:8]}"}
+    )
+    create_database(settings)
+    port = free_port()
+    url = (
+        f"postgresql://{settings.pg_user}:{settings.pg_password}@{settings.pg_host}:"
+        f"{settings.pg_port}/{settings.pg_db}"
+    )
+    argv = python_module(
+        "bench.dbos_peer", "--port", str(port), "--database-url", url, "--target", target_url
+    )
+    peer = Child("dbos", argv, dict(os.environ), f"http://127.0.0.1:{port}/ready")
+    lines: dict[str, dict[str, Any]] = {}
+    stop_rss = asyncio.Event()
+    try:
+        peer.start()
+        await peer.wait_ready(session)
+        progress("dbos peer up")
+        rss = RssProbe({"dbos": peer.pid, "client": os.getpid(), "target": target.pid})
+        rss_task = asyncio.create_task(rss.run(stop_rss))
+        records = await DbosRecords.connect(settings.conninfo)
+        try:
+            for shape in args.shapes:
+                starter = Starter(session, [f"http://127.0.0.1:{port}/start/{shape}"], {})
+                layout = {"name": "dbos", "processes": ["dbos"]}
+                lines[shape] = await bench_shape(
+                    args, "dbos", shape, starter, records, None, layout, rss
+                )
+        finally:
+            stop_rss.set()
+            await rss_task
+            await records.close()
+    finally:
+        peer.stop()
+        for line in peer.error_lines()[:10]:
+            progress(f"dbos: {line[:300]}")
+        drop_database(settings)
+    return lines
 
 
 async def bench(args: argparse.Namespace) -> None:
-    settings = Settings(
-        pg_db=f"lf_bench_{uuid.uuid4().hex[:8]}", redis_prefix=f"lfbench:{uuid.uuid4().hex[:8]}:"
+    port = free_port()
+    target = Child(
+        "target",
+        python_module("bench.target", str(port)),
+        dict(os.environ),
+        f"http://127.0.0.1:{port}/ready",
     )
-    migrate(settings)
-    port = args.port
-    stack = Stack(settings, port, args.workers)
-    target, target_base = await serve_ok()
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            base, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api/v1"
-            await wait_ready(session, base)
-            email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-            async with session.post(
-                f"{api}/auth/register", json={"email": email, "password": "benchmark!", "name": "B"}
-            ) as resp:
-                ws = (await resp.json())["workspace"]["id"]
-            async with session.post(
-                f"{api}/auth/login", json={"email": email, "password": "benchmark!"}
-            ) as resp:
-                headers = {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
-            for shape in args.shapes:
-                definition = PURE_3 if shape == "pure-3" else http_3(target_base)
-                async with session.post(
-                    f"{api}/workspaces/{ws}/workflows", json=definition, headers=headers
-                ) as resp:
-                    wf = (await resp.json())["id"]
-                await one_run(
-                    session,
-                    api,
-                    headers,
-                    ws,
-                    wf,
-                    min(200, args.executions),
-                    args.concurrency,
-                    settings,
-                )  # warm-up, not reported
-                runs = [
-                    await one_run(
-                        session, api, headers, ws, wf, args.executions, args.concurrency, settings
-                    )
-                    for _ in range(args.runs)
-                ]
-                summary: dict[str, Any] = {"bench": shape, "system": "linkflow"}
-                for key in ("executions_per_s", "p50_ms", "p95_ms", "p99_ms", "api_start_p95_ms"):
-                    summary[key] = statistics.median(r[key] for r in runs)
-                summary["layout"] = f"all + {args.workers} worker(s)"
-                summary["concurrency"] = args.concurrency
-                summary["runs"] = runs
-                print(json.dumps(summary), flush=True)
-    finally:
-        await target.cleanup()
-        stack.stop()
-        drop_database(settings)
-        await forget_keys(settings)
+    target_url = f"http://127.0.0.1:{port}"
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        try:
+            target.start()
+            await target.wait_ready(session)
+            ours = await bench_linkflow(args, session, target, target_url)
+            if args.peer == "dbos" and not args.gateway_only:
+                theirs = await bench_dbos(args, session, target, target_url)
+                for shape in args.shapes:
+                    report.emit(report.ratio(shape, ours[shape], theirs[shape]))
+        finally:
+            target.stop()
 
 
-async def forget_keys(settings: Settings) -> None:
-    """Delete this run's Redis keys (everything under its own prefix)."""
-    client = redis_client(settings)
-    try:
-        async for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 60)")
+    parser.add_argument("--runs", type=int, help="runs per shape and system (default 3)")
+    parser.add_argument("--quick", action="store_true", help="smoke: duration 5, runs 1")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
+    parser.add_argument("--max-backlog", type=int, default=2000, help="open executions cap")
+    parser.add_argument("--drain-timeout", type=float, default=300)
+    parser.add_argument("--connections", type=int, default=256, help="client connection pool")
+    parser.add_argument("--peer", choices=("none", "dbos"), help="default: dbos if importable")
+    parser.add_argument("--layout", choices=("all", "split"), default="all")
+    parser.add_argument("--gateways", type=int, default=1, help="gateway processes (split)")
+    parser.add_argument("--workers", type=int, help="worker processes (split: 1; all: extra 0)")
+    parser.add_argument("--gateway-only", action="store_true", help="POST …/executions alone")
+    parser.add_argument("--gateway-concurrency", type=int, default=64)
+    args = parser.parse_args(argv)
+    args.shapes = [s for s in args.shapes.split(",") if s]
+    unknown = set(args.shapes) - set(SHAPES)
+    if unknown:
+        parser.error(f"unknown shapes {sorted(unknown)}; known: {', '.join(SHAPES)}")
+    if args.duration is None:
+        args.duration = 5.0 if args.quick else 60.0
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.gateway_only:
+        args.shapes = ["pure-3"]
+    if args.peer is None:
+        args.peer = "dbos" if importlib.util.find_spec("dbos") else "none"
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("shapes", nargs="*", default=["pure-3", "http-3"])
-    parser.add_argument("--executions", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=0, help="extra worker processes")
-    parser.add_argument("--port", type=int, default=8390)
-    asyncio.run(bench(parser.parse_args()))
+    args = parse_args()
+    started = time.monotonic()
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(bench(args))
+    except KeyboardInterrupt:
+        progress("interrupted: cleaned up")
+    progress(f"done in {time.monotonic() - started:.0f}s")
 
 
 if __name__ == "__main__":

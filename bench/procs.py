@@ -1,0 +1,140 @@
+"""Child processes of the benchmark (stack roles, the target server, the DBOS peer): spawning
+with a captured log, readiness polling, max-RSS sampling and stopping. Imported by the other
+`bench` modules only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr; stdout carries only the JSON result lines."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def rss_kb(pid: int) -> int | None:
+    """The process's resident set (VmRSS, kB), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+@dataclass
+class Child:
+    """One child process, named by its role in the benchmark, its output kept in a file."""
+
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str]
+    ready_url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] = field(default_factory=lambda: tempfile.TemporaryFile())
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            list(self.argv), env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float = 60) -> None:
+        assert self.proc is not None and self.ready_url is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}): {self.tail()}")
+            try:
+                async with session.get(self.ready_url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready within {timeout_s}s: {self.tail()}")
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """SIGTERM, then SIGKILL past the timeout; safe to call twice."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            progress(f"{self.name} ignored SIGTERM for {timeout_s}s: killing it")
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self, chars: int = 2000) -> str:
+        self.log.seek(0, os.SEEK_END)
+        size = self.log.tell()
+        self.log.seek(max(0, size - chars))
+        return self.log.read().decode(errors="replace")
+
+    def error_lines(self) -> list[str]:
+        """Lines of its log that report an error or a traceback (for the run's notes)."""
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace")
+        markers = ("Traceback", '"level": "error"', '"level": "critical"', " ERROR ")
+        return [line for line in text.splitlines() if any(m in line for m in markers)]
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+class RssProbe:
+    """Samples VmRSS of named processes every `interval_s`; keeps the maximum of each (MB)."""
+
+    def __init__(self, pids: dict[str, int], interval_s: float = 0.25) -> None:
+        self.pids = pids
+        self.interval_s = interval_s
+        self.max_kb: dict[str, int] = {}
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            kb = rss_kb(pid)
+            if kb is not None:
+                self.max_kb[name] = max(kb, self.max_kb.get(name, 0))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                pass
+
+    def reset(self) -> None:
+        self.max_kb.clear()
+
+    def mb(self) -> dict[str, float]:
+        return {name: round(kb / 1024, 1) for name, kb in sorted(self.max_kb.items())}

@@ -1,0 +1,114 @@
+"""The LinkFlow stack under test, started as `make run` starts it but on a database and Redis
+prefix of its own, in one of two layouts: `all` (one `linkflow run all` process, plus optional
+extra workers) or `split` (one process per role, N gateways on distinct ports, M workers).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bench.procs import Child, free_port, progress, python_module
+from infra.schema import drop_database, migrate
+from infra.settings import Settings
+from infra.streams import redis_client
+
+SINGLE_ROLES = ("relay", "projector", "matching", "timers", "callbacks")
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str  # "all" | "split" | "gateway" (one gateway process alone: --gateway-only)
+    gateways: int = 1
+    workers: int = 0
+
+    def processes(self) -> list[tuple[str, str]]:
+        """(process name, linkflow role) of every process of the layout."""
+        if self.name == "all":
+            return [("all", "all")] + [(f"worker-{i + 1}", "worker") for i in range(self.workers)]
+        gateways = [(f"gateway-{i + 1}", "gateway") for i in range(self.gateways)]
+        if self.name == "gateway":
+            return gateways
+        workers = [(f"worker-{i + 1}", "worker") for i in range(self.workers)]
+        return gateways + [(role, role) for role in SINGLE_ROLES] + workers
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "gateways": 1 if self.name == "all" else self.gateways,
+            "workers": self.workers + (1 if self.name == "all" else 0),
+            "processes": [name for name, _ in self.processes()],
+        }
+
+
+def bench_settings() -> Settings:
+    """Settings of this run: a database and Redis prefix nobody else uses."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(pg_db=f"lf_bench_{tag}", redis_prefix=f"lfbench:{tag}:")
+
+
+class Stack:
+    """The processes of one layout; `gateways` are the base URLs the client spreads over."""
+
+    def __init__(self, settings: Settings, layout: Layout) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.children: list[Child] = []
+        self.gateways: list[str] = []
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("LINKFLOW_")}
+        base_env.update(
+            LINKFLOW_PG_HOST=settings.pg_host,
+            LINKFLOW_PG_PORT=str(settings.pg_port),
+            LINKFLOW_PG_DB=settings.pg_db,
+            LINKFLOW_PG_USER=settings.pg_user,
+            LINKFLOW_REDIS_URL=settings.redis_url,
+            LINKFLOW_REDIS_PREFIX=settings.redis_prefix,
+            LINKFLOW_ALLOW_PRIVATE_NETWORK="1",
+            LINKFLOW_LOG_LEVEL="WARNING",
+        )
+        for name, role in layout.processes():
+            port = free_port()
+            env = dict(base_env)
+            if role in ("all", "gateway"):
+                env["LINKFLOW_HTTP_PORT"] = str(port)
+                self.gateways.append(f"http://127.0.0.1:{port}")
+            else:
+                env["LINKFLOW_METRICS_PORT"] = str(port)
+            argv = python_module("gateways.cli", "run", role)
+            self.children.append(Child(name, argv, env, f"http://127.0.0.1:{port}/ready"))
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        migrate(self.settings)
+        for child in self.children:
+            child.start()
+        for child in self.children:
+            await child.wait_ready(session)
+        progress(f"stack up: layout {self.layout.describe()}")
+
+    def pids(self) -> dict[str, int]:
+        return {child.name: child.pid for child in self.children if child.proc is not None}
+
+    def stop(self) -> list[str]:
+        """Stop every process; returns the error lines their logs hold (for the report)."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+        errors: list[str] = []
+        for child in self.children:
+            child.stop()
+            errors += [f"{child.name}: {line[:300]}" for line in child.error_lines()]
+        return errors
+
+    async def forget(self) -> None:
+        """Drop the database and delete the Redis keys under this run's prefix."""
+        drop_database(self.settings)
+        client = redis_client(self.settings)
+        try:
+            async for key in client.scan_iter(match=f"{self.settings.redis_prefix}*"):
+                await client.delete(key)
+        finally:
+            await client.aclose()
