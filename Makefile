@@ -40,7 +40,8 @@ lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-bench: venv services ## Run the benchmarks: python -m bench (options: BENCH_ARGS=...)
+bench: venv services ## Run the benchmarks vs DBOS: python -m bench (options: BENCH_ARGS=...)
+	@$(VENV)/bin/python -c 'import dbos' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[dev,bench]'
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean: ## Remove .venv, caches and build output

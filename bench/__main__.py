@@ -36,7 +36,7 @@ from bench.load import (
     pct,
     request_loop,
 )
-from bench.procs import Child, RssProbe, free_port, progress, python_module
+from bench.procs import Child, ProcessProbe, free_port, progress, python_module
 from bench.records import DbosRecords, LinkFlowRecords, Records
 from bench.shapes import SHAPES, definition
 from bench.stack import Layout, Stack, bench_settings
@@ -110,9 +110,9 @@ async def bench_shape(
     records: Records,
     lag_records: LinkFlowRecords | None,
     layout: dict[str, Any],
-    rss: RssProbe,
+    probe: ProcessProbe,
 ) -> dict[str, Any]:
-    rss.reset()
+    probe.reset()
     runs = []
     for i in range(args.runs):
         progress(f"{system} {shape} run {i + 1}/{args.runs}")
@@ -123,7 +123,7 @@ async def bench_shape(
         "warmup_s": warmup_of(args),
         "max_backlog": args.max_backlog,
     }
-    line = report.summary(shape, system, layout, runs, rss.mb(), settings)
+    line = report.summary(shape, system, layout, runs, probe.rss_mb(), probe.cpu_pct(), settings)
     report.emit(line)
     return line
 
@@ -164,11 +164,11 @@ async def bench_linkflow(
 ) -> dict[str, dict[str, Any]]:
     stack = Stack(bench_settings(), layout_of(args))
     lines: dict[str, dict[str, Any]] = {}
-    stop_rss = asyncio.Event()
+    stop_probe = asyncio.Event()
     try:
         await stack.start(session)
-        rss = RssProbe(stack.pids() | {"client": os.getpid(), "target": target.pid})
-        rss_task = asyncio.create_task(rss.run(stop_rss))
+        probe = ProcessProbe(stack.pids() | {"client": os.getpid(), "target": target.pid})
+        probe_task = asyncio.create_task(probe.run(stop_probe))
         records = await LinkFlowRecords.connect(stack.settings.conninfo)
         lag_records = await LinkFlowRecords.connect(stack.settings.conninfo)
         try:
@@ -181,7 +181,7 @@ async def bench_linkflow(
                 urls = [f"{api}/workspaces/{ws}/workflows/{wf}/executions" for api in apis]
                 starter = Starter(session, urls, headers)
                 if args.gateway_only:
-                    await bench_gateway(args, starter, stack, rss)
+                    await bench_gateway(args, starter, stack, probe)
                     continue
                 lines[shape] = await bench_shape(
                     args,
@@ -191,11 +191,11 @@ async def bench_linkflow(
                     records,
                     lag_records,
                     stack.layout.describe(),
-                    rss,
+                    probe,
                 )
         finally:
-            stop_rss.set()
-            await rss_task
+            stop_probe.set()
+            await probe_task
             await records.close()
             await lag_records.close()
     finally:
@@ -209,9 +209,9 @@ async def bench_linkflow(
 
 
 async def bench_gateway(
-    args: argparse.Namespace, starter: Starter, stack: Stack, rss: RssProbe
+    args: argparse.Namespace, starter: Starter, stack: Stack, probe: ProcessProbe
 ) -> None:
-    rss.reset()
+    probe.reset()
     warmup = warmup_of(args)
     progress(f"gateway only: {args.gateway_concurrency} clients, {warmup}+{args.duration}s")
     rate, latencies = await request_loop(starter, args.gateway_concurrency, warmup, args.duration)
@@ -225,7 +225,8 @@ async def bench_gateway(
             "p95_ms": ms(pct(latencies, 0.95)),
             "p99_ms": ms(pct(latencies, 0.99)),
             "start_errors": dict(starter.errors),
-            "rss_mb": rss.mb(),
+            "rss_mb": probe.rss_mb(),
+            "cpu_pct": probe.cpu_pct(),
             "concurrency": args.gateway_concurrency,
             "duration_s": args.duration,
         }
@@ -249,24 +250,24 @@ async def bench_dbos(
     )
     peer = Child("dbos", argv, dict(os.environ), f"http://127.0.0.1:{port}/ready")
     lines: dict[str, dict[str, Any]] = {}
-    stop_rss = asyncio.Event()
+    stop_probe = asyncio.Event()
     try:
         peer.start()
         await peer.wait_ready(session)
         progress("dbos peer up")
-        rss = RssProbe({"dbos": peer.pid, "client": os.getpid(), "target": target.pid})
-        rss_task = asyncio.create_task(rss.run(stop_rss))
+        probe = ProcessProbe({"dbos": peer.pid, "client": os.getpid(), "target": target.pid})
+        probe_task = asyncio.create_task(probe.run(stop_probe))
         records = await DbosRecords.connect(settings.conninfo)
         try:
             for shape in args.shapes:
                 starter = Starter(session, [f"http://127.0.0.1:{port}/start/{shape}"], {})
                 layout = {"name": "dbos", "processes": ["dbos"]}
                 lines[shape] = await bench_shape(
-                    args, "dbos", shape, starter, records, None, layout, rss
+                    args, "dbos", shape, starter, records, None, layout, probe
                 )
         finally:
-            stop_rss.set()
-            await rss_task
+            stop_probe.set()
+            await probe_task
             await records.close()
     finally:
         peer.stop()

@@ -111,13 +111,26 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-class RssProbe:
-    """Samples VmRSS of named processes every `interval_s`; keeps the maximum of each (MB)."""
+def cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, seconds) the process has used, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessProbe:
+    """Samples VmRSS of named processes every `interval_s` and keeps the maximum of each (MB);
+    also their CPU use since the last `reset` (% of one core)."""
 
     def __init__(self, pids: dict[str, int], interval_s: float = 0.25) -> None:
         self.pids = pids
         self.interval_s = interval_s
         self.max_kb: dict[str, int] = {}
+        self.cpu_from: dict[str, float] = {}
+        self.since = time.monotonic()
+        self.reset()
 
     def sample(self) -> None:
         for name, pid in self.pids.items():
@@ -135,6 +148,17 @@ class RssProbe:
 
     def reset(self) -> None:
         self.max_kb.clear()
+        self.since = time.monotonic()
+        self.cpu_from = {n: s for n, pid in self.pids.items() if (s := cpu_s(pid)) is not None}
 
-    def mb(self) -> dict[str, float]:
+    def rss_mb(self) -> dict[str, float]:
         return {name: round(kb / 1024, 1) for name, kb in sorted(self.max_kb.items())}
+
+    def cpu_pct(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self.since, 1e-6)
+        used = {n: s for n, pid in self.pids.items() if (s := cpu_s(pid)) is not None}
+        return {
+            name: round((used[name] - self.cpu_from[name]) / elapsed * 100, 1)
+            for name in sorted(used)
+            if name in self.cpu_from
+        }

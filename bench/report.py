@@ -29,12 +29,14 @@ def summary(
     layout: dict[str, Any],
     runs: list[dict[str, Any]],
     rss_mb: dict[str, float],
+    cpu_pct: dict[str, float],
     settings: dict[str, Any],
 ) -> dict[str, Any]:
     line: dict[str, Any] = {"bench": shape, "system": system, "layout": layout}
     for key in MEDIAN_KEYS:
         line[key] = median([run.get(key) for run in runs])
     line["rss_mb"] = rss_mb
+    line["cpu_pct"] = cpu_pct
     line |= settings
     line["runs"] = runs
     return line

@@ -13,11 +13,14 @@ from typing import Any
 import aiohttp
 
 from bench.procs import Child, free_port, progress, python_module
+from gateways.cli import ROLE_CHOICES
+from gateways.roles import ROLES
 from infra.schema import drop_database, migrate
 from infra.settings import Settings
 from infra.streams import redis_client
 
-SINGLE_ROLES = ("relay", "projector", "matching", "timers", "callbacks")
+# One process each in the split layout: every role but the scaled ones that `linkflow run` takes.
+SINGLE_ROLES = [r for r in ROLES if r in ROLE_CHOICES and r not in ("gateway", "worker")]
 
 
 @dataclass(frozen=True)
