@@ -174,6 +174,7 @@ async def bench_linkflow(
         try:
             apis = [f"{g}/api/v1" for g in stack.gateways]
             ws, headers = await sign_up(session, apis[0])
+            records.workspace_id = ws
             for shape in args.shapes:
                 wf = await create_workflow(
                     session, apis[0], ws, headers, definition(shape, target_url)

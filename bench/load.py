@@ -71,9 +71,8 @@ async def closed_loop(
     max_backlog: int,
     settle_s: float = 120,
 ) -> ClosedLoop:
-    """The maximum sustained completion rate. Clients pause while more than `max_backlog`
-    started executions are still open, so the backlog (and the drain after) stays bounded."""
-    closed_before = await records.closed_total()
+    """The maximum sustained completion rate. Clients pause while the records show more than
+    `max_backlog` open executions, so the backlog (and the drain after) stays bounded."""
     started = 0
     started_in_window = 0
     room = asyncio.Event()
@@ -84,8 +83,7 @@ async def closed_loop(
 
     async def governor() -> None:
         while time.monotonic() < end:
-            backlog = started - (await records.closed_total() - closed_before)
-            if backlog > max_backlog:
+            if await records.running() > max_backlog:
                 room.clear()
             else:
                 room.set()
