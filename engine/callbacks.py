@@ -81,8 +81,48 @@ def final_result(event: Any) -> dict[str, Any]:
     }
 
 
+async def _record_closings(conn: DictConnection, closings: list[tuple[Any, ...]]) -> None:
+    """Store final results on their rows (those still without one); empties `closings`."""
+    if closings:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE engine_callbacks SET result = %s, next_attempt_at = %s"
+                " WHERE execution_id = %s AND result IS NULL",
+                closings,
+            )
+        closings.clear()
+
+
+async def _apply_attempt(conn: DictConnection, e: Any) -> None:
+    """A recorded attempt, applied to a row no delivery loop holds (never moving it back)."""
+    if isinstance(e, Execution.CallbackDelivered):
+        await conn.execute(
+            "UPDATE engine_callbacks SET attempts = %s, next_attempt_at = NULL,"
+            f" delivered_at = %s WHERE {_UNLOCKED}",
+            (e.attempt, e.timestamp, e.originator_id, e.attempt),
+        )
+    elif isinstance(e, Execution.CallbackFailed):
+        await conn.execute(
+            f"UPDATE engine_callbacks SET attempts = %s, next_attempt_at = %s WHERE {_UNLOCKED}",
+            (e.attempt, e.next_attempt_at, e.originator_id, e.attempt),
+        )
+    elif isinstance(e, Execution.CallbackAbandoned):
+        await conn.execute(
+            "UPDATE engine_callbacks SET next_attempt_at = NULL, abandoned_at = %s"
+            f" WHERE {_UNLOCKED}",
+            (e.timestamp, e.originator_id, e.attempts),
+        )
+
+
 class Callbacks(EventConsumer):
     name = "callbacks"
+    handles = (
+        Execution.ExecutionStarted,
+        *_CLOSED,
+        Execution.CallbackDelivered,
+        Execution.CallbackFailed,
+        Execution.CallbackAbandoned,
+    )
 
     def __init__(
         self, settings: Settings, bus: CommandBus, box: SecretBox, *args: Any, **kwargs: Any
@@ -95,6 +135,9 @@ class Callbacks(EventConsumer):
         self.session: aiohttp.ClientSession | None = None
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+        # In log order; closings are sent together (one pipelined round trip: most closing
+        # executions have no callback row), before any later Callback* event is applied.
+        closings: list[tuple[Any, ...]] = []
         for _, e in events:
             if isinstance(e, Execution.ExecutionStarted):
                 if e.callback_url:
@@ -104,29 +147,11 @@ class Callbacks(EventConsumer):
                         (e.originator_id, e.workspace_id, e.workflow_id, e.callback_url),
                     )
             elif type(e) in _CLOSED:
-                await conn.execute(
-                    "UPDATE engine_callbacks SET result = %s, next_attempt_at = %s"
-                    " WHERE execution_id = %s AND result IS NULL",
-                    (Jsonb(final_result(e)), e.timestamp, e.originator_id),
-                )
-            elif isinstance(e, Execution.CallbackDelivered):
-                await conn.execute(
-                    "UPDATE engine_callbacks SET attempts = %s, next_attempt_at = NULL,"
-                    f" delivered_at = %s WHERE {_UNLOCKED}",
-                    (e.attempt, e.timestamp, e.originator_id, e.attempt),
-                )
-            elif isinstance(e, Execution.CallbackFailed):
-                await conn.execute(
-                    f"UPDATE engine_callbacks SET attempts = %s, next_attempt_at = %s"
-                    f" WHERE {_UNLOCKED}",
-                    (e.attempt, e.next_attempt_at, e.originator_id, e.attempt),
-                )
-            elif isinstance(e, Execution.CallbackAbandoned):
-                await conn.execute(
-                    "UPDATE engine_callbacks SET next_attempt_at = NULL, abandoned_at = %s"
-                    f" WHERE {_UNLOCKED}",
-                    (e.timestamp, e.originator_id, e.attempts),
-                )
+                closings.append((Jsonb(final_result(e)), e.timestamp, e.originator_id))
+            else:
+                await _record_closings(conn, closings)
+                await _apply_attempt(conn, e)
+        await _record_closings(conn, closings)
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
         if any(type(event) in _CLOSED for _, event in events):

@@ -43,6 +43,7 @@ _EXECUTION_CLOSED = (
 
 class Matching(EventConsumer):
     name = "matching"
+    handles = (Execution.NodeScheduled, *_ATTEMPT_ENDED, *_EXECUTION_CLOSED)
 
     def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

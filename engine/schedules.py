@@ -45,6 +45,11 @@ def utc_now() -> datetime:
 
 class Schedules(EventConsumer):
     name = "schedules"
+    handles = (
+        Workflow.WorkflowActivated,
+        Workflow.WorkflowDeactivated,
+        Workflow.WorkflowArchived,
+    )
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         for _, event in events:

@@ -34,6 +34,7 @@ _CLOSED = (
 
 class Timers(EventConsumer):
     name = "timers"
+    handles = (Execution.TimerScheduled, Execution.TimerFired, *_CLOSED)
 
     def __init__(self, bus: CommandBus, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -41,6 +42,7 @@ class Timers(EventConsumer):
         self.wake = asyncio.Event()
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+        closed = [e.originator_id for _, e in events if isinstance(e, _CLOSED)]
         for _, event in events:
             if isinstance(event, Execution.TimerScheduled):
                 await conn.execute(
@@ -58,10 +60,8 @@ class Timers(EventConsumer):
                 await conn.execute(
                     "DELETE FROM engine_timers WHERE timer_id = %s", (event.timer_id,)
                 )
-            elif isinstance(event, _CLOSED):
-                await conn.execute(
-                    "DELETE FROM engine_timers WHERE execution_id = %s", (event.originator_id,)
-                )
+        if closed:  # one statement for the batch: most executions close without a timer left
+            await conn.execute("DELETE FROM engine_timers WHERE execution_id = ANY(%s)", (closed,))
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
         if any(isinstance(event, Execution.TimerScheduled) for _, event in events):

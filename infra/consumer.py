@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from eventsourcing.utils import get_topic
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
@@ -150,6 +151,9 @@ class EventConsumer:
 
     name = "consumer"
     page = 500
+    # The event classes `apply` looks at; others are not decoded (the position still passes
+    # them). Empty: every event.
+    handles: tuple[type, ...] = ()
 
     def __init__(
         self,
@@ -161,6 +165,7 @@ class EventConsumer:
         claim_idle_ms: int = 30_000,
     ) -> None:
         self.store = store
+        self.topics = frozenset(get_topic(cls) for cls in self.handles)
         self.pool = pool
         self.redis = redis
         self.broker = broker
@@ -236,6 +241,7 @@ class EventConsumer:
         decoded = [
             (e, self.store.decode(e.originator_id, e.originator_version, e.topic, e.state))
             for e in events
+            if not self.topics or e.topic in self.topics
         ]
         new_position = events[-1].position
         async with self.pool.connection() as conn:

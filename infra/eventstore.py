@@ -5,6 +5,7 @@ thread pool (see commands.bus). Imported by `commands/` (writes) and by readers 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
+from infra.group_commit import GroupCommit
 from infra.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
@@ -47,6 +49,7 @@ class EventStore(Application):
 
     def __init__(self, settings: Settings, create_table: bool = False) -> None:
         super().__init__(env=eventsourcing_env(settings, create_table))
+        self.group_commit = GroupCommit(self._put)
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:
         aggregate: Aggregate = self.repository.get(aggregate_id)
@@ -55,9 +58,13 @@ class EventStore(Application):
         return aggregate
 
     def save_all(self, *aggregates: Aggregate) -> int:
-        """Save in one transaction; returns the position (notification id) of the last event."""
-        recordings = self.save(*aggregates)
-        return max((r.notification.id for r in recordings), default=0)
+        """Save the aggregates' new events atomically (group-committed with other threads'
+        saves, see `infra.group_commit`); the position (notification id) of the last event."""
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        return self.group_commit.save(events)
+
+    def _put(self, events: Sequence[Any]) -> list[int]:
+        return [recording.notification.id for recording in self.events.put(events)]
 
     def decode(self, oid: UUID, version: int, topic: str, state: bytes) -> Any:
         """Turn one stored event (from the log or a stream message) into its domain event."""

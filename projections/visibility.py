@@ -33,16 +33,6 @@ def _json(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
 
-class VisibilityProjector(EventConsumer):
-    name = "projector"
-
-    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
-        for logged, event in events:
-            handler = _HANDLERS.get(type(event))
-            if handler is not None:
-                await handler(conn, logged, event)
-
-
 async def _workflow_created(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     trigger = (e.definition.get("trigger") or {}).get("type", "manual")
     await conn.execute(
@@ -236,6 +226,15 @@ _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[Non
     Execution.CallbackAbandoned: _callback_attempted,
     **credentials.HANDLERS,
 }
+
+
+class VisibilityProjector(EventConsumer):
+    name = "projector"
+    handles = tuple(_HANDLERS)
+
+    async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
+        for logged, event in events:
+            await _HANDLERS[type(event)](conn, logged, event)
 
 
 async def reset_read_models(conn: DictConnection) -> None:

@@ -1,0 +1,83 @@
+"""Group commit on the real PostgreSQL: concurrent saves share transactions, each keeps its own
+atomicity and position, and a conflicting save fails alone."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from domain.workspace import Workspace
+from infra.eventstore import EventStore
+from infra.settings import Settings
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> EventStore:
+    event_store = EventStore(settings)
+    yield event_store
+    event_store.close()
+
+
+def test_concurrent_saves_share_transactions_and_keep_their_positions(store: EventStore) -> None:
+    transactions = []
+    original = store._put
+
+    def counting_put(events):  # type: ignore[no-untyped-def]
+        transactions.append(len(events))
+        return original(events)
+
+    store.group_commit._put = counting_put
+    barrier = threading.Barrier(16)
+
+    def save_one(i: int) -> tuple[Workspace, int]:
+        ws = Workspace.create(uuid4(), f"w{i}", "owner", NOW)
+        ws.add_member("u", "viewer", NOW)
+        barrier.wait()
+        return ws, store.save_all(ws)
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(save_one, range(16)))
+    finally:
+        store.group_commit._put = original
+    assert len(transactions) < 16, "concurrent saves should have been grouped"
+    assert sum(transactions) == 32
+    positions = [position for _, position in results]
+    assert len(set(positions)) == 16
+    for ws, position in results:
+        loaded = store.load(Workspace, ws.id)
+        assert loaded.version == 2 and loaded.role_of("u") == "viewer"
+        assert store.position_of(ws.id) == position  # its own last event, not the batch's
+
+
+def test_a_conflicting_save_fails_alone(store: EventStore) -> None:
+    base = Workspace.create(uuid4(), "w", "owner", NOW)
+    store.save_all(base)
+    first, second = store.load(Workspace, base.id), store.load(Workspace, base.id)
+    first.add_member("a", "viewer", NOW)
+    second.add_member("b", "viewer", NOW)  # same version: only one of them can win
+    others = [Workspace.create(uuid4(), f"o{i}", "owner", NOW) for i in range(6)]
+    barrier = threading.Barrier(8)
+
+    def save(aggregate: Workspace) -> BaseException | int:
+        barrier.wait()
+        try:
+            return store.save_all(aggregate)
+        except IntegrityError as exc:
+            return exc
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(save, [first, second, *others]))
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1, outcomes
+    for other in others:
+        assert store.load(Workspace, other.id).version == 1
+    members = store.load(Workspace, base.id).members
+    assert ("a" in members) != ("b" in members)
