@@ -50,17 +50,30 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _load(store: EventStore, cls: type[TenantAggregate], aggregate_id: UUID, kind: str) -> Any:
+def _load(
+    store: EventStore,
+    cls: type[TenantAggregate],
+    aggregate_id: UUID,
+    kind: str,
+    read_only: bool = False,
+) -> Any:
     try:
+        if read_only:
+            return store.read(cls, aggregate_id)
         return store.load(cls, aggregate_id)
     except (AggregateNotFoundError, TypeError):
         raise NotFound(kind) from None
 
 
 def _owned(
-    store: EventStore, cls: type[TenantAggregate], aggregate_id: UUID, workspace_id: UUID, kind: str
+    store: EventStore,
+    cls: type[TenantAggregate],
+    aggregate_id: UUID,
+    workspace_id: UUID,
+    kind: str,
+    read_only: bool = False,
 ) -> Any:
-    aggregate = _load(store, cls, aggregate_id, kind)
+    aggregate = _load(store, cls, aggregate_id, kind, read_only)
     if aggregate.workspace_id != str(workspace_id):
         raise NotFound(kind)
     return aggregate
@@ -165,7 +178,8 @@ def execution_id_for(workflow_id: UUID, idempotency_key: str) -> UUID:
 
 
 def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
-    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+    # Read, not changed: the cached instance serves (no copy of every version's definition).
+    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow", True)
     execution_id = uuid4()
     if cmd.idempotency_key:
         execution_id = execution_id_for(cmd.workflow_id, cmd.idempotency_key)
@@ -203,7 +217,7 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
 def workspace_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
     """The workspace's variables (`{}` when it never set one); an execution records them."""
     try:
-        variables = store.load(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
+        variables = store.read(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
     except AggregateNotFoundError:
         return {}
     return dict(variables.values)

@@ -30,8 +30,8 @@ from infra.passwords import verify_password
 def authenticate(store: EventStore, email: str, password: str) -> dict[str, Any] | None:
     """The user's identity if the password matches, else None (same answer for unknown e-mail)."""
     try:
-        index = store.load(EmailIndex, EmailIndex.id_for(email))
-        user = store.load(User, UUID(index.user_id))
+        index = store.read(EmailIndex, EmailIndex.id_for(email))
+        user = store.read(User, UUID(index.user_id))
     except AggregateNotFoundError:
         verify_password(password, _DUMMY_HASH)  # same cost whether or not the e-mail exists
         return None
@@ -43,12 +43,12 @@ def authenticate(store: EventStore, email: str, password: str) -> dict[str, Any]
 def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
     """`/me`: the user and each workspace with the user's role in it."""
     try:
-        user = store.load(User, user_id)
+        user = store.read(User, user_id)
     except AggregateNotFoundError:
         return None
     workspaces = []
     for ws_id in user.workspaces:
-        workspace = store.load(Workspace, UUID(ws_id))
+        workspace = store.read(Workspace, UUID(ws_id))
         role = workspace.role_of(str(user_id))
         if role:
             workspaces.append({"id": ws_id, "name": workspace.name, "role": role})
@@ -61,7 +61,7 @@ def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
 def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, attempt: int) -> bool:
     """Whether a node attempt still awaits its result (workers check republished tasks)."""
     try:
-        execution = store.load(Execution, execution_id)
+        execution = store.read(Execution, execution_id)
     except AggregateNotFoundError:
         return False
     run = execution.nodes.get(node_id)
@@ -87,8 +87,8 @@ def webhook_target(store: EventStore, token: str) -> WebhookTarget | None:
     inactive, in a deleted workspace, or whose active version has no webhook trigger (the
     gateway answers all of them alike)."""
     try:
-        index = store.load(WebhookIndex, WebhookIndex.id_for(token))
-        workflow = store.load(Workflow, UUID(index.workflow_id))
+        index = store.read(WebhookIndex, WebhookIndex.id_for(token))
+        workflow = store.read(Workflow, UUID(index.workflow_id))
         version = workflow.triggered_version("webhook")
     except (AggregateNotFoundError, DomainError):
         return None
@@ -100,7 +100,7 @@ def webhook_target(store: EventStore, token: str) -> WebhookTarget | None:
 
 def execution_outcome(store: EventStore, execution_id: UUID) -> dict[str, Any]:
     """An execution's `status`, `output` and `error` as the event store has them now."""
-    execution = store.load(Execution, execution_id)
+    execution = store.read(Execution, execution_id)
     return {"status": execution.status, "output": execution.output, "error": execution.error}
 
 
@@ -118,7 +118,7 @@ class SealedCredential:
 def sealed_credential(store: EventStore, workspace_id: str, name: str) -> SealedCredential | None:
     """The workspace's credential called `name`, or None (unknown, deleted)."""
     try:
-        credential = store.load(Credential, Credential.id_for(workspace_id, name))
+        credential = store.read(Credential, Credential.id_for(workspace_id, name))
     except AggregateNotFoundError:
         return None
     if credential.deleted or credential.workspace_id != workspace_id:
@@ -140,7 +140,7 @@ def authenticate_api_key(store: EventStore, token: str) -> ApiKeyIdentity | None
         return None
     key_id, presented = parsed
     try:
-        key = store.load(ApiKey, key_id)
+        key = store.read(ApiKey, key_id)
     except AggregateNotFoundError:
         return None
     if key.revoked or not hmac.compare_digest(key.secret_hash, presented):
@@ -152,10 +152,10 @@ def authenticate_api_key(store: EventStore, token: str) -> ApiKeyIdentity | None
 
 def workspace_members(store: EventStore, workspace_id: UUID) -> list[dict[str, Any]]:
     """Every member of the workspace with their role, ordered by e-mail."""
-    workspace = store.load(Workspace, workspace_id)
+    workspace = store.read(Workspace, workspace_id)
     members = []
     for user_id, role in workspace.members.items():
-        user = store.load(User, UUID(user_id))
+        user = store.read(User, UUID(user_id))
         members.append({"user_id": user_id, "email": user.email, "name": user.name, "role": role})
     return sorted(members, key=lambda m: m["email"])
 
@@ -163,7 +163,7 @@ def workspace_members(store: EventStore, workspace_id: UUID) -> list[dict[str, A
 def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | None:
     """The user's role in the workspace (None: not a member, or no such workspace)."""
     try:
-        workspace = store.load(Workspace, workspace_id)
+        workspace = store.read(Workspace, workspace_id)
     except (AggregateNotFoundError, TypeError):
         return None
     return workspace.role_of(str(user_id))
@@ -172,7 +172,7 @@ def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | N
 def workspace_exists(store: EventStore, workspace_id: UUID) -> bool:
     """Whether the workspace exists and was not deleted."""
     try:
-        return not store.load(Workspace, workspace_id).deleted
+        return not store.read(Workspace, workspace_id).deleted
     except (AggregateNotFoundError, TypeError):
         return False
 

@@ -52,7 +52,16 @@ class EventStore(Application):
         self.group_commit = GroupCommit(self._put)
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:
-        aggregate: Aggregate = self.repository.get(aggregate_id)
+        """The aggregate, current, as a copy a command may change and save."""
+        return self._get(cls, aggregate_id, copy=True)
+
+    def read(self, cls: type[A], aggregate_id: UUID) -> A:
+        """The aggregate, current, for reading only: the cached instance itself (no copy), so
+        the caller must not change it (lookups, and the workflow a start reads)."""
+        return self._get(cls, aggregate_id, copy=False)
+
+    def _get(self, cls: type[A], aggregate_id: UUID, copy: bool) -> A:
+        aggregate: Aggregate = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
         if not isinstance(aggregate, cls):
             raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
         return aggregate
