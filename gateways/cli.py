@@ -10,7 +10,7 @@ from infra import logging as lf_logging
 from infra.schema import migrate
 from infra.settings import Settings
 
-ROLE_CHOICES = ("gateway", "relay", "projector", "matching", "timers", "worker", "all")
+ROLE_CHOICES = ("gateway", "relay", "projector", "matching", "timers", "callbacks", "worker", "all")
 
 
 def main(argv: list[str] | None = None) -> int:
