@@ -43,6 +43,12 @@ class Timers(EventConsumer):
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         closed = [e.originator_id for _, e in events if isinstance(e, _CLOSED)]
+        async with conn.pipeline():  # one round trip for the batch's statements
+            await self._apply(conn, events, closed)
+
+    async def _apply(
+        self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]], closed: list[Any]
+    ) -> None:
         for _, event in events:
             if isinstance(event, Execution.TimerScheduled):
                 await conn.execute(
