@@ -116,6 +116,7 @@ async def _apply_attempt(conn: DictConnection, e: Any) -> None:
 
 class Callbacks(EventConsumer):
     name = "callbacks"
+    linger_ms = 100
     handles = (
         Execution.ExecutionStarted,
         *_CLOSED,

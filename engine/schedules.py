@@ -45,6 +45,7 @@ def utc_now() -> datetime:
 
 class Schedules(EventConsumer):
     name = "schedules"
+    linger_ms = 200
     handles = (
         Workflow.WorkflowActivated,
         Workflow.WorkflowDeactivated,

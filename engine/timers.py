@@ -34,6 +34,7 @@ _CLOSED = (
 
 class Timers(EventConsumer):
     name = "timers"
+    linger_ms = 50
     handles = (Execution.TimerScheduled, Execution.TimerFired, *_CLOSED)
 
     def __init__(self, bus: CommandBus, *args: Any, **kwargs: Any) -> None:
