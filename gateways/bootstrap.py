@@ -37,7 +37,7 @@ async def bootstrap(settings: Settings) -> Container:
     return Container(
         settings=settings,
         store=store,
-        bus=CommandBus(store, threads=settings.pg_pool_size),
+        bus=CommandBus(store, threads=settings.command_threads),
         pool=await open_pool(settings, max_size=settings.pg_pool_size),
         redis=redis_client(settings),
         box=SecretBox(settings.secret_key),

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     lf_logging.configure(args.role, settings.log_level)
+    # Command threads wait on PostgreSQL and hand each other the group commit: with the
+    # default 5 ms GIL switch interval each hand-off can wait that long behind the event loop.
+    sys.setswitchinterval(settings.switch_interval_s)
 
     try:
         import uvloop  # type: ignore[import-not-found]

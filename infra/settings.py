@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     pg_user: str = "postgres"
     pg_password: str = ""
     pg_pool_size: int = 8
+    # Threads running commands. More than the connections: a thread waiting for its group
+    # commit (infra/group_commit.py) holds none, and more waiters make larger batches.
+    command_threads: int = 32
+    switch_interval_s: float = 0.0005
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "lf:"
