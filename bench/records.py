@@ -9,11 +9,13 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import psycopg
 
 from infra.eventstore import EVENTS_TABLE
+
+D = TypeVar("D", bound="_Database")
 
 
 class Records(Protocol):
@@ -32,22 +34,29 @@ class Records(Protocol):
     async def close(self) -> None: ...
 
 
-class LinkFlowRecords:
-    """LinkFlow's read model (rm_executions) and event log; `closed_at` is the engine's time.
-    Set `workspace_id` (the benchmark's one workspace) so that `running` uses an index."""
+class _Database:
+    """One autocommit connection to a system's database, and a one-number query."""
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
-        self.workspace_id: str | None = None
 
     @classmethod
-    async def connect(cls, conninfo: str) -> LinkFlowRecords:
+    async def connect(cls: type[D], conninfo: str) -> D:
         return cls(await psycopg.AsyncConnection.connect(conninfo, autocommit=True))
 
     async def _one(self, query: str, params: tuple[object, ...] = ()) -> int:
         cur = await self.conn.execute(query, params)  # type: ignore[arg-type]
         row = await cur.fetchone()
         return int(row[0] or 0) if row else 0
+
+
+class LinkFlowRecords(_Database):
+    """LinkFlow's read model (rm_executions) and event log; `closed_at` is the engine's time.
+    Set `workspace_id` (the benchmark's one workspace) so that `running` uses an index."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        super().__init__(conn)
+        self.workspace_id: str | None = None
 
     async def running(self) -> int:
         if self.workspace_id is None:
@@ -94,20 +103,8 @@ class LinkFlowRecords:
         await self.conn.close()
 
 
-class DbosRecords:
+class DbosRecords(_Database):
     """DBOS's system database (dbos.workflow_status; `completed_at` is epoch milliseconds)."""
-
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
-        self.conn = conn
-
-    @classmethod
-    async def connect(cls, conninfo: str) -> DbosRecords:
-        return cls(await psycopg.AsyncConnection.connect(conninfo, autocommit=True))
-
-    async def _one(self, query: str, params: tuple[object, ...] = ()) -> int:
-        cur = await self.conn.execute(query, params)  # type: ignore[arg-type]
-        row = await cur.fetchone()
-        return int(row[0] or 0) if row else 0
 
     async def running(self) -> int:
         return await self._one(

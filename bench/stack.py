@@ -64,12 +64,7 @@ class Stack:
         self.gateways: list[str] = []
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("LINKFLOW_")}
         base_env.update(
-            LINKFLOW_PG_HOST=settings.pg_host,
-            LINKFLOW_PG_PORT=str(settings.pg_port),
-            LINKFLOW_PG_DB=settings.pg_db,
-            LINKFLOW_PG_USER=settings.pg_user,
-            LINKFLOW_REDIS_URL=settings.redis_url,
-            LINKFLOW_REDIS_PREFIX=settings.redis_prefix,
+            settings.process_env(),
             LINKFLOW_ALLOW_PRIVATE_NETWORK="1",
             LINKFLOW_LOG_LEVEL="WARNING",
         )

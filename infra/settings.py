@@ -79,6 +79,17 @@ class Settings(BaseSettings):
             f"user={self.pg_user} password={self.pg_password}"
         )
 
+    def process_env(self) -> dict[str, str]:
+        """The `LINKFLOW_*` variables that point another process at this database and Redis."""
+        return {
+            "LINKFLOW_PG_HOST": self.pg_host,
+            "LINKFLOW_PG_PORT": str(self.pg_port),
+            "LINKFLOW_PG_DB": self.pg_db,
+            "LINKFLOW_PG_USER": self.pg_user,
+            "LINKFLOW_REDIS_URL": self.redis_url,
+            "LINKFLOW_REDIS_PREFIX": self.redis_prefix,
+        }
+
     def key(self, name: str) -> str:
         """A Redis key under this deployment's prefix."""
         return f"{self.redis_prefix}{name}"

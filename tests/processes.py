@@ -30,12 +30,7 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a `linkflow` process that talks to this run's database and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINKFLOW_")}
     env.update(
-        LINKFLOW_PG_HOST=settings.pg_host,
-        LINKFLOW_PG_PORT=str(settings.pg_port),
-        LINKFLOW_PG_DB=settings.pg_db,
-        LINKFLOW_PG_USER=settings.pg_user,
-        LINKFLOW_REDIS_URL=settings.redis_url,
-        LINKFLOW_REDIS_PREFIX=settings.redis_prefix,
+        settings.process_env(),
         LINKFLOW_ALLOW_PRIVATE_NETWORK="1",
         LINKFLOW_TASK_CLAIM_IDLE_MS=str(settings.task_claim_idle_ms),
         LINKFLOW_LOG_LEVEL="INFO",
