@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import signal
 import time
 import uuid
 from typing import Any
@@ -337,6 +338,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     started = time.monotonic()
+    # SIGTERM (a `kill`, a CI timeout) cleans up like Ctrl-C: processes, database, Redis keys.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         import uvloop  # type: ignore[import-not-found]
 
