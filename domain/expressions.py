@@ -18,7 +18,7 @@ in. :func:`render` refuses credential references.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -359,9 +359,8 @@ def _children(ast: Mapping[str, Any], at_root: bool) -> list[tuple[Mapping[str, 
     return children
 
 
-def credential_paths(template: Any) -> list[str]:
-    """Sub-paths (as in :func:`expression_errors`) of the strings that read a credential."""
-    found = []
+def _expressions(template: Any) -> Iterator[tuple[str, _Expr]]:
+    """(sub-path, expression) of every well-formed template string's expressions."""
     for path, text in string_paths(template):
         if _OPEN not in text:
             continue
@@ -369,9 +368,15 @@ def credential_paths(template: Any) -> list[str]:
             parts = _segments(text)
         except _Unbalanced:
             continue
-        if any(isinstance(p, _Expr) and _reads_credentials(p) for p in parts):
-            found.append(path)
-    return found
+        for part in parts:
+            if isinstance(part, _Expr):
+                yield path, part
+
+
+def credential_paths(template: Any) -> list[str]:
+    """Sub-paths (as in :func:`expression_errors`) of the strings that read a credential."""
+    paths = (path for path, expr in _expressions(template) if _reads_credentials(expr))
+    return list(dict.fromkeys(paths))
 
 
 def has_expression(value: Any) -> bool:
@@ -458,19 +463,10 @@ def references(template: Any) -> set[str]:
     Malformed expressions are ignored (expression_errors reports them).
     """
     found: set[str] = set()
-    for _, text in string_paths(template):
-        if _OPEN not in text:
-            continue
+    for _, expr in _expressions(template):
         try:
-            parts = _segments(text)
-        except _Unbalanced:
+            compiled = _compile(expr)
+        except ExpressionError:
             continue
-        for part in parts:
-            if not isinstance(part, _Expr):
-                continue
-            try:
-                compiled = _compile(part)
-            except ExpressionError:
-                continue
-            _node_refs(compiled.parsed, True, found)
+        _node_refs(compiled.parsed, True, found)
     return found
