@@ -225,7 +225,7 @@ def workspace_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]
 
 def _exists(store: EventStore, aggregate_id: UUID) -> bool:
     try:
-        store.repository.get(aggregate_id)
+        store.repository.get(aggregate_id, deepcopy_from_cache=False)  # only looked at
     except AggregateNotFoundError:
         return False
     return True
