@@ -1,0 +1,267 @@
+"""The execution read-model rows (`rm_executions`, `rm_node_runs`) of one projector batch, folded:
+each execution and each node run touched by the batch becomes one statement, sent with the
+batch's other rows of the same shape in one `executemany`.
+
+A pure-3 execution is 8 events, usually relayed in the same batch. Applied one by one they were
+8 statements; folded they are 4 (one execution row, three node rows). The fold gives the rows
+that applying the events in order would give: for each row it tracks both what to insert when
+the row does not exist yet and which columns the events set when it does (`ON CONFLICT … DO
+UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from domain.execution import Execution
+
+CLOSED_STATUS: dict[type, str] = {
+    Execution.ExecutionCompleted: "completed",
+    Execution.ExecutionFailed: "failed",
+    Execution.ExecutionCanceled: "canceled",
+    Execution.ExecutionTimedOut: "timed_out",
+}
+NODE_EVENTS = (
+    Execution.NodeScheduled,
+    Execution.NodeCompleted,
+    Execution.NodeFailed,
+    Execution.NodeTimedOut,
+    Execution.NodeSkipped,
+    Execution.NodeCanceled,
+)
+HANDLES: tuple[type, ...] = (Execution.ExecutionStarted, *CLOSED_STATUS, *NODE_EVENTS)
+
+_EXECUTION_COLUMNS = (
+    "id",
+    "workspace_id",
+    "workflow_id",
+    "version",
+    "status",
+    "trigger",
+    "input",
+    "started_at",
+    "event_version",
+    "output",
+    "error",
+    "closed_at",
+    "callback",
+)
+_CLOSE_COLUMNS = ("status", "output", "error", "closed_at", "event_version")
+_NODE_COLUMNS = (
+    "execution_id",
+    "node_id",
+    "workspace_id",
+    "type",
+    "status",
+    "attempts",
+    "started_at",
+    "closed_at",
+    "error",
+    "output",
+)
+_NODE_KEY = ("execution_id", "node_id")
+
+Statement = tuple[str, list[tuple[Any, ...]]]
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+@dataclass
+class _Row:
+    """One row as the batch leaves it: `insert` is the whole row if it did not exist before
+    (None: the batch never inserts it), `update` the columns the batch sets if it did."""
+
+    insert: dict[str, Any] | None = None
+    update: dict[str, Any] = field(default_factory=dict)
+
+    def upsert(self, values: dict[str, Any], on_conflict: dict[str, Any]) -> None:
+        """An `INSERT values ON CONFLICT DO UPDATE SET on_conflict`."""
+        if self.insert is None:
+            self.insert = dict(values)
+        else:
+            self.insert.update(on_conflict)
+        self.update.update(on_conflict)
+
+    def set(self, columns: dict[str, Any]) -> None:
+        """An `UPDATE … SET columns` of the row (nothing if it does not exist)."""
+        if self.insert is not None:
+            self.insert.update(columns)
+        self.update.update(columns)
+
+
+def _closed_node(e: Any) -> tuple[str, Any, Any]:
+    """Status, error and output a node's closing event records."""
+    error = getattr(e, "error", None)
+    if isinstance(e, Execution.NodeCompleted):
+        return "completed", error, e.output
+    if isinstance(e, Execution.NodeFailed):
+        return "failed", error, None
+    if isinstance(e, Execution.NodeTimedOut):
+        return "timed_out", {"type": "timeout", "message": f"attempt {e.attempt} timed out"}, None
+    if isinstance(e, Execution.NodeSkipped):
+        return "skipped", error, None
+    return "canceled", error, None
+
+
+def _closed_execution(e: Any) -> dict[str, Any]:
+    error = getattr(e, "error", None)
+    if isinstance(e, Execution.ExecutionCanceled):
+        error = {"type": "canceled", "message": e.reason}
+    elif isinstance(e, Execution.ExecutionTimedOut):
+        error = {"type": "timeout", "message": "execution timed out"}
+    return {
+        "status": CLOSED_STATUS[type(e)],
+        "output": _json(getattr(e, "output", None)),
+        "error": _json(error),
+        "closed_at": e.timestamp,
+        "event_version": e.originator_version,
+    }
+
+
+def fold(events: Iterable[Any]) -> list[Statement]:
+    """The statements (each with its rows) that bring the execution read models up to date with
+    `events` (in log order; other event types are ignored)."""
+    executions: dict[Any, _Row] = {}
+    nodes: dict[tuple[Any, str], _Row] = {}
+    for e in events:
+        if isinstance(e, Execution.ExecutionStarted):
+            row = executions.setdefault(e.originator_id, _Row())
+            callback = None
+            if e.callback_url:
+                callback = Jsonb({"url": e.callback_url, "status": "pending", "attempts": 0})
+            row.insert = {
+                "id": e.originator_id,
+                "workspace_id": e.workspace_id,
+                "workflow_id": e.workflow_id,
+                "version": e.workflow_version,
+                "status": "running",
+                "trigger": e.trigger,
+                "input": _json(e.input),
+                "started_at": e.timestamp,
+                "event_version": e.originator_version,
+                "output": None,
+                "error": None,
+                "closed_at": None,
+                "callback": callback,
+            }
+        elif type(e) in CLOSED_STATUS:
+            executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e))
+        elif isinstance(e, Execution.NodeScheduled):
+            row = nodes.setdefault((e.originator_id, e.node_id), _Row())
+            scheduled = {"status": "scheduled", "attempts": e.attempt, "error": None}
+            row.upsert(
+                {
+                    "execution_id": e.originator_id,
+                    "node_id": e.node_id,
+                    "workspace_id": e.workspace_id,
+                    "type": e.node_type,
+                    "started_at": e.timestamp,
+                    "closed_at": None,
+                    "output": None,
+                    **scheduled,
+                },
+                scheduled,
+            )
+        elif isinstance(e, NODE_EVENTS):
+            row = nodes.setdefault((e.originator_id, e.node_id), _Row())
+            status, error, output = _closed_node(e)
+            if getattr(e, "will_retry", False):
+                row.set({"error": _json(error)})
+                continue
+            closed = {
+                "status": status,
+                "closed_at": e.timestamp,
+                "error": _json(error),
+                "output": _json(output),
+            }
+            # Only a skipped node has no row yet (it was never scheduled); its event carries
+            # the type.
+            row.upsert(
+                {
+                    "execution_id": e.originator_id,
+                    "node_id": e.node_id,
+                    "workspace_id": e.workspace_id,
+                    "type": getattr(e, "node_type", ""),
+                    "attempts": 0,
+                    "started_at": None,
+                    **closed,
+                },
+                closed,
+            )
+    return _execution_statements(executions) + _node_statements(nodes)
+
+
+def _execution_statements(rows: dict[Any, _Row]) -> list[Statement]:
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    closes: list[tuple[Any, ...]] = []
+    for execution_id, row in rows.items():
+        if row.insert is None:
+            closes.append((*(row.update[c] for c in _CLOSE_COLUMNS), execution_id))
+            continue
+        # Started in this batch. The row cannot exist before its first event; should it
+        # (a replay), the statements applied one by one would leave the close applied and the
+        # callback first set, which is what the conflict clause does.
+        key = tuple(sorted(row.update))
+        groups.setdefault(key, []).append(tuple(row.insert[c] for c in _EXECUTION_COLUMNS))
+    statements: list[Statement] = []
+    for updated, values in groups.items():
+        sets = [f"{c} = EXCLUDED.{c}" for c in updated]
+        sets.append("callback = COALESCE(rm_executions.callback, EXCLUDED.callback)")
+        statements.append(
+            (
+                f"INSERT INTO rm_executions ({', '.join(_EXECUTION_COLUMNS)})"
+                f" VALUES ({', '.join(['%s'] * len(_EXECUTION_COLUMNS))})"
+                f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}",
+                values,
+            )
+        )
+    if closes:
+        statements.append(
+            (
+                f"UPDATE rm_executions SET {', '.join(f'{c} = %s' for c in _CLOSE_COLUMNS)}"
+                " WHERE id = %s",
+                closes,
+            )
+        )
+    return statements
+
+
+def _node_statements(rows: dict[tuple[Any, str], _Row]) -> list[Statement]:
+    upserts: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for (execution_id, node_id), row in rows.items():
+        key = tuple(sorted(row.update))
+        if row.insert is None:
+            updates.setdefault(key, []).append(
+                (*(row.update[c] for c in key), execution_id, node_id)
+            )
+        else:
+            upserts.setdefault(key, []).append(
+                (*(row.insert[c] for c in _NODE_COLUMNS), *(row.update[c] for c in key))
+            )
+    statements: list[Statement] = []
+    for updated, values in upserts.items():
+        statements.append(
+            (
+                f"INSERT INTO rm_node_runs ({', '.join(_NODE_COLUMNS)})"
+                f" VALUES ({', '.join(['%s'] * len(_NODE_COLUMNS))})"
+                f" ON CONFLICT ({', '.join(_NODE_KEY)}) DO UPDATE SET"
+                f" {', '.join(f'{c} = %s' for c in updated)}",
+                values,
+            )
+        )
+    for updated, values in updates.items():
+        statements.append(
+            (
+                f"UPDATE rm_node_runs SET {', '.join(f'{c} = %s' for c in updated)}"
+                " WHERE execution_id = %s AND node_id = %s",
+                values,
+            )
+        )
+    return statements
