@@ -36,9 +36,31 @@ def issue_access_token(
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM), ttl
 
 
+# Tokens already verified, so that a client's requests do not each pay for the signature check
+# and claim parsing (a tenth of a gateway's CPU per started execution): (secret, issuer, token)
+# → (user id, expiry). A token is immutable and its expiry is kept, so a hit answers what
+# verifying again would; the bound evicts the oldest entries.
+_VERIFIED: dict[tuple[str, str, str], tuple[UUID, float]] = {}
+VERIFIED_CACHE_SIZE = 10_000
+
+
 def decode_access_token(settings: Settings, token: str) -> UUID:
     """The user id an access token names; 401 `invalid_token` if it is not one we issued, is
     expired, or is of another type or algorithm."""
+    key = (settings.jwt_secret, settings.jwt_issuer, token)
+    hit = _VERIFIED.get(key)
+    if hit is not None:
+        if time.time() < hit[1]:
+            return hit[0]
+        del _VERIFIED[key]
+    user_id, expires = _verify(settings, token)
+    if len(_VERIFIED) >= VERIFIED_CACHE_SIZE:
+        del _VERIFIED[next(iter(_VERIFIED))]
+    _VERIFIED[key] = (user_id, expires)
+    return user_id
+
+
+def _verify(settings: Settings, token: str) -> tuple[UUID, float]:
     try:
         claims = jwt.decode(
             token,
@@ -49,7 +71,7 @@ def decode_access_token(settings: Settings, token: str) -> UUID:
         )
         if claims.get("typ") != ACCESS_TYPE:
             raise jwt.InvalidTokenError("not an access token")
-        return UUID(claims["sub"])
+        return UUID(claims["sub"]), float(claims["exp"])
     except (jwt.PyJWTError, ValueError, TypeError, KeyError):
         raise ApiError(
             401,

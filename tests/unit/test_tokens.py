@@ -49,6 +49,29 @@ def test_expired_token_refused() -> None:
     refused(token)
 
 
+def test_a_verified_token_is_still_refused_once_it_expires() -> None:
+    """Verified tokens are remembered (so repeat requests skip the signature check), with their
+    expiry: the remembered one is refused from its expiry on, like a fresh check would."""
+    user = uuid.uuid4()
+    token = jwt.encode(claims(sub=str(user), exp=int(time.time()) + 1), SETTINGS.jwt_secret)
+    assert decode_access_token(SETTINGS, token) == user
+    assert decode_access_token(SETTINGS, token) == user  # remembered
+    deadline = time.monotonic() + 5
+    expiry = jwt.decode(token, options={"verify_signature": False})["exp"]
+    while time.time() < expiry:  # the clock passing the expiry, not a synchronisation
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    refused(token)
+
+
+def test_a_token_verified_under_one_secret_is_refused_under_another() -> None:
+    token, _ = issue_access_token(SETTINGS, uuid.uuid4())
+    decode_access_token(SETTINGS, token)
+    other = Settings(jwt_secret="another-secret-" + "f" * 48, jwt_issuer="linkflow")
+    with pytest.raises(ApiError):
+        decode_access_token(other, token)
+
+
 def test_algorithm_none_refused() -> None:
     token = jwt.encode(claims(), None, algorithm="none")
     refused(token)
