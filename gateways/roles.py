@@ -53,7 +53,10 @@ RoleRunner = Callable[[Container, asyncio.Event], Awaitable[None]]
 
 def _broker(settings: Settings) -> RedisBroker:
     # logger=None is FastStream's documented way to silence it; its kwargs stub omits None.
-    return RedisBroker(settings.redis_url, logger=None)  # type: ignore[arg-type]
+    # apply_types=False: handlers take the decoded message as it is. With FastDepends on, every
+    # batch resolved the handler's message parameter in a worker thread (a thread hop per
+    # batch, ~9 % of an idle consumer's CPU); nothing here uses its injection.
+    return RedisBroker(settings.redis_url, logger=None, apply_types=False)  # type: ignore[arg-type]
 
 
 async def run_relay(c: Container, stop: asyncio.Event) -> None:

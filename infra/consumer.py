@@ -22,7 +22,7 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 from faststream import AckPolicy
-from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 from redis.asyncio import Redis
 
@@ -56,6 +56,11 @@ async def raw_entries(message: Any, original_parser: Any) -> RedisBatchStreamMes
     )
 
 
+async def raw_message(message: RedisBatchStreamMessage, original_decoder: Any) -> Any:
+    """FastStream decoder that hands the handler the XREADGROUP reply itself (ids and fields)."""
+    return message.raw_message
+
+
 def consumer_name(group: str) -> str:
     return f"{group}-{socket.gethostname()}-{os.getpid()}"
 
@@ -82,8 +87,7 @@ class GroupReader:
         self.consumer = consumer_name(group)
         self.handler = handler
 
-        async def on_message(msg: RedisStreamMessage) -> None:
-            raw: Any = msg.raw_message
+        async def on_message(raw: Any) -> None:
             ids = list(raw["message_ids"])
             try:
                 await handler(ids, list(raw["data"]))
@@ -106,6 +110,7 @@ class GroupReader:
             ),
             ack_policy=AckPolicy.MANUAL,
             parser=raw_entries,
+            decoder=raw_message,
         )
         self.reader(on_message)
         self.claimer = broker.subscriber(
@@ -119,6 +124,7 @@ class GroupReader:
             ),
             ack_policy=AckPolicy.MANUAL,
             parser=raw_entries,
+            decoder=raw_message,
         )
         self.claimer(on_message)
 
