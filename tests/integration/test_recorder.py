@@ -1,0 +1,106 @@
+"""The one-round-trip append (`infra.recorder`, migration 008) on the real PostgreSQL: what the
+relay relies on (a reader following the log never skips a committed event), atomicity, and
+duplicate versions refused with the library's IntegrityError."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from infra.eventstore import EventStore
+from infra.recorder import LinkFlowRecorder
+from infra.settings import Settings
+
+TOPIC = "tests:Appended"
+
+
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> Iterator[EventStore]:
+    event_store = EventStore(settings)
+    assert isinstance(event_store.recorder, LinkFlowRecorder)
+    yield event_store
+    event_store.close()
+
+
+def events(count: int, first_version: int = 1) -> list[StoredEvent]:
+    oid = uuid4()
+    return [StoredEvent(oid, first_version + i, TOPIC, b'{"n": %d}' % i) for i in range(count)]
+
+
+def test_ids_come_back_in_order_and_match_the_rows(store: EventStore, settings: Settings) -> None:
+    appended = events(5)
+    ids = store.recorder.insert_events(appended)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    with psycopg.connect(settings.conninfo) as conn:
+        rows = conn.execute(
+            "SELECT notification_id, originator_version, state FROM linkflow_events"
+            " WHERE originator_id = %s ORDER BY originator_version",
+            (appended[0].originator_id,),
+        ).fetchall()
+    assert [(r[0], r[1], bytes(r[2])) for r in rows] == [
+        (i, e.originator_version, e.state) for i, e in zip(ids, appended, strict=True)
+    ]
+
+
+def test_a_duplicate_version_refuses_the_whole_append(
+    store: EventStore, settings: Settings
+) -> None:
+    first = events(2)
+    store.recorder.insert_events(first)
+    oid = first[0].originator_id
+    again = [StoredEvent(oid, 3, TOPIC, b"{}"), StoredEvent(oid, 2, TOPIC, b"{}")]
+    with pytest.raises(IntegrityError):
+        store.recorder.insert_events(again)
+    with psycopg.connect(settings.conninfo) as conn:
+        versions = conn.execute(
+            "SELECT originator_version FROM linkflow_events WHERE originator_id = %s", (oid,)
+        ).fetchall()
+    assert sorted(v[0] for v in versions) == [1, 2]  # version 3 was not kept either
+
+
+def test_a_reader_following_the_log_skips_no_committed_event(
+    store: EventStore, settings: Settings
+) -> None:
+    """Like the relay: read what lies past the position, move the position to the last id read.
+    With appends committing out of id order, a reader would move past an id still uncommitted
+    and never see it; the table lock makes commits follow id order."""
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+        start = conn.execute("SELECT coalesce(max(notification_id), 0) FROM linkflow_events")
+        position = start.fetchone()[0]  # type: ignore[index]
+    written: list[int] = []
+    seen: list[int] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        nonlocal position
+        with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+            while True:
+                finished = done.is_set()
+                rows = conn.execute(
+                    "SELECT notification_id FROM linkflow_events WHERE notification_id > %s"
+                    " ORDER BY notification_id",
+                    (position,),
+                ).fetchall()
+                if rows:
+                    seen.extend(r[0] for r in rows)
+                    position = rows[-1][0]
+                elif finished:
+                    return
+
+    def append(_: int) -> None:
+        for _ in range(40):
+            written.extend(store.recorder.insert_events(events(3)))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(append, range(8)))
+    done.set()
+    reader.join(timeout=30)
+    assert sorted(written) == seen
