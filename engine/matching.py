@@ -6,13 +6,18 @@ Order of effects for a batch: XADD the tasks, then commit the rows and the posit
 A crash in between republishes (workers and the Execution aggregate ignore repeats); nothing is
 lost. An outstanding task whose stream entry vanished (Redis flushed or lost data) is published
 again: at start, at once when the `epoch` key shows a flush, and by a periodic sweep.
+Matching keeps the task ids of `engine_tasks` in memory (loaded at start, and again when another
+process moved its position), so that the endings of attempts it never dispatched (inline nodes)
+and closings of executions without an outstanding task are neither decoded nor applied.
 Consumer group / position: `matching`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
+from eventsourcing.utils import get_topic
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
@@ -39,6 +44,7 @@ _EXECUTION_CLOSED = (
     Execution.ExecutionCanceled,
     Execution.ExecutionTimedOut,
 )
+_SCHEDULED = get_topic(Execution.NodeScheduled)
 
 
 class Matching(EventConsumer):
@@ -49,11 +55,42 @@ class Matching(EventConsumer):
         super().__init__(*args, **kwargs)
         self.settings = settings
         self.queues_ready: set[str] = set()
+        # The rows of engine_tasks, by execution: what an ended attempt or a closed execution
+        # may have to delete. Events of executions with no outstanding task (every inline
+        # node, every execution of a pure workflow) are then neither decoded nor applied.
+        self.outstanding: dict[UUID, set[str]] = {}
+        self._changes: tuple[list[TaskMessage], list[tuple[UUID, str]], list[UUID]] = ([], [], [])
+
+    async def prepare_state(self) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT task_id, execution_id FROM engine_tasks")
+            rows = await cur.fetchall()
+            await conn.commit()
+        self.outstanding = {}
+        for row in rows:
+            self.outstanding.setdefault(row["execution_id"], set()).add(row["task_id"])
+
+    def decode_batch(self, events: list[LoggedEvent]) -> list[tuple[LoggedEvent, Any]]:
+        """NodeScheduled events that carry a task; attempt endings and closings only of
+        executions with a task outstanding or scheduled earlier in this batch."""
+        wanted: list[tuple[LoggedEvent, Any]] = []
+        with_tasks: set[UUID] = set()
+        for e in events:
+            if e.topic == _SCHEDULED:
+                event = self.decode(e)
+                if event.task is not None:
+                    with_tasks.add(e.originator_id)
+                    wanted.append((e, event))
+            elif e.topic in self.topics and (
+                e.originator_id in self.outstanding or e.originator_id in with_tasks
+            ):
+                wanted.append((e, self.decode(e)))
+        return wanted
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         scheduled: dict[str, TaskMessage] = {}
-        ended: list[str] = []
-        closed: set[Any] = set()
+        ended: list[tuple[UUID, str]] = []
+        closed: set[UUID] = set()
         for _, event in events:
             if isinstance(event, Execution.NodeScheduled) and event.task is not None:
                 task = task_for(event)
@@ -61,7 +98,8 @@ class Matching(EventConsumer):
             elif isinstance(event, _ATTEMPT_ENDED):
                 tid = task_id(event.originator_id, event.node_id, event.attempt)
                 if scheduled.pop(tid, None) is None:  # ended within this batch: never dispatch
-                    ended.append(tid)
+                    if tid in self.outstanding.get(event.originator_id, ()):
+                        ended.append((event.originator_id, tid))
             elif isinstance(event, _EXECUTION_CLOSED):
                 closed.add(event.originator_id)
         tasks = [t for t in scheduled.values() if t.execution_id not in closed]
@@ -78,15 +116,31 @@ class Matching(EventConsumer):
                     ],
                 )
         if ended:
-            await conn.execute("DELETE FROM engine_tasks WHERE task_id = ANY(%s)", (ended,))
-        if closed:  # a closed execution leaves no outstanding task (e.g. a canceled one's nodes)
             await conn.execute(
-                "DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (list(closed),)
+                "DELETE FROM engine_tasks WHERE task_id = ANY(%s)", ([tid for _, tid in ended],)
             )
+        # A closed execution leaves no outstanding task (e.g. a canceled one's nodes).
+        emptied = [oid for oid in closed if oid in self.outstanding]
+        if emptied:
+            await conn.execute("DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (emptied,))
+        self._changes = (tasks, ended, emptied)
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
-        """Tell workers to stop running attempts that were canceled (best effort: a result that
-        arrives anyway is ignored by the Execution)."""
+        """Follow the committed rows in `outstanding`; tell workers to stop running attempts
+        that were canceled (best effort: a result that arrives anyway is ignored by the
+        Execution)."""
+        tasks, ended, emptied = self._changes
+        self._changes = ([], [], [])
+        for task in tasks:
+            self.outstanding.setdefault(task.execution_id, set()).add(task.task_id)
+        for oid, tid in ended:
+            remaining = self.outstanding.get(oid)
+            if remaining is not None:
+                remaining.discard(tid)
+                if not remaining:
+                    del self.outstanding[oid]
+        for oid in emptied:
+            self.outstanding.pop(oid, None)
         canceled = [
             task_id(event.originator_id, event.node_id, event.attempt)
             for _, event in events

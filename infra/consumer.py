@@ -206,6 +206,7 @@ class EventConsumer:
 
     async def prepare(self) -> None:
         await self.reader.prepare()
+        await self.prepare_state()
         async with self.pool.connection() as conn:
             self.position = await load_position(conn, self.name)
             await conn.commit()
@@ -259,12 +260,16 @@ class EventConsumer:
             total += len(events)
             metrics.CONSUMER_CATCHUP.labels(self.name).inc(len(events))
 
+    def decode_batch(self, events: list[LoggedEvent]) -> list[tuple[LoggedEvent, Any]]:
+        """The events `apply` looks at, decoded: those of the `handles` types. A consumer may
+        narrow this further on what the entry shows without decoding (its aggregate id)."""
+        return [(e, self.decode(e)) for e in events if not self.topics or e.topic in self.topics]
+
+    def decode(self, e: LoggedEvent) -> Any:
+        return self.store.decode(e.originator_id, e.originator_version, e.topic, e.state)
+
     async def _commit(self, events: list[LoggedEvent]) -> None:
-        decoded = [
-            (e, self.store.decode(e.originator_id, e.originator_version, e.topic, e.state))
-            for e in events
-            if not self.topics or e.topic in self.topics
-        ]
+        decoded = self.decode_batch(events)
         new_position = events[-1].position
         async with self.pool.connection() as conn:
             async with conn.transaction():
@@ -278,9 +283,16 @@ class EventConsumer:
         await self.after_commit(decoded)
 
     async def _reload_position(self) -> None:
+        """Another process moved our position: it applied events, so reload what we keep."""
+        await self.prepare_state()
         async with self.pool.connection() as conn:
             self.position = await load_position(conn, self.name)
             await conn.commit()
+
+    async def prepare_state(self) -> None:
+        """Load what the consumer keeps in memory from its tables (at start, and when another
+        process moved its position). Nothing by default."""
+        return None
 
     async def watch(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
         """Catch up when idle with the log ahead, and revive the group after a Redis flush."""
