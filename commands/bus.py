@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -24,10 +24,18 @@ MAX_CONFLICT_RETRIES = 8
 T = TypeVar("T")
 
 
+# Called (on the event loop) with the events a command executed through `execute` saved, once
+# they are durable; it must not raise (see engine.dispatch: the fast path to workers).
+AfterSave = Callable[[list[Any]], Awaitable[None]]
+
+
 class CommandBus:
-    def __init__(self, store: EventStore, threads: int = 8) -> None:
+    def __init__(
+        self, store: EventStore, threads: int = 8, after_save: AfterSave | None = None
+    ) -> None:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="command")
+        self.after_save = after_save
 
     def handle(self, cmd: Command) -> Result:
         """Run one command synchronously, retrying on conflicts with a fresh load."""
@@ -36,7 +44,9 @@ class CommandBus:
         started = time.perf_counter()
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                result = handler(self.store, cmd)
+                with self.store.capture() as saved:
+                    result = handler(self.store, cmd)
+                result.saved = saved
             except IntegrityError:
                 metrics.COMMAND_CONFLICTS.labels(name).inc()
                 time.sleep(0.002 * (attempt + 1))
@@ -52,7 +62,10 @@ class CommandBus:
 
     async def execute(self, cmd: Command) -> Result:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.handle, cmd)
+        result = await loop.run_in_executor(self.executor, self.handle, cmd)
+        if self.after_save is not None and result.saved:
+            await self.after_save(result.saved)
+        return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a synchronous read of the write model (see commands.lookups) off the loop."""

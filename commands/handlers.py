@@ -44,6 +44,8 @@ class Result:
 
     position: int
     fields: dict[str, Any] = field(default_factory=dict)
+    # The domain events the command saved (set by the bus; for `CommandBus.after_save`).
+    saved: list[Any] = field(default_factory=list, repr=False)
 
 
 def now() -> datetime:

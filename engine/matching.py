@@ -21,14 +21,14 @@ from eventsourcing.utils import get_topic
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
+from engine.dispatch import Dispatcher
 from engine.tasks import TaskMessage, task_for, task_id
-from infra import metrics
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
 from infra.settings import Settings
-from infra.streams import WORKER_GROUP, control_channel, ensure_group, task_stream
+from infra.streams import control_channel, task_stream
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ class Matching(EventConsumer):
     def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
-        self.queues_ready: set[str] = set()
+        self.dispatcher = Dispatcher(self.redis, settings)
         # The rows of engine_tasks, by execution: what an ended attempt or a closed execution
         # may have to delete. Events of executions with no outstanding task (every inline
         # node, every execution of a pure workflow) are then neither decoded nor applied.
@@ -104,7 +104,9 @@ class Matching(EventConsumer):
                 closed.add(event.originator_id)
         tasks = [t for t in scheduled.values() if t.execution_id not in closed]
         if tasks:
-            entry_ids = await self.publish(tasks)
+            # Usually the command's own process sent them already (engine.dispatch): then this
+            # only learns their entry ids.
+            entry_ids = await self.dispatcher.dispatch(tasks)
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO engine_tasks (task_id, execution_id, workspace_id, queue,"
@@ -150,17 +152,12 @@ class Matching(EventConsumer):
             await self.broker.publish({"cancel": canceled}, channel=control_channel(self.settings))
 
     async def publish(self, tasks: list[TaskMessage]) -> list[str]:
-        """XADD the tasks (one round trip); returns their entry ids."""
-        for queue in {t.queue for t in tasks} - self.queues_ready:
-            # The workers' group exists before its first task, so no task is ever skipped.
-            await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
-            self.queues_ready.add(queue)
+        """XADD the tasks again, claimed or not (republishing lost ones); their entry ids."""
+        await self.dispatcher.ensure_queues(tasks)
         async with self.redis.pipeline(transaction=False) as pipe:
             for task in tasks:
                 pipe.xadd(task_stream(self.settings, task.queue), {"task": task.model_dump_json()})
             entry_ids = await pipe.execute()
-        for task in tasks:
-            metrics.TASKS_DISPATCHED.labels(task.queue).inc()
         return [e.decode() if isinstance(e, bytes) else str(e) for e in entry_ids]
 
     async def republish_lost(self, older_than_s: float = 30.0) -> int:

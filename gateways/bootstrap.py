@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from commands.bus import CommandBus
+from engine.dispatch import Dispatcher
 from infra.crypto import SecretBox
 from infra.db import DictPool, open_pool
 from infra.eventstore import EventStore
@@ -34,11 +35,14 @@ class Container:
 
 async def bootstrap(settings: Settings) -> Container:
     store = EventStore(settings)
+    redis = redis_client(settings)
+    # Tasks a command schedules go to the workers as soon as it is durable (engine.dispatch).
+    dispatcher = Dispatcher(redis, settings)
     return Container(
         settings=settings,
         store=store,
-        bus=CommandBus(store, threads=settings.command_threads),
+        bus=CommandBus(store, threads=settings.command_threads, after_save=dispatcher.after_save),
         pool=await open_pool(settings, max_size=settings.pg_pool_size),
-        redis=redis_client(settings),
+        redis=redis,
         box=SecretBox(settings.secret_key),
     )

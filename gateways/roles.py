@@ -112,7 +112,7 @@ async def run_matching(c: Container, stop: asyncio.Event) -> None:
             try:
                 if await epoch.changed():
                     log_event(log, "redis_data_lost")
-                    consumer.queues_ready.clear()
+                    consumer.dispatcher.queues_ready.clear()
                     await consumer.republish_lost(older_than_s=0)
                 elif time.monotonic() - last_sweep >= c.settings.lost_task_after_s / 3:
                     last_sweep = time.monotonic()

@@ -5,7 +5,9 @@ thread pool (see commands.bus). Imported by `commands/` (writes) and by readers 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -60,6 +62,7 @@ class EventStore(Application):
     def __init__(self, settings: Settings, create_table: bool = False) -> None:
         super().__init__(env=eventsourcing_env(settings, create_table))
         self.group_commit = GroupCommit(self._put)
+        self._captures = threading.local()
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:
         """The aggregate, current, as a copy a command may change and save."""
@@ -82,7 +85,21 @@ class EventStore(Application):
         """Save the aggregates' new events atomically (group-committed with other threads'
         saves, see `infra.group_commit`); the position (notification id) of the last event."""
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        return self.group_commit.save(events)
+        position = self.group_commit.save(events)
+        captured: list[Any] | None = getattr(self._captures, "events", None)
+        if captured is not None:
+            captured.extend(events)
+        return position
+
+    @contextmanager
+    def capture(self) -> Iterator[list[Any]]:
+        """The events this thread saves inside the block, once each save is durable."""
+        events: list[Any] = []
+        self._captures.events = events
+        try:
+            yield events
+        finally:
+            self._captures.events = None
 
     def _put(self, events: Sequence[Any]) -> list[int]:
         return [recording.notification.id for recording in self.events.put(events)]

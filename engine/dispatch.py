@@ -1,0 +1,116 @@
+"""Task dispatch: the one way a node's task reaches `tasks:<queue>`, whoever sends it.
+
+Two senders race for each task, and exactly one XADDs it:
+- the fast path: the process whose command scheduled the node, right after that command is
+  durable (`CommandBus.on_saved`, wired in `gateways.bootstrap`), so that a worker can start the
+  node without waiting for the relay and matching;
+- matching, which sees every NodeScheduled event in the log and records the task in
+  `engine_tasks` (it dispatches the tasks the fast path did not: a crash between the commit and
+  the XADD, a command run outside the bus's async path).
+
+Both run `claim_and_add` (a Lua script, atomic in Redis): if the task's claim key
+`dispatched:<task_id>` exists, it answers the entry id stored there; otherwise it XADDs the task
+and stores the new entry id under the claim key for `CLAIM_TTL_S`. Redis is only the transport:
+if it loses the claim keys (or matching catches up after more than `CLAIM_TTL_S`), a task may be
+sent twice, the at-least-once delivery the worker and the Execution already tolerate (a repeated
+result is ignored).
+
+Imported by `engine.matching` and `gateways.bootstrap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from domain.execution import Execution
+from engine.tasks import TaskMessage, task_for, task_id
+from infra import metrics
+from infra.logging import get_logger
+from infra.settings import Settings
+from infra.streams import WORKER_GROUP, ensure_group, task_stream
+
+log = get_logger(__name__)
+
+CLAIM_TTL_S = 600
+_CLAIM_AND_ADD = """
+local entry = redis.call('GET', KEYS[1])
+if entry then return {entry, 0} end
+entry = redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
+redis.call('SET', KEYS[1], entry, 'EX', ARGV[2])
+return {entry, 1}
+"""
+_ENDED = (
+    Execution.NodeCompleted,
+    Execution.NodeFailed,
+    Execution.NodeTimedOut,
+    Execution.NodeCanceled,
+)
+_CLOSED = (
+    Execution.ExecutionCompleted,
+    Execution.ExecutionFailed,
+    Execution.ExecutionCanceled,
+    Execution.ExecutionTimedOut,
+)
+
+
+def tasks_of(events: Sequence[Any]) -> list[TaskMessage]:
+    """The tasks `events` (in log order) leave to dispatch: those of NodeScheduled events whose
+    attempt did not end, nor their execution close, later in the same events."""
+    scheduled: dict[str, TaskMessage] = {}
+    closed: set[Any] = set()
+    for event in events:
+        if isinstance(event, Execution.NodeScheduled) and event.task is not None:
+            task = task_for(event)
+            scheduled[task.task_id] = task
+        elif isinstance(event, _ENDED):
+            scheduled.pop(task_id(event.originator_id, event.node_id, event.attempt), None)
+        elif isinstance(event, _CLOSED):
+            closed.add(event.originator_id)
+    return [t for t in scheduled.values() if t.execution_id not in closed]
+
+
+class Dispatcher:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.script = redis.register_script(_CLAIM_AND_ADD)
+        self.queues_ready: set[str] = set()
+
+    async def ensure_queues(self, tasks: list[TaskMessage]) -> None:
+        """The workers' group exists before its first task, so no task is ever skipped."""
+        for queue in {t.queue for t in tasks} - self.queues_ready:
+            await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
+            self.queues_ready.add(queue)
+
+    async def dispatch(self, tasks: list[TaskMessage]) -> list[str]:
+        """Send each task unless it was sent already (one round trip); every task's entry id."""
+        await self.ensure_queues(tasks)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task in tasks:
+                await self.script(
+                    keys=[
+                        self.settings.key(f"dispatched:{task.task_id}"),
+                        task_stream(self.settings, task.queue),
+                    ],
+                    args=[task.model_dump_json(), CLAIM_TTL_S],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        for task, (_, added) in zip(tasks, replies, strict=True):
+            if added:
+                metrics.TASKS_DISPATCHED.labels(task.queue).inc()
+        return [e.decode() if isinstance(e, bytes) else str(e) for e, _ in replies]
+
+    async def after_save(self, events: Sequence[Any]) -> None:
+        """The fast path: dispatch the tasks a durable command just scheduled. Best effort:
+        matching dispatches whatever this does not."""
+        tasks = tasks_of(events)
+        if not tasks:
+            return
+        try:
+            await self.dispatch(tasks)
+        except Exception:  # noqa: BLE001 - matching dispatches it from the log
+            log.warning("fast_dispatch_failed", exc_info=True)
