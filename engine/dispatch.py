@@ -42,13 +42,13 @@ entry = redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
 redis.call('SET', KEYS[1], entry, 'EX', ARGV[2])
 return {entry, 1}
 """
-_ENDED = (
+ATTEMPT_ENDED = (
     Execution.NodeCompleted,
     Execution.NodeFailed,
     Execution.NodeTimedOut,
     Execution.NodeCanceled,
 )
-_CLOSED = (
+EXECUTION_CLOSED = (
     Execution.ExecutionCompleted,
     Execution.ExecutionFailed,
     Execution.ExecutionCanceled,
@@ -65,9 +65,9 @@ def tasks_of(events: Sequence[Any]) -> list[TaskMessage]:
         if isinstance(event, Execution.NodeScheduled) and event.task is not None:
             task = task_for(event)
             scheduled[task.task_id] = task
-        elif isinstance(event, _ENDED):
+        elif isinstance(event, ATTEMPT_ENDED):
             scheduled.pop(task_id(event.originator_id, event.node_id, event.attempt), None)
-        elif isinstance(event, _CLOSED):
+        elif isinstance(event, EXECUTION_CLOSED):
             closed.add(event.originator_id)
     return [t for t in scheduled.values() if t.execution_id not in closed]
 

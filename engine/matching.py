@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
-from engine.dispatch import Dispatcher
+from engine.dispatch import ATTEMPT_ENDED, EXECUTION_CLOSED, Dispatcher
 from engine.tasks import TaskMessage, task_for, task_id
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
@@ -32,24 +32,12 @@ from infra.streams import control_channel, task_stream
 
 log = get_logger(__name__)
 
-_ATTEMPT_ENDED = (
-    Execution.NodeCompleted,
-    Execution.NodeFailed,
-    Execution.NodeTimedOut,
-    Execution.NodeCanceled,
-)
-_EXECUTION_CLOSED = (
-    Execution.ExecutionCompleted,
-    Execution.ExecutionFailed,
-    Execution.ExecutionCanceled,
-    Execution.ExecutionTimedOut,
-)
 _SCHEDULED = get_topic(Execution.NodeScheduled)
 
 
 class Matching(EventConsumer):
     name = "matching"
-    handles = (Execution.NodeScheduled, *_ATTEMPT_ENDED, *_EXECUTION_CLOSED)
+    handles = (Execution.NodeScheduled, *ATTEMPT_ENDED, *EXECUTION_CLOSED)
 
     def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,12 +83,12 @@ class Matching(EventConsumer):
             if isinstance(event, Execution.NodeScheduled) and event.task is not None:
                 task = task_for(event)
                 scheduled[task.task_id] = task
-            elif isinstance(event, _ATTEMPT_ENDED):
+            elif isinstance(event, ATTEMPT_ENDED):
                 tid = task_id(event.originator_id, event.node_id, event.attempt)
                 if scheduled.pop(tid, None) is None:  # ended within this batch: never dispatch
                     if tid in self.outstanding.get(event.originator_id, ()):
                         ended.append((event.originator_id, tid))
-            elif isinstance(event, _EXECUTION_CLOSED):
+            elif isinstance(event, EXECUTION_CLOSED):
                 closed.add(event.originator_id)
         tasks = [t for t in scheduled.values() if t.execution_id not in closed]
         if tasks:
