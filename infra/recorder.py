@@ -17,15 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
+from psycopg.sql import SQL, Composed
 
-APPEND = "SELECT linkflow_append_events(%s, %s, %s, %s) AS id"
+APPEND = "SELECT linkflow_append_events(%b, %b, %b, %b) AS id"
 
 
 class LinkFlowRecorder(PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
         if not stored_events:
@@ -39,3 +45,54 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(APPEND, params, prepare=True, binary=True)
             return [row["id"] for row in curs.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The library's query, composed once per shape: composing it for every load (the
+        schema and table identifiers escaped through libpq each time) was ~10 % of a gateway's
+        CPU on http-3."""
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            params.append(gt)
+        if lte is not None:
+            params.append(lte)
+        if limit is not None:
+            params.append(limit)
+        shape = (gt is not None, lte is not None, desc, limit is not None)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            statement = self._select_statements.get(shape)
+            if statement is None:
+                statement = self._select_statement(shape).as_bytes(conn)
+                self._select_statements[shape] = statement
+            curs.execute(statement, params, prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    def _select_statement(self, shape: tuple[bool, bool, bool, bool]) -> Composed:
+        gt, lte, desc, limit = shape
+        statement = self.select_events_statement
+        if gt:
+            statement += SQL(" AND originator_version > %s")
+        if lte:
+            statement += SQL(" AND originator_version <= %s")
+        statement += SQL(
+            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version ASC"
+        )
+        if limit:
+            statement += SQL(" LIMIT %s")
+        return statement
