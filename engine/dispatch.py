@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from domain.execution import Execution
 from engine.tasks import TaskMessage, task_for, task_id
@@ -76,7 +77,7 @@ class Dispatcher:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.script = redis.register_script(_CLAIM_AND_ADD)
+        self.script = redis.register_script(_CLAIM_AND_ADD)  # holds the script's SHA1
         self.queues_ready: set[str] = set()
 
     async def ensure_queues(self, tasks: list[TaskMessage]) -> None:
@@ -88,21 +89,31 @@ class Dispatcher:
     async def dispatch(self, tasks: list[TaskMessage]) -> list[str]:
         """Send each task unless it was sent already (one round trip); every task's entry id."""
         await self.ensure_queues(tasks)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task in tasks:
-                await self.script(
-                    keys=[
-                        self.settings.key(f"dispatched:{task.task_id}"),
-                        task_stream(self.settings, task.queue),
-                    ],
-                    args=[task.model_dump_json(), CLAIM_TTL_S],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        try:
+            replies = await self._claim_and_add(tasks)
+        except NoScriptError:
+            # Redis lost its script cache (restart, SCRIPT FLUSH): no EVALSHA ran; load, again.
+            await self.redis.script_load(_CLAIM_AND_ADD)
+            replies = await self._claim_and_add(tasks)
         for task, (_, added) in zip(tasks, replies, strict=True):
             if added:
                 metrics.TASKS_DISPATCHED.labels(task.queue).inc()
         return [e.decode() if isinstance(e, bytes) else str(e) for e, _ in replies]
+
+    async def _claim_and_add(self, tasks: list[TaskMessage]) -> list[Any]:
+        """EVALSHA per task in one pipeline. (redis-py's `Script` in a pipeline asks SCRIPT
+        EXISTS first, a second round trip per dispatch.)"""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task in tasks:
+                pipe.evalsha(
+                    self.script.sha,
+                    2,
+                    self.settings.key(f"dispatched:{task.task_id}"),
+                    task_stream(self.settings, task.queue),
+                    task.model_dump_json(),
+                    CLAIM_TTL_S,
+                )
+            return await pipe.execute()  # type: ignore[no-any-return]
 
     async def after_save(self, events: Sequence[Any]) -> None:
         """The fast path: dispatch the tasks a durable command just scheduled. Best effort:

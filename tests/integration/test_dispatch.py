@@ -63,3 +63,18 @@ async def test_when_matching_sends_first_the_fast_path_does_not_send_again(
         assert c.bus.after_save is not None
         await c.bus.after_save(result.saved)  # the fast path, late
         assert len(await entries_for(c, execution)) == 1
+
+
+async def test_the_fast_path_still_sends_after_redis_lost_its_scripts(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup_workflow(c, ONE_CALL)
+        await c.bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
+        # As after a Redis restart: the claim script is no longer cached (EVALSHA would fail).
+        await c.redis.script_flush()
+        result = await c.bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
+        execution = UUID(result.fields["execution_id"])
+        [(_, task)] = await entries_for(c, execution)
+        assert task["node_id"] == "call"
