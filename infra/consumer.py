@@ -28,7 +28,14 @@ from redis.asyncio import Redis
 
 from infra import metrics
 from infra.db import DictConnection, DictPool
-from infra.eventlog import LoggedEvent, advance_position, head_position, load_position, read_log
+from infra.eventlog import (
+    LoggedEvent,
+    advance_position,
+    head_position,
+    load_position,
+    read_log,
+    unpack,
+)
 from infra.eventstore import EventStore
 from infra.logging import get_logger, log_event
 from infra.streams import ensure_group
@@ -170,6 +177,8 @@ class EventConsumer:
     # nothing waits on (timers registering due times, callbacks, schedules) trade a little
     # delay for far fewer batches.
     linger_ms = 0
+    # Stream entries per read: each holds up to 100 events (`infra.relay.ENTRY_EVENTS`).
+    batch_entries = 10
 
     def __init__(
         self,
@@ -194,6 +203,7 @@ class EventConsumer:
             stream,
             self.name,
             self.on_entries,
+            max_records=self.batch_entries,
             claim_idle_ms=claim_idle_ms,
             linger_ms=self.linger_ms,
         )
@@ -224,13 +234,13 @@ class EventConsumer:
         await self.reader.ack(ids)
 
     def _parse(self, ids: list[bytes], entries: list[dict[bytes, bytes]]) -> list[LoggedEvent]:
-        """Entries that are not relayed events are dropped (acked with the batch) and logged:
-        the event store is the truth, and a real event they displaced is read from it."""
-        events = []
+        """Entries that are not packs of relayed events are dropped (acked with the batch) and
+        logged: the event store is the truth, and real events they displaced are read from it."""
+        events: list[LoggedEvent] = []
         for entry_id, fields in zip(ids, entries, strict=True):
             try:
-                events.append(LoggedEvent.from_fields(fields))
-            except (KeyError, ValueError, UnicodeDecodeError):
+                events.extend(unpack(fields))
+            except ValueError:
                 metrics.MALFORMED_ENTRIES.labels(self.name).inc()
                 log_event(log, "malformed_entry_dropped", consumer=self.name, entry=entry_id)
         return events

@@ -7,16 +7,17 @@ event consumers; everything outside `domain/` may import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from collections.abc import Sequence
+from typing import NamedTuple
 from uuid import UUID
 
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """One stored event with its position, as read from the log or from a stream message."""
+class LoggedEvent(NamedTuple):
+    """One stored event with its position, as read from the log or from a stream entry."""
 
     position: int
     originator_id: UUID
@@ -24,24 +25,62 @@ class LoggedEvent:
     topic: str
     state: bytes
 
-    def to_fields(self) -> dict[str, str | bytes]:
-        return {
-            "pos": str(self.position),
-            "oid": str(self.originator_id),
-            "ver": str(self.originator_version),
-            "topic": self.topic,
-            "state": self.state,
-        }
 
-    @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> LoggedEvent:
-        return cls(
-            position=int(fields[b"pos"]),
-            originator_id=UUID(fields[b"oid"].decode()),
-            originator_version=int(fields[b"ver"]),
-            topic=fields[b"topic"].decode(),
-            state=bytes(fields[b"state"]),
+# An `events` stream entry carries a run of consecutive events, packed: fields `first` and
+# `last` (positions, as decimal text) and `events`, where each event is a fixed header
+# (position, originator version, originator id, topic length, state length) then its topic
+# (UTF-8) and its state (the stored bytes, as the event store holds them).
+_HEADER = struct.Struct(">qq16sHI")
+_TOPICS: dict[bytes, str] = {}
+
+
+def pack(events: Sequence[LoggedEvent]) -> dict[str, bytes]:
+    """One stream entry's fields for `events` (consecutive positions, in order)."""
+    parts: list[bytes] = []
+    for e in events:
+        topic = e.topic.encode()
+        parts.append(
+            _HEADER.pack(
+                e.position, e.originator_version, e.originator_id.bytes, len(topic), len(e.state)
+            )
         )
+        parts.append(topic)
+        parts.append(e.state)
+    return {
+        "first": str(events[0].position).encode(),
+        "last": str(events[-1].position).encode(),
+        "events": b"".join(parts),
+    }
+
+
+def unpack(fields: dict[bytes, bytes]) -> list[LoggedEvent]:
+    """The events of one stream entry; ValueError if the entry is not a well-formed pack."""
+    try:
+        data = memoryview(fields[b"events"])
+        first, last = int(fields[b"first"]), int(fields[b"last"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not an events entry: {exc}") from exc
+    events: list[LoggedEvent] = []
+    offset, end, size = 0, len(data), _HEADER.size
+    try:
+        while offset < end:
+            position, version, oid, topic_len, state_len = _HEADER.unpack_from(data, offset)
+            offset += size
+            raw_topic = bytes(data[offset : offset + topic_len])
+            offset += topic_len
+            state = bytes(data[offset : offset + state_len])
+            offset += state_len
+            topic = _TOPICS.get(raw_topic)
+            if topic is None:
+                topic = raw_topic.decode()
+                if len(_TOPICS) < 10_000:
+                    _TOPICS[raw_topic] = topic
+            events.append(LoggedEvent(position, UUID(bytes=oid), version, topic, state))
+    except struct.error as exc:
+        raise ValueError(f"truncated events entry: {exc}") from exc
+    if offset != end or not events or events[0].position != first or events[-1].position != last:
+        raise ValueError("events entry does not match its first/last positions")
+    return events
 
 
 async def read_log(

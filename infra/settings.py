@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     worker_queues: str = "default"
     task_claim_idle_ms: int = 30_000
     lost_task_after_s: float = 30.0
-    events_stream_maxlen: int = 100_000
+    events_stream_maxlen: int = 10_000  # entries, each up to 100 events (infra.relay)
     log_level: str = "INFO"
 
     @field_validator("jwt_secret", "secret_key")

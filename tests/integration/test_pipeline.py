@@ -17,7 +17,7 @@ from target import serve_target
 from commands import models as m
 from gateways.bootstrap import Container
 from gateways.roles import run_relay
-from infra.eventlog import head_position
+from infra.eventlog import head_position, unpack
 from infra.settings import Settings
 from infra.streams import WORKER_GROUP, events_stream, task_stream
 
@@ -54,7 +54,7 @@ async def test_relay_publishes_in_order_and_resumes_where_it_stopped(
         async with c.pool.connection() as conn:
             head = await head_position(conn)
         entries = await eventually(lambda: _entries_upto(c, stream, head), timeout=10)
-        positions = [int(f[b"pos"]) for _, f in entries]
+        positions = [e.position for _, f in entries for e in unpack(f)]
         assert positions == sorted(positions) and positions[-1] == head
         await r.stop("relay")
         await start(c, ws, wf, {})
@@ -62,13 +62,13 @@ async def test_relay_publishes_in_order_and_resumes_where_it_stopped(
         async with c.pool.connection() as conn:
             new_head = await head_position(conn)
         entries = await eventually(lambda: _entries_upto(c, stream, new_head), timeout=10)
-        positions = [int(f[b"pos"]) for _, f in entries]
+        positions = [e.position for _, f in entries for e in unpack(f)]
         assert len(positions) == len(set(positions)), "the relay republished what it had sent"
 
 
 async def _entries_upto(c: Container, stream: str, head: int) -> list[Any] | None:
     entries = await c.redis.xrange(stream)
-    if entries and int(entries[-1][1][b"pos"]) >= head:
+    if entries and int(entries[-1][1][b"last"]) >= head:
         return entries
     return None
 
@@ -241,7 +241,7 @@ async def test_a_standby_relay_takes_over_when_the_active_one_stops(
         async with c.pool.connection() as conn:
             new_head = await head_position(conn)
         entries = await eventually(lambda: _entries_upto(c, stream, new_head), timeout=10)
-        positions = [int(f[b"pos"]) for _, f in entries]
+        positions = [e.position for _, f in entries for e in unpack(f)]
         assert positions == sorted(set(positions))
         stops[1].set()
         await asyncio.wait_for(second, timeout=10)
