@@ -30,6 +30,9 @@ PAGE = 1000
 # Events per stream entry: consumers pay per entry (parsing, acknowledging), so a run of events
 # travels as one entry (`infra.eventlog.pack`).
 ENTRY_EVENTS = 100
+# After a page, how long to let commits gather before reading again (nothing waits on the
+# relay: tasks reach workers by the fast path, engine.dispatch).
+LINGER_S = 0.005
 
 
 class Relay:
@@ -83,8 +86,12 @@ class Relay:
                 await conn.commit()
                 log_event(log, "relay_started", position=self.position)
                 while not stop.is_set():
-                    await self.pump(conn)
-                    await self._wait(listener, stop)
+                    if await self.pump(conn):
+                        # Events are flowing: let the next commits gather (fewer, larger
+                        # entries, and fewer batches for every consumer), then read again.
+                        await asyncio.sleep(LINGER_S)
+                    else:
+                        await self._wait(listener, stop)
             finally:
                 await listener.close()
                 await conn.close()

@@ -114,6 +114,8 @@ _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[Non
 class VisibilityProjector(EventConsumer):
     name = "projector"
     handles = (*execution_rows.HANDLES, *_HANDLERS)
+    # A few milliseconds of lag for fewer, larger batches (a row folds all of its events).
+    linger_ms = 10
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         await project(conn, events)
