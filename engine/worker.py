@@ -1,11 +1,13 @@
 """The worker: takes node tasks from `tasks:<queue>` (group `workers`), runs them, and answers
 with `CompleteNode` / `FailNode`. Scales out: several workers split a queue's entries.
 
-A task is acknowledged (XACK + XDEL) only after its result command is durable. While a task
-runs, the worker re-claims its entry every few seconds so that the reclaim of a *dead* worker's
-entries (XAUTOCLAIM after LINKFLOW_TASK_CLAIM_IDLE_MS) never steals a live one. On SIGTERM it
-stops taking tasks and finishes (or, past the grace period, leaves pending for another worker)
-those it holds. Repeated deliveries are harmless: the Execution ignores a stale attempt.
+A task is acknowledged (XACK + XDEL, gathered over a few milliseconds with other tasks') only
+after its result command is durable. While a task runs, the worker re-claims its entry every few
+seconds so that the reclaim of a *dead* worker's entries (XAUTOCLAIM after
+LINKFLOW_TASK_CLAIM_IDLE_MS) never steals a live one. On SIGTERM it stops taking tasks, finishes
+(or, past the grace period, leaves pending for another worker) those it holds, and sends the
+acknowledgements still gathering. Repeated deliveries are harmless: the Execution ignores a
+stale attempt.
 """
 
 from __future__ import annotations
@@ -101,13 +103,13 @@ class Worker:
             except (KeyError, ValueError):
                 metrics.MALFORMED_ENTRIES.labels("worker").inc()
                 log_event(log, "malformed_task_dropped", entry=entry_id.decode())
-                await reader.ack([entry_id], delete=True)
+                reader.ack_soon(entry_id)
                 return
             if task.republished and not await self.bus.run(
                 lookups.attempt_is_current, task.execution_id, task.node_id, task.attempt
             ):
                 # Published again after Redis lost data, but its result is already recorded.
-                await reader.ack([entry_id], delete=True)
+                reader.ack_soon(entry_id)
                 return
             attempt = asyncio.ensure_future(self.execute(task))
             self.by_task_id[task.task_id] = attempt
@@ -124,7 +126,7 @@ class Worker:
                 await self.bus.execute(command)
             except NotFound:
                 log_event(log, "task_for_unknown_execution_dropped", task_id=task.task_id)
-            await reader.ack([entry_id], delete=True)
+            reader.ack_soon(entry_id)
         except Exception:
             # Left pending: another worker (or this one) reclaims it after the idle time.
             log.exception("task_failed", extra={"fields": {"entry": entry_id.decode()}})
@@ -204,5 +206,7 @@ class Worker:
         if tasks:
             log_event(log, "draining", tasks=len(tasks))
             await asyncio.wait(tasks, timeout=grace_s)
+        for reader in self.readers:
+            await reader.flush_acks()
         if self.session is not None:
             await self.session.close()

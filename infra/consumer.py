@@ -42,6 +42,9 @@ from infra.streams import ensure_group
 
 log = get_logger(__name__)
 
+# How long `GroupReader.ack_soon` lets acknowledgements gather.
+ACK_GATHER_S = 0.002
+
 BatchHandler = Callable[[list[bytes], list[dict[bytes, bytes]]], Awaitable[None]]
 
 
@@ -93,6 +96,8 @@ class GroupReader:
         self.group = group
         self.consumer = consumer_name(group)
         self.handler = handler
+        self._to_ack: list[bytes] = []
+        self._flusher: asyncio.Future[None] | None = None
 
         async def on_message(raw: Any) -> None:
             ids = list(raw["message_ids"])
@@ -150,6 +155,26 @@ class GroupReader:
         if revived:
             log_event(log, "group_revived", stream=self.stream, group=self.group)
         return revived
+
+    def ack_soon(self, entry_id: bytes) -> None:
+        """Acknowledge and delete the entry within a few milliseconds, together with the
+        others acknowledged meanwhile (one round trip for many; its effect is already durable,
+        and an entry whose ack is lost is delivered again, which handlers tolerate)."""
+        self._to_ack.append(entry_id)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(ACK_GATHER_S)
+        await self.flush_acks()
+
+    async def flush_acks(self) -> None:
+        ids, self._to_ack = self._to_ack, []
+        try:
+            await self.ack(ids, delete=True)
+        except Exception:
+            # Left pending: reclaimed and delivered again after the idle time.
+            log.exception("ack_failed", extra={"fields": {"stream": self.stream}})
 
     async def ack(self, ids: Sequence[bytes], delete: bool = False) -> None:
         if not ids:
