@@ -310,7 +310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per shape and system (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke: duration 5, runs 1")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
-    parser.add_argument("--max-backlog", type=int, default=2000, help="open executions cap")
+    parser.add_argument("--max-backlog", type=int, default=256, help="open executions cap")
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument("--connections", type=int, default=256, help="client connection pool")
     parser.add_argument("--peer", choices=("none", "dbos"), help="default: dbos if importable")
