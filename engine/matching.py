@@ -110,12 +110,12 @@ class Matching(EventConsumer):
                 )
         if ended:
             await conn.execute(
-                "DELETE FROM engine_tasks WHERE task_id = ANY(%s)", ([tid for _, tid in ended],)
+                "DELETE FROM engine_tasks WHERE task_id = ANY(%b)", ([tid for _, tid in ended],)
             )
         # A closed execution leaves no outstanding task (e.g. a canceled one's nodes).
         emptied = [oid for oid in closed if oid in self.outstanding]
         if emptied:
-            await conn.execute("DELETE FROM engine_tasks WHERE execution_id = ANY(%s)", (emptied,))
+            await conn.execute("DELETE FROM engine_tasks WHERE execution_id = ANY(%b)", (emptied,))
         self._changes = (tasks, ended, emptied)
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
@@ -176,7 +176,7 @@ class Matching(EventConsumer):
             return 0
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT payload FROM engine_tasks WHERE task_id = ANY(%s) ORDER BY created_at",
+                "SELECT payload FROM engine_tasks WHERE task_id = ANY(%b) ORDER BY created_at",
                 (lost,),
             )
             rows = await cur.fetchall()

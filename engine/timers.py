@@ -68,7 +68,7 @@ class Timers(EventConsumer):
                     "DELETE FROM engine_timers WHERE timer_id = %s", (event.timer_id,)
                 )
         if closed:  # one statement for the batch: most executions close without a timer left
-            await conn.execute("DELETE FROM engine_timers WHERE execution_id = ANY(%s)", (closed,))
+            await conn.execute("DELETE FROM engine_timers WHERE execution_id = ANY(%b)", (closed,))
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
         if any(isinstance(event, Execution.TimerScheduled) for _, event in events):
@@ -108,7 +108,7 @@ class Timers(EventConsumer):
                         metrics.TIMERS_FIRED.labels(row["kind"]).inc()
                 if done:
                     await conn.execute(
-                        "DELETE FROM engine_timers WHERE timer_id = ANY(%s)", (done,)
+                        "DELETE FROM engine_timers WHERE timer_id = ANY(%b)", (done,)
                     )
         return fired
 
