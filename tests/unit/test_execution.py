@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -207,3 +208,33 @@ def test_a_node_timeout_after_its_attempt_completed_is_ignored_while_running() -
     assert ex.running
     assert not ex.fire_timer(timeout, T0 + timedelta(seconds=10))
     assert ex.collect_events() == []
+
+
+def test_a_copy_for_a_command_leaves_the_original_as_it_was() -> None:
+    """The event store copies a cached Execution for each command (Execution.__deepcopy__
+    shares what never changes): the command's changes must not reach the cached original."""
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    ex.collect_events()  # as cached: saved, nothing pending
+    before = (statuses(ex), dict(ex.timers), ex.version, ex.status)
+    command = copy.deepcopy(ex)
+    assert command.definition is ex.definition  # shared, not copied
+    assert command.complete_node("fetch", 1, order_body(42), T0 + timedelta(seconds=1))
+    assert only_timer(command, "delay") not in ex.timers  # scheduled on the copy only
+    assert (statuses(ex), dict(ex.timers), ex.version, ex.status) == before
+    assert command.fire_timer(only_timer(command, "delay"), T0 + timedelta(seconds=2))
+    assert statuses(command) != statuses(ex)
+    assert (statuses(ex), dict(ex.timers), ex.version, ex.status) == before
+    assert ex.pending_events == []
+    assert ex.nodes["fetch"].output is None
+
+
+def test_a_copy_continues_exactly_like_the_original() -> None:
+    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    ex.collect_events()
+    command = copy.deepcopy(ex)
+    for e in (ex, command):
+        e.complete_node("fetch", 1, order_body(42), T0 + timedelta(seconds=1))
+        e.fire_timer(only_timer(e, "delay"), T0 + timedelta(seconds=2))
+    assert statuses(command) == statuses(ex)
+    assert (command.version, command.status, command.output) == (ex.version, ex.status, ex.output)
+    assert events_of(command) == events_of(ex)
