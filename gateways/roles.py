@@ -75,10 +75,13 @@ async def _run_event_consumer(
         if not leading:
             return
         await consumer.prepare()
-        await consumer.catch_up()
-        await broker.start()
-        log_event(log, "consumer_started", consumer=consumer.name, position=consumer.position)
+        # Connected (not yet consuming) before catching up: catching up may publish (matching
+        # tells workers about attempts canceled meanwhile).
+        await broker.connect()
         try:
+            await consumer.catch_up()
+            await broker.start()
+            log_event(log, "consumer_started", consumer=consumer.name, position=consumer.position)
             tasks = [consumer.watch(stop)] + (extra(consumer, stop) if extra else [])
             await asyncio.gather(*tasks)
         finally:
