@@ -1,5 +1,6 @@
 """The command bus: runs handlers in a thread pool (the event store is synchronous) and retries
-optimistic-concurrency conflicts, so a concurrent writer never surfaces as a 500.
+optimistic-concurrency conflicts and stale checked reads (`EventStore.read_checked`: the cached
+aggregates are forgotten first), so a concurrent writer never surfaces as a 500.
 
 Imported by the gateways and the engine; wiring happens in `gateways.bootstrap`.
 """
@@ -8,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
@@ -19,6 +21,8 @@ from commands.models import Command
 from commands.registry import HANDLERS
 from infra import metrics
 from infra.eventstore import EventStore
+from infra.group_commit import NO_READS
+from infra.recorder import StaleRead
 
 MAX_CONFLICT_RETRIES = 8
 T = TypeVar("T")
@@ -37,21 +41,38 @@ class CommandBus:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="command")
         self.after_save = after_save
 
-    def handle(self, cmd: Command) -> Result:
-        """Run one command synchronously, retrying on conflicts with a fresh load."""
+    def handle(self, cmd: Command, reads: Mapping[UUID, int] = NO_READS) -> Result:
+        """Run one command synchronously, retrying on conflicts with a fresh load; its saves
+        are conditional on `reads` (versions the caller read, see `EventStore.require`)."""
         name = type(cmd).__name__
         handler = HANDLERS[type(cmd)]
         started = time.perf_counter()
+        refreshed = False
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                with self.store.capture() as saved:
+                with self.store.capture(reads) as saved:
                     result = handler(self.store, cmd)
                 result.saved = saved
+            except StaleRead as stale:
+                # What was read changed since: read it again. A stale read from the caller's
+                # `reads` cannot be made fresh here, so it ends the command (the caller retries).
+                self.store.forget(stale.ids)
+                metrics.COMMAND_CONFLICTS.labels(name).inc()
+                if not reads.keys().isdisjoint(stale.ids):
+                    raise
+                continue
             except IntegrityError:
                 metrics.COMMAND_CONFLICTS.labels(name).inc()
                 time.sleep(0.002 * (attempt + 1))
                 continue
             except Exception:
+                held = self.store.last_checked()
+                if held and not refreshed:
+                    # A refusal (not found, inactive trigger…) decided on what this process
+                    # held is decided again on fresh reads: no save would have checked it.
+                    self.store.forget(held)
+                    refreshed = True
+                    continue
                 metrics.COMMANDS.labels(name, "error").inc()
                 raise
             metrics.COMMANDS.labels(name, "ok").inc()
@@ -60,9 +81,9 @@ class CommandBus:
         metrics.COMMANDS.labels(name, "conflict").inc()
         raise CommandConflict(name)
 
-    async def execute(self, cmd: Command) -> Result:
+    async def execute(self, cmd: Command, reads: Mapping[UUID, int] = NO_READS) -> Result:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, self.handle, cmd)
+        result = await loop.run_in_executor(self.executor, self.handle, cmd, reads)
         if self.after_save is not None and result.saved:
             await self.after_save(result.saved)
         return result

@@ -57,11 +57,13 @@ def _load(
     cls: type[TenantAggregate],
     aggregate_id: UUID,
     kind: str,
-    read_only: bool = False,
+    checked: bool = False,
 ) -> Any:
+    """A copy to change and save, or (`checked`) the held instance, only read, whose version
+    the command's save checks (`EventStore.read_checked`)."""
     try:
-        if read_only:
-            return store.read(cls, aggregate_id)
+        if checked:
+            return store.read_checked(cls, aggregate_id)
         return store.load(cls, aggregate_id)
     except (AggregateNotFoundError, TypeError):
         raise NotFound(kind) from None
@@ -73,9 +75,9 @@ def _owned(
     aggregate_id: UUID,
     workspace_id: UUID,
     kind: str,
-    read_only: bool = False,
+    checked: bool = False,
 ) -> Any:
-    aggregate = _load(store, cls, aggregate_id, kind, read_only)
+    aggregate = _load(store, cls, aggregate_id, kind, checked)
     if aggregate.workspace_id != str(workspace_id):
         raise NotFound(kind)
     return aggregate
@@ -180,7 +182,8 @@ def execution_id_for(workflow_id: UUID, idempotency_key: str) -> UUID:
 
 
 def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
-    # Read, not changed: the cached instance serves (no copy of every version's definition).
+    # The workflow and the variables are read as this process holds them, asking PostgreSQL
+    # nothing; the save checks that neither changed since (else the bus runs this again).
     workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow", True)
     execution_id = uuid4()
     if cmd.idempotency_key:
@@ -205,7 +208,7 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
         trigger=cmd.trigger,
         callback_url=cmd.callback_url or (definition.get("settings") or {}).get("callback_url"),
         idempotency_key=cmd.idempotency_key,
-        vars=workspace_variables(store, cmd.workspace_id),
+        vars=_held_variables(store, cmd.workspace_id),
     )
     try:
         position = store.save_all(execution)
@@ -220,6 +223,17 @@ def workspace_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]
     """The workspace's variables (`{}` when it never set one); an execution records them."""
     try:
         variables = store.read(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
+    except AggregateNotFoundError:
+        return {}
+    return dict(variables.values)
+
+
+def _held_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
+    """`workspace_variables` by a checked read (for a start)."""
+    try:
+        variables = store.read_checked(
+            WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id))
+        )
     except AggregateNotFoundError:
         return {}
     return dict(variables.values)

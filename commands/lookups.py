@@ -169,6 +169,27 @@ def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | N
     return workspace.role_of(str(user_id))
 
 
+def held_role(
+    store: EventStore, workspace_id: UUID, user_id: UUID, blocking: bool = True
+) -> tuple[str | None, int] | None:
+    """`member_role` from the workspace as this process holds it (`EventStore.hold`; `peek` if
+    not `blocking`), asking PostgreSQL nothing once it is held, and the version that answer
+    comes from: a command acting on the answer passes `{workspace_id: version}` to the bus,
+    whose save checks it. None only when not `blocking` and the workspace is not held."""
+    if blocking:
+        try:
+            peeked = store.hold(Workspace, workspace_id)
+        except TypeError:
+            return None, 0
+    else:
+        peeked = store.peek(workspace_id, blocking=False)
+        if peeked is None:
+            return None
+    workspace = peeked.aggregate
+    role = workspace.role_of(str(user_id)) if isinstance(workspace, Workspace) else None
+    return role, peeked.version
+
+
 def workspace_exists(store: EventStore, workspace_id: UUID) -> bool:
     """Whether the workspace exists and was not deleted."""
     try:

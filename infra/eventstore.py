@@ -6,16 +6,16 @@ thread pool (see commands.bus). Imported by `commands/` (writes) and by readers 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
-from infra.group_commit import GroupCommit
+from infra.group_commit import NO_READS, GroupCommit
 from infra.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
@@ -23,6 +23,15 @@ A = TypeVar("A", bound=Aggregate)
 APP_NAME = "LinkFlow"
 EVENTS_TABLE = "linkflow_events"
 IDLE_CONNECTIONS = 1
+ABSENT_CACHE_SIZE = 10_000
+
+
+class Peeked(NamedTuple):
+    """What this process holds of an aggregate: the cached instance (None: known not to
+    exist) and its version then (0: none)."""
+
+    aggregate: Any
+    version: int
 
 
 def eventsourcing_env(settings: Settings, create_table: bool = False) -> dict[str, str]:
@@ -63,6 +72,9 @@ class EventStore(Application):
         super().__init__(env=eventsourcing_env(settings, create_table))
         self.group_commit = GroupCommit(self._put)
         self._captures = threading.local()
+        # Ids a checked read found without events (the workspace variables of a workspace that
+        # never set one, say): remembered so that the next checked read asks nothing either.
+        self._absent: LRUCache[UUID, bool] = LRUCache(ABSENT_CACHE_SIZE)
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:
         """The aggregate, current, as a copy a command may change and save."""
@@ -81,28 +93,120 @@ class EventStore(Application):
             raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
         return aggregate
 
+    def peek(self, aggregate_id: UUID, blocking: bool = True) -> Peeked | None:
+        """The aggregate as this process holds it, asking PostgreSQL nothing (None: not held, or,
+        if not `blocking`, being brought up to date by another thread). Its version is read
+        under the repository's fast-forward lock, so no event is half-applied to it: state read
+        afterwards is at least as new as that version. Safe on the event loop with
+        `blocking=False`."""
+        if self._has_absent(aggregate_id):
+            return Peeked(None, 0)
+        try:
+            aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
+        except KeyError:
+            return None
+        repository = self.repository
+        lock = repository._use_fastforward_lock(aggregate_id)
+        try:
+            if not lock.acquire(blocking=blocking):
+                return None
+            try:
+                return Peeked(aggregate, aggregate.version)
+            finally:
+                lock.release()
+        finally:
+            repository._disuse_fastforward_lock(aggregate_id)
+
+    def _has_absent(self, aggregate_id: UUID) -> bool:
+        try:
+            self._absent.get(aggregate_id)
+        except KeyError:
+            return False
+        return True
+
+    def hold(self, cls: type[A], aggregate_id: UUID) -> Peeked:
+        """`peek`, after loading the aggregate (as `read` does) if this process did not hold
+        it; remembers an aggregate that does not exist (version 0). TypeError as `read`."""
+        peeked = self.peek(aggregate_id)
+        if peeked is None:
+            try:
+                self.read(cls, aggregate_id)
+            except AggregateNotFoundError:
+                self._absent.put(aggregate_id, True)
+            peeked = self.peek(aggregate_id) or Peeked(None, 0)
+        if peeked.aggregate is not None and not isinstance(peeked.aggregate, cls):
+            raise TypeError(
+                f"{aggregate_id} is a {type(peeked.aggregate).__name__}, not {cls.__name__}"
+            )
+        return peeked
+
+    def read_checked(self, cls: type[A], aggregate_id: UUID) -> A:
+        """For a command (inside `capture`): the aggregate as this process holds it, read
+        without asking PostgreSQL whether it changed since (only a first read loads it). The
+        version read is recorded, and the command's save commits only if the aggregate is still
+        at that version (else `infra.recorder.StaleRead`, and the bus runs the command again
+        after `forget`). Raises AggregateNotFoundError and TypeError as `read` does; like
+        `read`, the caller must not change what it gets."""
+        peeked = self.hold(cls, aggregate_id)
+        self.require({aggregate_id: peeked.version})
+        self._captures.checked.add(aggregate_id)
+        if peeked.aggregate is None:
+            raise AggregateNotFoundError(aggregate_id)
+        return peeked.aggregate  # type: ignore[no-any-return]
+
+    def require(self, reads: Mapping[UUID, int]) -> None:
+        """Make this thread's next saves inside `capture` conditional on these versions (checks
+        of reads made elsewhere, like a gateway's role check on the event loop)."""
+        checks: dict[UUID, int] | None = getattr(self._captures, "reads", None)
+        if checks is None:
+            raise RuntimeError("checked reads are for commands, inside EventStore.capture")
+        for aggregate_id, version in reads.items():
+            checks[aggregate_id] = min(version, checks.get(aggregate_id, version))
+
+    def forget(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Drop what this process holds of these aggregates (after a StaleRead)."""
+        for aggregate_id in aggregate_ids:
+            for cache in (self.repository.cache, self._absent):
+                try:
+                    cache.get(aggregate_id, evict=True)  # type: ignore[union-attr]
+                except KeyError:
+                    pass
+
     def save_all(self, *aggregates: Aggregate) -> int:
         """Save the aggregates' new events atomically (group-committed with other threads'
-        saves, see `infra.group_commit`); the position (notification id) of the last event."""
+        saves, see `infra.group_commit`), if this command's checked reads still hold; the
+        position (notification id) of the last event."""
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        position = self.group_commit.save(events)
+        reads: Mapping[UUID, int] = getattr(self._captures, "reads", None) or NO_READS
+        position = self.group_commit.save(events, reads)
+        for aggregate in aggregates:
+            if self._has_absent(aggregate.id):
+                self.forget([aggregate.id])  # it exists now
         captured: list[Any] | None = getattr(self._captures, "events", None)
         if captured is not None:
             captured.extend(events)
         return position
 
     @contextmanager
-    def capture(self) -> Iterator[list[Any]]:
-        """The events this thread saves inside the block, once each save is durable."""
+    def capture(self, reads: Mapping[UUID, int] = NO_READS) -> Iterator[list[Any]]:
+        """One command's block: the events this thread saves inside it, once each save is
+        durable; saves are conditional on `reads` and on the block's `read_checked` calls."""
         events: list[Any] = []
         self._captures.events = events
+        self._captures.reads = dict(reads)
+        self._captures.checked = set()
         try:
             yield events
         finally:
             self._captures.events = None
+            self._captures.reads = None
 
-    def _put(self, events: Sequence[Any]) -> list[int]:
-        return [recording.notification.id for recording in self.events.put(events)]
+    def last_checked(self) -> set[UUID]:
+        """The ids this thread's last `capture` block read with `read_checked`."""
+        return set(getattr(self._captures, "checked", ()))
+
+    def _put(self, events: Sequence[Any], reads: Mapping[UUID, int]) -> list[int]:
+        return [recording.notification.id for recording in self.events.put(events, reads=reads)]
 
     def decode(self, oid: UUID, version: int, topic: str, state: bytes) -> Any:
         """Turn one stored event (from the log or a stream message) into its domain event."""

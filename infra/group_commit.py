@@ -11,26 +11,32 @@ race), each request of the batch is written on its own, so only the loser sees t
 `IntegrityError` (and the bus retries it). Atomicity per request is unchanged: a request's
 events are all written or none.
 
+A request may carry read checks (`{aggregate id: version}`, see `infra.recorder`): they travel
+with its events, a failed check fails the shared transaction like a conflict does, and a batch
+never holds a request that writes an aggregate another one of the batch read or wrote.
+
 Imported by `infra.eventstore` only.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-# Writes a sequence of domain events in one transaction; returns each one's notification id
-# (position), in order.
-Put = Callable[[Sequence[Any]], list[int]]
+# Writes a sequence of domain events in one transaction if the read checks hold; returns each
+# one's notification id (position), in order.
+Put = Callable[[Sequence[Any], Mapping[UUID, int]], list[int]]
+NO_READS: Mapping[UUID, int] = {}
 
 
 @dataclass(eq=False)
 class _Request:
     events: list[Any]
     ids: frozenset[UUID]
+    reads: Mapping[UUID, int]
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     done: bool = False
@@ -46,11 +52,12 @@ class GroupCommit:
         self._queue: list[_Request] = []
         self._leading = False
 
-    def save(self, events: list[Any]) -> int:
-        """Write `events` (one command's) atomically; the position of the last one."""
+    def save(self, events: list[Any], reads: Mapping[UUID, int] = NO_READS) -> int:
+        """Write `events` (one command's) atomically, if the aggregates in `reads` are still at
+        those versions; the position of the last one."""
         if not events:
             return 0
-        request = _Request(events, frozenset(e.originator_id for e in events))
+        request = _Request(events, frozenset(e.originator_id for e in events), reads)
         with self._lock:
             self._queue.append(request)
             request.lead = not self._leading
@@ -83,15 +90,23 @@ class GroupCommit:
                 self._leading = False
 
     def _take(self) -> list[_Request]:
-        """The oldest requests, in order, skipping any that touches an aggregate already taken
-        (it would conflict inside the shared transaction); called with the lock held."""
+        """The oldest requests, in order, skipping any that writes an aggregate already taken
+        (it would conflict inside the shared transaction), reads one written, or writes one read
+        (its check would pass against the state before the batch); called with the lock held."""
         batch: list[_Request] = []
-        taken: set[UUID] = set()
+        written: set[UUID] = set()
+        read: set[UUID] = set()
         rest: list[_Request] = []
         for request in self._queue:
-            if len(batch) < self.max_batch and not (request.ids & taken):
+            if (
+                len(batch) < self.max_batch
+                and request.ids.isdisjoint(written)
+                and request.ids.isdisjoint(read)
+                and written.isdisjoint(request.reads)
+            ):
                 batch.append(request)
-                taken |= request.ids
+                written |= request.ids
+                read.update(request.reads)
             else:
                 rest.append(request)
         self._queue = rest
@@ -99,8 +114,12 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Request]) -> None:
         if len(batch) > 1:
+            reads: dict[UUID, int] = {}
+            for request in batch:  # the lowest version read of each aggregate is the one to check
+                for aggregate_id, version in request.reads.items():
+                    reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
             try:
-                positions = self._put([e for request in batch for e in request.events])
+                positions = self._put([e for request in batch for e in request.events], reads)
             except Exception:  # noqa: BLE001 - fall back to one transaction per request
                 pass
             else:
@@ -111,7 +130,7 @@ class GroupCommit:
                 return
         for request in batch:
             try:
-                request.position = self._put(request.events)[-1]
+                request.position = self._put(request.events, request.reads)[-1]
             except Exception as exc:  # noqa: BLE001 - the caller re-raises it
                 request.error = exc
             request.done = True

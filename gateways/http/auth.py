@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
 from aiohttp import web
 
 from commands import lookups
+from commands.bus import MAX_CONFLICT_RETRIES, CommandConflict
+from commands.handlers import Result
 from commands.identity import API_KEY_PREFIX, RecordApiKeyUse
+from commands.models import Command
 from domain.roles import Action, permits
 from gateways.http.context import container
 from gateways.http.errors import ApiError, parse_uuid
 from gateways.http.tokens import decode_access_token
+from infra.recorder import StaleRead
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +128,50 @@ async def workspace_access(request: web.Request, action: Action) -> UUID:
     path: 404 if it is not theirs, 403 `forbidden` if their role does not permit it."""
     caller = await principal(request)
     workspace_id = parse_uuid(request.match_info["ws"], "workspace")
-    role = await role_in(request, caller, workspace_id)
+    _permit(request, await role_in(request, caller, workspace_id), action)
+    return workspace_id
+
+
+def _permit(request: web.Request, role: str, action: Action) -> None:
     if not permits(role, action):
         raise ApiError(403, "forbidden", f"the role {role!r} may not do this ({action.value})")
     request[ROLE_KEY] = role
-    return workspace_id
+
+
+async def execute_with_access(
+    request: web.Request, action: Action, build: Callable[[UUID], Awaitable[Command]]
+) -> Result:
+    """`workspace_access`, then the command `await build(workspace_id)`, without asking
+    PostgreSQL for the caller's role: it comes from the workspace as this process holds it, and
+    the command's save checks that the workspace has not changed since (`lookups.held_role`).
+    If it has, the role is read again and the command runs again (503 after
+    `MAX_CONFLICT_RETRIES`)."""
+    caller = await principal(request)
+    workspace_id = parse_uuid(request.match_info["ws"], "workspace")
+    c = container(request)
+    bus = c.bus
+    command: Command | None = None
+    for _ in range(MAX_CONFLICT_RETRIES):
+        reads: dict[UUID, int] = {}
+        if not caller.is_user:
+            role = caller.role if caller.workspace_id == workspace_id else None
+        else:
+            held = lookups.held_role(c.store, workspace_id, caller.id, blocking=False)
+            if held is None or held[0] is None or not permits(held[0], action):
+                # Not held yet, or a refusal (decided on a fresh read: no save checks it).
+                c.store.forget([workspace_id])
+                held = await bus.run(lookups.held_role, workspace_id, caller.id)
+            role, version = held or (None, 0)
+            reads[workspace_id] = version
+        if role is None:
+            raise ApiError(404, "not_found", "workspace not found")
+        _permit(request, role, action)
+        command = command or await build(workspace_id)
+        try:
+            return await bus.execute(command, reads)
+        except StaleRead:
+            continue  # the bus forgot the workspace: the next turn reads it again
+    raise CommandConflict(type(command).__name__)
 
 
 async def actor(request: web.Request) -> UUID:

@@ -1,18 +1,22 @@
 """Group commit on the real PostgreSQL: concurrent saves share transactions, each keeps its own
-atomicity and position, and a conflicting save fails alone."""
+atomicity and position, and a conflicting save, or one whose checked read went stale, fails
+alone."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
+from infra.recorder import StaleRead
 from infra.settings import Settings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -29,9 +33,9 @@ def test_concurrent_saves_share_transactions_and_keep_their_positions(store: Eve
     transactions = []
     original = store._put
 
-    def counting_put(events):  # type: ignore[no-untyped-def]
+    def counting_put(events, reads):  # type: ignore[no-untyped-def]
         transactions.append(len(events))
-        return original(events)
+        return original(events, reads)
 
     store.group_commit._put = counting_put
     barrier = threading.Barrier(16)
@@ -81,3 +85,66 @@ def test_a_conflicting_save_fails_alone(store: EventStore) -> None:
         assert store.load(Workspace, other.id).version == 1
     members = store.load(Workspace, base.id).members
     assert ("a" in members) != ("b" in members)
+
+
+def test_a_save_whose_read_went_stale_fails_alone(store: EventStore) -> None:
+    read = Workspace.create(uuid4(), "read", "owner", NOW)
+    store.save_all(read)
+    changed = store.load(Workspace, read.id)
+    changed.add_member("c", "viewer", NOW)
+    store.save_all(changed)  # `read` is now at version 2
+    stale = Workspace.create(uuid4(), "stale", "owner", NOW)
+    others = [Workspace.create(uuid4(), f"o{i}", "owner", NOW) for i in range(6)]
+    barrier = threading.Barrier(7)
+
+    def save(aggregate: Workspace) -> BaseException | int:
+        barrier.wait()
+        checked = {read.id: 1} if aggregate is stale else {read.id: 2}
+        try:
+            with store.capture(checked):
+                return store.save_all(aggregate)
+        except StaleRead as exc:
+            return exc
+
+    with ThreadPoolExecutor(7) as pool:
+        outcomes = list(pool.map(save, [stale, *others]))
+    assert isinstance(outcomes[0], StaleRead) and outcomes[0].ids == [read.id]
+    assert all(isinstance(o, int) for o in outcomes[1:]), outcomes
+    with pytest.raises(AggregateNotFoundError):
+        store.load(Workspace, stale.id)
+
+
+def test_a_checked_read_of_a_held_aggregate_asks_nothing_and_a_stale_one_is_retried(
+    settings: Settings,
+) -> None:
+    """Two event stores stand for two gateway processes."""
+    here, there = EventStore(settings), EventStore(settings)
+    try:
+        ws = Workspace.create(uuid4(), "w", "owner", NOW)
+        here.save_all(ws)
+        loads: list[object] = []
+        original = here.recorder.select_events
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            loads.append(args)
+            return original(*args, **kwargs)
+
+        here.recorder.select_events = counting  # type: ignore[method-assign]
+        with here.capture():
+            assert here.read_checked(Workspace, ws.id).version == 1  # loads it
+        with here.capture():
+            assert here.read_checked(Workspace, ws.id).version == 1  # held: no query
+        assert len(loads) == 1
+
+        elsewhere = there.load(Workspace, ws.id)
+        elsewhere.add_member("m", "viewer", NOW)
+        there.save_all(elsewhere)
+        with pytest.raises(StaleRead), here.capture():
+            here.read_checked(Workspace, ws.id)
+            here.save_all(Workspace.create(uuid4(), "x", "owner", NOW))
+        here.forget([ws.id])  # what the bus does on StaleRead
+        with here.capture():
+            assert here.read_checked(Workspace, ws.id).role_of("m") == "viewer"
+    finally:
+        here.close()
+        there.close()

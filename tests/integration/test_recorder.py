@@ -1,6 +1,6 @@
-"""The one-round-trip append (`infra.recorder`, migration 008) on the real PostgreSQL: what the
-relay relies on (a reader following the log never skips a committed event), atomicity, and
-duplicate versions refused with the library's IntegrityError."""
+"""The one-round-trip append (`infra.recorder`, migrations 008 and 009) on the real PostgreSQL:
+what the relay relies on (a reader following the log never skips a committed event), atomicity,
+duplicate versions refused with the library's IntegrityError, and read checks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from infra.eventstore import EventStore
-from infra.recorder import LinkFlowRecorder
+from infra.recorder import LinkFlowRecorder, StaleRead
 from infra.settings import Settings
 
 TOPIC = "tests:Appended"
@@ -104,3 +104,44 @@ def test_a_reader_following_the_log_skips_no_committed_event(
     done.set()
     reader.join(timeout=30)
     assert sorted(written) == seen
+
+
+# ---------------------------------------------------------------- read checks (migration 009)
+
+
+def _versions(settings: Settings, oid: object) -> list[int]:
+    with psycopg.connect(settings.conninfo) as conn:
+        rows = conn.execute(
+            "SELECT originator_version FROM linkflow_events WHERE originator_id = %s", (oid,)
+        ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def test_an_append_whose_read_is_current_is_written(store: EventStore, settings: Settings) -> None:
+    read = events(2)
+    store.recorder.insert_events(read)
+    appended = events(1)
+    never_written = uuid4()
+    reads = {read[0].originator_id: 2, never_written: 0}  # 0: read as "does not exist"
+    assert len(store.recorder.insert_events(appended, reads=reads)) == 1
+    assert _versions(settings, appended[0].originator_id) == [1]
+
+
+def test_an_append_whose_read_is_stale_writes_nothing_and_names_it(
+    store: EventStore, settings: Settings
+) -> None:
+    read, created = events(3), events(1)
+    store.recorder.insert_events(read)
+    store.recorder.insert_events(created)
+    current = events(1)
+    store.recorder.insert_events(current)
+    appended = events(2)
+    reads = {
+        read[0].originator_id: 2,  # version 3 came after it
+        created[0].originator_id: 0,  # read as missing; it exists
+        current[0].originator_id: 1,  # still current
+    }
+    with pytest.raises(StaleRead) as refused:
+        store.recorder.insert_events(appended, reads=reads)
+    assert set(refused.value.ids) == {read[0].originator_id, created[0].originator_id}
+    assert _versions(settings, appended[0].originator_id) == []

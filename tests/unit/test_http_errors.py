@@ -43,11 +43,13 @@ class FakeBus:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if fn.__name__ == "member_role":
             return self.role
+        if fn.__name__ == "held_role":
+            return self.role, 1
         if fn.__name__ == "authenticate":
             return None
         raise AssertionError(f"unexpected lookup {fn.__name__}")
 
-    async def execute(self, cmd: Any) -> Result:
+    async def execute(self, cmd: Any, reads: Any = None) -> Result:
         self.commands.append(cmd)
         if isinstance(self.outcome, Exception):
             raise self.outcome
@@ -56,11 +58,21 @@ class FakeBus:
         return self.outcome(cmd)
 
 
+class NothingHeld:
+    """An event store that holds no aggregate (so roles come through `FakeBus.run`)."""
+
+    def peek(self, aggregate_id: Any, blocking: bool = True) -> None:
+        return None
+
+    def forget(self, aggregate_ids: Any) -> None:
+        pass
+
+
 @dataclass
 class FakeContainer:
     settings: Settings
     bus: FakeBus
-    store: Any = None
+    store: Any = field(default_factory=NothingHeld)
     pool: Any = None
     redis: Any = None
 
