@@ -17,8 +17,10 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import aiohttp
+from eventsourcing.utils import get_topic
 from psycopg.types.json import Jsonb
 
 from commands.bus import CommandBus
@@ -45,6 +47,9 @@ _CLOSED: dict[type, str] = {
     Execution.ExecutionCanceled: "canceled",
     Execution.ExecutionTimedOut: "timed_out",
 }
+
+_STARTED = get_topic(Execution.ExecutionStarted)
+_CLOSED_TOPICS = frozenset(get_topic(c) for c in _CLOSED)
 
 # Callback* events applied to a row no delivery loop holds; never moving it backwards.
 _UNLOCKED = (
@@ -134,6 +139,35 @@ class Callbacks(EventConsumer):
         self.box = box
         self.wake = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
+        # Executions with a callback row still waiting for their result: closings of the
+        # others (most executions have no callback URL) are neither decoded nor applied.
+        self.awaiting: set[UUID] = set()
+
+    async def prepare_state(self) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT execution_id FROM engine_callbacks WHERE result IS NULL"
+            )
+            rows = await cur.fetchall()
+            await conn.commit()
+        self.awaiting = {row["execution_id"] for row in rows}
+
+    def decode_batch(self, events: list[LoggedEvent]) -> list[tuple[LoggedEvent, Any]]:
+        """Starts with a callback URL, closings of executions awaiting one, Callback* events."""
+        wanted: list[tuple[LoggedEvent, Any]] = []
+        started_here: set[UUID] = set()
+        for e in events:
+            if e.topic == _STARTED:
+                event = self.decode(e)
+                if event.callback_url:
+                    started_here.add(e.originator_id)
+                    wanted.append((e, event))
+            elif e.topic in _CLOSED_TOPICS:
+                if e.originator_id in self.awaiting or e.originator_id in started_here:
+                    wanted.append((e, self.decode(e)))
+            elif e.topic in self.topics:
+                wanted.append((e, self.decode(e)))
+        return wanted
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         # In log order; closings are sent together (one pipelined round trip: most closing
@@ -155,7 +189,14 @@ class Callbacks(EventConsumer):
         await _record_closings(conn, closings)
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
-        if any(type(event) in _CLOSED for _, event in events):
+        closed = False
+        for _, event in events:
+            if isinstance(event, Execution.ExecutionStarted):
+                self.awaiting.add(event.originator_id)
+            elif type(event) in _CLOSED:
+                self.awaiting.discard(event.originator_id)
+                closed = True
+        if closed:
             self.wake.set()
 
     # ----------------------------------------------------------------- delivery

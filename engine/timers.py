@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
 
 from commands.bus import CommandBus
 from commands.models import FireTimer
@@ -32,6 +35,9 @@ _CLOSED = (
 )
 
 
+_TIMER_TOPICS = frozenset(get_topic(c) for c in (Execution.TimerScheduled, Execution.TimerFired))
+
+
 class Timers(EventConsumer):
     name = "timers"
     linger_ms = 50
@@ -41,6 +47,32 @@ class Timers(EventConsumer):
         super().__init__(*args, **kwargs)
         self.bus = bus
         self.wake = asyncio.Event()
+        # Executions that have timer rows (or had: a fired timer's row goes, the id stays until
+        # the close). Closings of other executions (most: a pure workflow has no timer) are
+        # neither decoded nor applied.
+        self.timed: set[UUID] = set()
+
+    async def prepare_state(self) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT DISTINCT execution_id FROM engine_timers")
+            rows = await cur.fetchall()
+            await conn.commit()
+        self.timed = {row["execution_id"] for row in rows}
+
+    def decode_batch(self, events: list[LoggedEvent]) -> list[tuple[LoggedEvent, Any]]:
+        """Timer events; closings only of executions with timers (or scheduling one earlier in
+        this batch)."""
+        wanted: list[tuple[LoggedEvent, Any]] = []
+        timed_here: set[UUID] = set()
+        for e in events:
+            if e.topic in _TIMER_TOPICS:
+                wanted.append((e, self.decode(e)))
+                timed_here.add(e.originator_id)
+            elif e.topic in self.topics and (
+                e.originator_id in self.timed or e.originator_id in timed_here
+            ):
+                wanted.append((e, self.decode(e)))
+        return wanted
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
         closed = [e.originator_id for _, e in events if isinstance(e, _CLOSED)]
@@ -71,7 +103,14 @@ class Timers(EventConsumer):
             await conn.execute("DELETE FROM engine_timers WHERE execution_id = ANY(%b)", (closed,))
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
-        if any(isinstance(event, Execution.TimerScheduled) for _, event in events):
+        scheduled = False
+        for _, event in events:
+            if isinstance(event, Execution.TimerScheduled):
+                self.timed.add(event.originator_id)
+                scheduled = True
+            elif isinstance(event, _CLOSED):
+                self.timed.discard(event.originator_id)
+        if scheduled:
             self.wake.set()
 
     async def fire_due(self, batch: int = 100) -> int:

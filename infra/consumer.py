@@ -8,7 +8,10 @@ vanishes (Redis flushed); the reader's supervisor recreates the group at id 0 an
 `EventConsumer` applies the relayed event log exactly once: its read-model/engine change and its
 position commit in one PostgreSQL transaction; entries at or below the position are duplicates;
 a jump past the position, an idle period with the log ahead, or a Redis flush make it read the
-missing range from the event store itself. Imported by `projections/` and `engine/`.
+missing range from the event store itself. A batch with nothing to apply opens no transaction:
+the position moves in memory and is written with the next applied batch or within a second
+(`save_position`); a restart before that reads those events again and applies nothing.
+Imported by `projections/` and `engine/`.
 """
 
 from __future__ import annotations
@@ -219,7 +222,8 @@ class EventConsumer:
         self.pool = pool
         self.redis = redis
         self.broker = broker
-        self.position = 0
+        self.position = 0  # what has been applied (or had nothing to apply)
+        self.saved_position = 0  # the position as PostgreSQL has it (<= position)
         self.lock = asyncio.Lock()
         self.last_activity = time.monotonic()
         self.reader = GroupReader(
@@ -243,7 +247,7 @@ class EventConsumer:
         await self.reader.prepare()
         await self.prepare_state()
         async with self.pool.connection() as conn:
-            self.position = await load_position(conn, self.name)
+            self.position = self.saved_position = await load_position(conn, self.name)
             await conn.commit()
         metrics.CONSUMER_POSITION.labels(self.name).set(self.position)
 
@@ -306,22 +310,38 @@ class EventConsumer:
     async def _commit(self, events: list[LoggedEvent]) -> None:
         decoded = self.decode_batch(events)
         new_position = events[-1].position
+        metrics.CONSUMER_EVENTS.labels(self.name).inc(len(events))
+        if not decoded:  # nothing to apply: no transaction (see the module's docstring)
+            self.position = new_position
+            metrics.CONSUMER_POSITION.labels(self.name).set(new_position)
+            return
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 await self.apply(conn, decoded)
-                moved = await advance_position(conn, self.name, self.position, new_position)
+                moved = await advance_position(conn, self.name, self.saved_position, new_position)
                 if not moved:
                     raise PositionMoved(self.name)
-        self.position = new_position
-        metrics.CONSUMER_EVENTS.labels(self.name).inc(len(events))
+        self.position = self.saved_position = new_position
         metrics.CONSUMER_POSITION.labels(self.name).set(new_position)
         await self.after_commit(decoded)
+
+    async def save_position(self) -> None:
+        """Write the position that batches with nothing to apply moved in memory."""
+        async with self.lock:
+            if self.position == self.saved_position:
+                return
+            async with self.pool.connection() as conn:
+                moved = await advance_position(conn, self.name, self.saved_position, self.position)
+                await conn.commit()
+            if not moved:
+                raise PositionMoved(self.name)
+            self.saved_position = self.position
 
     async def _reload_position(self) -> None:
         """Another process moved our position: it applied events, so reload what we keep."""
         await self.prepare_state()
         async with self.pool.connection() as conn:
-            self.position = await load_position(conn, self.name)
+            self.position = self.saved_position = await load_position(conn, self.name)
             await conn.commit()
 
     async def prepare_state(self) -> None:
@@ -336,9 +356,10 @@ class EventConsumer:
                 await asyncio.wait_for(stop.wait(), timeout=idle_s / 2)
             except TimeoutError:
                 pass
-            if stop.is_set():
-                return
             try:
+                await self.save_position()
+                if stop.is_set():
+                    return
                 if await self.reader.revive():
                     await self.catch_up()
                 if time.monotonic() - self.last_activity >= idle_s:
