@@ -47,34 +47,39 @@ class CommandBus:
         name = type(cmd).__name__
         handler = HANDLERS[type(cmd)]
         started = time.perf_counter()
-        refreshed = False
+        fresh = False  # see EventStore.load: the first run decides on what the process holds
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                with self.store.capture(reads) as saved:
+                with self.store.capture(reads, fresh) as saved:
                     result = handler(self.store, cmd)
                 result.saved = saved
             except StaleRead as stale:
                 # What was read changed since: read it again. A stale read from the caller's
                 # `reads` cannot be made fresh here, so it ends the command (the caller retries).
-                self.store.forget(stale.ids)
                 metrics.COMMAND_CONFLICTS.labels(name).inc()
                 if not reads.keys().isdisjoint(stale.ids):
+                    self.store.forget(stale.ids)
                     raise
+                fresh = True
                 continue
             except IntegrityError:
                 metrics.COMMAND_CONFLICTS.labels(name).inc()
+                if not fresh and self.store.last_held():
+                    fresh = True  # what it loaded had moved on: no need to wait
+                    continue
                 time.sleep(0.002 * (attempt + 1))
                 continue
             except Exception:
-                held = self.store.last_checked()
-                if held and not refreshed:
-                    # A refusal (not found, inactive trigger…) decided on what this process
-                    # held is decided again on fresh reads: no save would have checked it.
-                    self.store.forget(held)
-                    refreshed = True
+                if not fresh and self.store.last_held():
+                    # A refusal (not found, inactive trigger, stale attempt…) decided on what
+                    # this process held is decided again on fresh reads: no save checked it.
+                    fresh = True
                     continue
                 metrics.COMMANDS.labels(name, "error").inc()
                 raise
+            if not saved and not fresh and self.store.last_held():
+                fresh = True  # nothing saved: nothing checked what it was decided on
+                continue
             metrics.COMMANDS.labels(name, "ok").inc()
             metrics.COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
             return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
@@ -77,8 +78,37 @@ class EventStore(Application):
         self._absent: LRUCache[UUID, bool] = LRUCache(ABSENT_CACHE_SIZE)
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:
-        """The aggregate, current, as a copy a command may change and save."""
+        """The aggregate as a copy a command may change and save. Inside a command (`capture`)
+        it is a copy of the aggregate as this process holds it, asking PostgreSQL nothing: if
+        the aggregate has moved on, the save conflicts (IntegrityError: its next version
+        exists), and the bus runs the command again on fresh reads, as it does when such a
+        command fails or saves nothing. Elsewhere, and on those runs, it is brought up to date
+        first."""
+        if getattr(self._captures, "fresh", True) is False:
+            held = self._held_copy(aggregate_id)
+            if held is not None:
+                if not isinstance(held, cls):
+                    raise TypeError(
+                        f"{aggregate_id} is a {type(held).__name__}, not {cls.__name__}"
+                    )
+                self._captures.held.add(aggregate_id)
+                return held
         return self._get(cls, aggregate_id, copy=True)
+
+    def _held_copy(self, aggregate_id: UUID) -> Any:
+        """A copy of the cached aggregate (None: not held), made under the repository's
+        fast-forward lock so that no event is half-applied to what is copied."""
+        try:
+            aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
+        except KeyError:
+            return None
+        repository = self.repository
+        lock = repository._use_fastforward_lock(aggregate_id)
+        try:
+            with lock:
+                return deepcopy(aggregate)
+        finally:
+            repository._disuse_fastforward_lock(aggregate_id)
 
     def read(self, cls: type[A], aggregate_id: UUID) -> A:
         """The aggregate, current, for reading only: the cached instance itself (no copy), so
@@ -126,7 +156,10 @@ class EventStore(Application):
 
     def hold(self, cls: type[A], aggregate_id: UUID) -> Peeked:
         """`peek`, after loading the aggregate (as `read` does) if this process did not hold
-        it; remembers an aggregate that does not exist (version 0). TypeError as `read`."""
+        it; remembers an aggregate that does not exist (version 0). TypeError as `read`. On a
+        command's fresh run (see `load`), brought up to date first."""
+        if getattr(self._captures, "fresh", False):
+            self.forget([aggregate_id])
         peeked = self.peek(aggregate_id)
         if peeked is None:
             try:
@@ -149,7 +182,7 @@ class EventStore(Application):
         `read`, the caller must not change what it gets."""
         peeked = self.hold(cls, aggregate_id)
         self.require({aggregate_id: peeked.version})
-        self._captures.checked.add(aggregate_id)
+        self._captures.held.add(aggregate_id)
         if peeked.aggregate is None:
             raise AggregateNotFoundError(aggregate_id)
         return peeked.aggregate  # type: ignore[no-any-return]
@@ -179,31 +212,43 @@ class EventStore(Application):
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         reads: Mapping[UUID, int] = getattr(self._captures, "reads", None) or NO_READS
         position = self.group_commit.save(events, reads)
+        cache = self.repository.cache
         for aggregate in aggregates:
             if self._has_absent(aggregate.id):
                 self.forget([aggregate.id])  # it exists now
+            try:  # held: hold it as saved (a command does not change what it saved)
+                cache.get(aggregate.id)  # type: ignore[union-attr]
+            except KeyError:
+                continue
+            cache.put(aggregate.id, aggregate)  # type: ignore[union-attr]
         captured: list[Any] | None = getattr(self._captures, "events", None)
         if captured is not None:
             captured.extend(events)
         return position
 
     @contextmanager
-    def capture(self, reads: Mapping[UUID, int] = NO_READS) -> Iterator[list[Any]]:
+    def capture(
+        self, reads: Mapping[UUID, int] = NO_READS, fresh: bool = False
+    ) -> Iterator[list[Any]]:
         """One command's block: the events this thread saves inside it, once each save is
-        durable; saves are conditional on `reads` and on the block's `read_checked` calls."""
+        durable; saves are conditional on `reads` and on the block's `read_checked` calls.
+        `fresh`: every load and checked read asks PostgreSQL (see `load`)."""
         events: list[Any] = []
         self._captures.events = events
         self._captures.reads = dict(reads)
-        self._captures.checked = set()
+        self._captures.held = set()
+        self._captures.fresh = fresh
         try:
             yield events
         finally:
             self._captures.events = None
             self._captures.reads = None
+            self._captures.fresh = None
 
-    def last_checked(self) -> set[UUID]:
-        """The ids this thread's last `capture` block read with `read_checked`."""
-        return set(getattr(self._captures, "checked", ()))
+    def last_held(self) -> set[UUID]:
+        """The ids this thread's last `capture` block read as held, asking PostgreSQL nothing
+        (`load`, `read_checked`)."""
+        return set(getattr(self._captures, "held", ()))
 
     def _put(self, events: Sequence[Any], reads: Mapping[UUID, int]) -> list[int]:
         return [recording.notification.id for recording in self.events.put(events, reads=reads)]

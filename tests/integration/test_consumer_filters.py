@@ -99,9 +99,7 @@ async def test_a_callback_gets_its_result_when_the_execution_closes_while_callba
         c = r.container
         ws, wf = setup_workflow(c, ONE_CALL_WITH_TIMEOUT)
         execution = await started(c, wf, ws, callback_url="http://127.0.0.1:9/cb")
-        assert await eventually(lambda: rows(c, query, execution), timeout=10) == [
-            {"result": None}
-        ]
+        assert await eventually(lambda: rows(c, query, execution), timeout=10) == [{"result": None}]
         await r.stop("callbacks")
         await complete_call(c, execution)
         r.start("callbacks")  # it reloads which executions await a result
