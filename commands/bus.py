@@ -17,7 +17,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from commands.handlers import Result
-from commands.models import Command
+from commands.models import Command, StartExecution
 from commands.registry import HANDLERS
 from infra import metrics
 from infra.eventstore import EventStore
@@ -87,10 +87,41 @@ class CommandBus:
         raise CommandConflict(name)
 
     async def execute(self, cmd: Command, reads: Mapping[UUID, int] = NO_READS) -> Result:
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, self.handle, cmd, reads)
+        result = await self._on_loop(cmd, reads) if _runs_on_loop(cmd) else None
+        if result is None:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.executor, self.handle, cmd, reads)
         if self.after_save is not None and result.saved:
             await self.after_save(result.saved)
+        return result
+
+    async def _on_loop(self, cmd: Command, reads: Mapping[UUID, int]) -> Result | None:
+        """Run the command on the event loop when all it reads is held: no thread hop, and its
+        save joins the group commit as an awaited future (`GroupCommit.save_async`). None when
+        it cannot decide that way (something not held, a refusal, a conflict on saving: nothing
+        was written); `execute` then runs it in a thread, which decides it again."""
+        name = type(cmd).__name__
+        started = time.perf_counter()
+        try:
+            with self.store.capture(reads, on_loop=True):
+                result = HANDLERS[type(cmd)](self.store, cmd)
+        except Exception:
+            return None
+        deferred = self.store.deferred_saves()
+        if len(deferred) != 1:  # nothing saved on held state: decide it on fresh reads
+            return None
+        [save] = deferred
+        try:
+            result.position = await self.store.group_commit.save_async(
+                save.events, save.reads, self.executor
+            )
+        except (StaleRead, IntegrityError):
+            metrics.COMMAND_CONFLICTS.labels(name).inc()
+            return None
+        self.store.saved(save.aggregates)
+        result.saved = save.events
+        metrics.COMMANDS.labels(name, "ok").inc()
+        metrics.COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
         return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -100,6 +131,13 @@ class CommandBus:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+
+
+def _runs_on_loop(cmd: Command) -> bool:
+    """Commands `execute` tries on the event loop: a start without an Idempotency-Key (its
+    handler saves once, and its result's position is that save's; a keyed start may answer
+    from an earlier save)."""
+    return isinstance(cmd, StartExecution) and cmd.idempotency_key is None
 
 
 class CommandConflict(RuntimeError):

@@ -64,6 +64,19 @@ def _project(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
+class DeferredSave(NamedTuple):
+    """A save recorded on the event loop (see `EventStore.capture`), to write asynchronously."""
+
+    aggregates: Sequence[Aggregate]
+    events: list[Any]
+    reads: dict[UUID, int]
+
+
+class NotHeld(Exception):
+    """A command on the event loop needed an aggregate this process does not hold (reading it
+    would wait): run it in a thread instead."""
+
+
 class EventStore(Application):
     """LinkFlow's one event-sourced application (table `linkflow_events`)."""
 
@@ -84,6 +97,8 @@ class EventStore(Application):
         exists), and the bus runs the command again on fresh reads, as it does when such a
         command fails or saves nothing. Elsewhere, and on those runs, it is brought up to date
         first."""
+        if getattr(self._captures, "deferred", None) is not None:
+            raise NotHeld(aggregate_id)  # a copy may wait for a lock: not on the event loop
         if getattr(self._captures, "fresh", True) is False:
             held = self._held_copy(aggregate_id)
             if held is not None:
@@ -160,8 +175,11 @@ class EventStore(Application):
         command's fresh run (see `load`), brought up to date first."""
         if getattr(self._captures, "fresh", False):
             self.forget([aggregate_id])
-        peeked = self.peek(aggregate_id)
+        on_loop = getattr(self._captures, "deferred", None) is not None
+        peeked = self.peek(aggregate_id, blocking=not on_loop)
         if peeked is None:
+            if on_loop:
+                raise NotHeld(aggregate_id)
             try:
                 self.read(cls, aggregate_id)
             except AggregateNotFoundError:
@@ -211,7 +229,19 @@ class EventStore(Application):
         position (notification id) of the last event."""
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         reads: Mapping[UUID, int] = getattr(self._captures, "reads", None) or NO_READS
+        deferred: list[DeferredSave] | None = getattr(self._captures, "deferred", None)
+        if deferred is not None:  # on the event loop: the caller saves it (see capture)
+            deferred.append(DeferredSave(aggregates, events, dict(reads)))
+            return 0
         position = self.group_commit.save(events, reads)
+        self.saved(aggregates)
+        captured: list[Any] | None = getattr(self._captures, "events", None)
+        if captured is not None:
+            captured.extend(events)
+        return position
+
+    def saved(self, aggregates: Sequence[Aggregate]) -> None:
+        """Upkeep once aggregates are saved: hold them as saved, forget them as missing."""
         cache = self.repository.cache
         for aggregate in aggregates:
             if self._has_absent(aggregate.id):
@@ -221,29 +251,35 @@ class EventStore(Application):
             except KeyError:
                 continue
             cache.put(aggregate.id, aggregate)  # type: ignore[union-attr]
-        captured: list[Any] | None = getattr(self._captures, "events", None)
-        if captured is not None:
-            captured.extend(events)
-        return position
 
     @contextmanager
     def capture(
-        self, reads: Mapping[UUID, int] = NO_READS, fresh: bool = False
+        self, reads: Mapping[UUID, int] = NO_READS, fresh: bool = False, on_loop: bool = False
     ) -> Iterator[list[Any]]:
         """One command's block: the events this thread saves inside it, once each save is
         durable; saves are conditional on `reads` and on the block's `read_checked` calls.
-        `fresh`: every load and checked read asks PostgreSQL (see `load`)."""
+        `fresh`: every load and checked read asks PostgreSQL (see `load`). `on_loop`: the
+        block runs on an event loop, so nothing in it may wait: reads of what is not held
+        raise NotHeld, and saves are only recorded (`deferred_saves`; the caller writes them
+        with `GroupCommit.save_async`, then calls `saved`)."""
         events: list[Any] = []
         self._captures.events = events
         self._captures.reads = dict(reads)
         self._captures.held = set()
         self._captures.fresh = fresh
+        self._captures.deferred = [] if on_loop else None
         try:
             yield events
         finally:
+            self._captures.last_deferred = self._captures.deferred
             self._captures.events = None
             self._captures.reads = None
             self._captures.fresh = None
+            self._captures.deferred = None
+
+    def deferred_saves(self) -> list[DeferredSave]:
+        """The saves this thread's last `capture(on_loop=True)` block recorded."""
+        return list(getattr(self._captures, "last_deferred", None) or ())
 
     def last_held(self) -> set[UUID]:
         """The ids this thread's last `capture` block read as held, asking PostgreSQL nothing

@@ -11,6 +11,10 @@ race), each request of the batch is written on its own, so only the loser sees t
 `IntegrityError` (and the bus retries it). Atomicity per request is unchanged: a request's
 events are all written or none.
 
+An event-loop caller (`save_async`) queues its request the same way and awaits a future: it
+costs no thread of its own, and a thread is borrowed from an executor only when its request is
+handed the lead.
+
 A request may carry read checks (`{aggregate id: version}`, see `infra.recorder`): they travel
 with its events, a failed check fails the shared transaction like a conflict does, and a batch
 never holds a request that writes an aggregate another one of the batch read or wrote.
@@ -20,8 +24,10 @@ Imported by `infra.eventstore` only.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -37,11 +43,42 @@ class _Request:
     events: list[Any]
     ids: frozenset[UUID]
     reads: Mapping[UUID, int]
-    wake: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event | _LoopWake = field(default_factory=threading.Event)
     lead: bool = False
     done: bool = False
     position: int = 0
     error: BaseException | None = None
+
+
+class _LoopWake:
+    """The wake-up of an event-loop caller's request: once the request is done, resolve the
+    caller's future on its loop; when it is handed the lead, lead in an executor's thread."""
+
+    def __init__(
+        self,
+        commit: GroupCommit,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[int],
+        executor: Executor,
+    ) -> None:
+        self.commit, self.loop, self.future, self.executor = commit, loop, future, executor
+        self.request: _Request | None = None
+
+    def set(self) -> None:
+        request = self.request
+        assert request is not None
+        if request.done:
+            self.loop.call_soon_threadsafe(self._resolve, request)
+        elif request.lead:
+            self.executor.submit(self.commit._lead_for_loop, request)
+
+    def _resolve(self, request: _Request) -> None:
+        if self.future.done():  # the caller was cancelled; the request was written anyway
+            return
+        if request.error is not None:
+            self.future.set_exception(request.error)
+        else:
+            self.future.set_result(request.position)
 
 
 class GroupCommit:
@@ -71,6 +108,28 @@ class GroupCommit:
         if request.error is not None:
             raise request.error
         return request.position
+
+    async def save_async(
+        self, events: list[Any], reads: Mapping[UUID, int], executor: Executor
+    ) -> int:
+        """`save` for a caller on an event loop: the same batches, without a thread per caller
+        (`executor` lends one to lead)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        wake = _LoopWake(self, loop, future, executor)
+        request = _Request(events, frozenset(e.originator_id for e in events), reads, wake)
+        wake.request = request
+        with self._lock:
+            self._queue.append(request)
+            request.lead = not self._leading
+            self._leading = True
+        if request.lead:
+            executor.submit(self._lead_for_loop, request)
+        return await future
+
+    def _lead_for_loop(self, request: _Request) -> None:
+        self._lead(request)
+        request.wake.set()  # done: resolves the caller's future
 
     def _lead(self, own: _Request) -> None:
         """Commit batches until our own request is done; then pass the lead on."""

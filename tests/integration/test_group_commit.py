@@ -4,6 +4,7 @@ alone."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -148,3 +149,47 @@ def test_a_checked_read_of_a_held_aggregate_asks_nothing_and_a_stale_one_is_retr
     finally:
         here.close()
         there.close()
+
+
+async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
+    store: EventStore,
+) -> None:
+    base = Workspace.create(uuid4(), "w", "owner", NOW)
+    store.save_all(base)
+    first, second = store.load(Workspace, base.id), store.load(Workspace, base.id)
+    first.add_member("a", "viewer", NOW)
+    second.add_member("b", "viewer", NOW)  # same version: only one of them can win
+    others = [Workspace.create(uuid4(), f"l{i}", "owner", NOW) for i in range(12)]
+    threaded = [Workspace.create(uuid4(), f"t{i}", "owner", NOW) for i in range(4)]
+    executor = ThreadPoolExecutor(4)
+    transactions = []
+    original = store._put
+
+    def counting_put(events, reads):  # type: ignore[no-untyped-def]
+        transactions.append(len(events))
+        return original(events, reads)
+
+    store.group_commit._put = counting_put
+
+    async def save(aggregate: Workspace) -> BaseException | int:
+        try:
+            events = list(aggregate.collect_events())
+            return await store.group_commit.save_async(events, {}, executor)
+        except IntegrityError as exc:
+            return exc
+
+    try:
+        in_threads = [asyncio.to_thread(store.save_all, ws) for ws in threaded]
+        outcomes = await asyncio.gather(*(save(a) for a in [first, second, *others]), *in_threads)
+    finally:
+        executor.shutdown()
+        store.group_commit._put = original
+    assert max(transactions) >= 10, transactions  # loop saves shared a transaction
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1, outcomes
+    positions = [o for o in outcomes if isinstance(o, int)]
+    assert len(set(positions)) == len(positions) == 1 + len(others) + len(threaded)
+    for aggregate in [*others, *threaded]:
+        assert store.position_of(aggregate.id) in positions
+    members = store.load(Workspace, base.id).members
+    assert ("a" in members) != ("b" in members)

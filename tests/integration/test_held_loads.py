@@ -1,7 +1,8 @@
 """Commands decided on aggregates a process holds in memory (`EventStore.load` inside the bus,
 asking PostgreSQL nothing), on the real PostgreSQL, with two event stores standing for two
 processes (a worker and a gateway): a save on state that moved on conflicts and is decided
-again; so is a command that saved nothing; and a held aggregate costs no query."""
+again; so is a command that saved nothing; a held aggregate costs no query; and a start on held
+state runs on the event loop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from commands import models as m
 from commands.bus import CommandBus
 from domain.execution import Execution
 from infra.eventstore import EventStore
+from infra.group_commit import NO_READS
 from infra.settings import Settings
 
 TWO_CALLS = {
@@ -112,3 +114,34 @@ def test_a_refusal_on_held_state_is_decided_again(two: tuple[Process, Process]) 
         "accepted": True,
         "status": "completed",
     }
+
+
+async def test_a_start_on_held_state_runs_on_the_event_loop(settings: Settings) -> None:
+    gateway = Process(settings)
+    threaded: list[str] = []
+    original = gateway.bus.handle
+
+    def counting(cmd: m.Command, reads: Any = NO_READS) -> Any:
+        threaded.append(type(cmd).__name__)
+        return original(cmd, reads)
+
+    try:
+        execution = started(gateway)
+        workflow = UUID(gateway.store.load(Execution, execution).workflow_id)
+        workspace = UUID(gateway.store.load(Execution, execution).workspace_id)
+        gateway.bus.handle = counting  # type: ignore[method-assign]
+        gateway.store.forget([workflow])
+        start = m.StartExecution(workspace_id=workspace, workflow_id=workflow, input={})
+        first = await gateway.bus.execute(start)  # not held: in a thread, which loads it
+        assert threaded == ["StartExecution"]
+        second = await gateway.bus.execute(start)
+        assert threaded == ["StartExecution"]  # decided and saved from the event loop
+        second_id = UUID(second.fields["execution_id"])
+        assert second.position > first.position > 0
+        assert gateway.store.position_of(second_id) == second.position
+        assert [type(e).__name__ for e in second.saved][0] == "ExecutionStarted"
+        keyed = start.model_copy(update={"idempotency_key": "k"})
+        await gateway.bus.execute(keyed)
+        assert threaded == ["StartExecution", "StartExecution"]  # keyed starts: in a thread
+    finally:
+        gateway.close()
