@@ -17,7 +17,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from commands.handlers import Result
-from commands.models import Command, StartExecution
+from commands.models import Command, CompleteNode, FailNode, FireTimer, StartExecution
 from commands.registry import HANDLERS
 from infra import metrics
 from infra.eventstore import EventStore
@@ -133,11 +133,15 @@ class CommandBus:
         self.executor.shutdown(wait=True)
 
 
+# Commands `execute` tries on the event loop: their handlers save at most once, and the result's
+# position is that save's (a keyed start may answer from an earlier save: not on the loop).
+_ON_LOOP = (CompleteNode, FailNode, FireTimer)
+
+
 def _runs_on_loop(cmd: Command) -> bool:
-    """Commands `execute` tries on the event loop: a start without an Idempotency-Key (its
-    handler saves once, and its result's position is that save's; a keyed start may answer
-    from an earlier save)."""
-    return isinstance(cmd, StartExecution) and cmd.idempotency_key is None
+    if isinstance(cmd, StartExecution):
+        return cmd.idempotency_key is None
+    return isinstance(cmd, _ON_LOOP)
 
 
 class CommandConflict(RuntimeError):

@@ -97,10 +97,11 @@ class EventStore(Application):
         exists), and the bus runs the command again on fresh reads, as it does when such a
         command fails or saves nothing. Elsewhere, and on those runs, it is brought up to date
         first."""
-        if getattr(self._captures, "deferred", None) is not None:
-            raise NotHeld(aggregate_id)  # a copy may wait for a lock: not on the event loop
-        if getattr(self._captures, "fresh", True) is False:
-            held = self._held_copy(aggregate_id)
+        on_loop = getattr(self._captures, "deferred", None) is not None
+        if on_loop or getattr(self._captures, "fresh", True) is False:
+            held = self._held_copy(aggregate_id, blocking=not on_loop)
+            if held is None and on_loop:
+                raise NotHeld(aggregate_id)
             if held is not None:
                 if not isinstance(held, cls):
                     raise TypeError(
@@ -110,9 +111,10 @@ class EventStore(Application):
                 return held
         return self._get(cls, aggregate_id, copy=True)
 
-    def _held_copy(self, aggregate_id: UUID) -> Any:
-        """A copy of the cached aggregate (None: not held), made under the repository's
-        fast-forward lock so that no event is half-applied to what is copied."""
+    def _held_copy(self, aggregate_id: UUID, blocking: bool = True) -> Any:
+        """A copy of the cached aggregate (None: not held, or its lock busy and not
+        `blocking`), made under the repository's fast-forward lock so that no event is
+        half-applied to what is copied."""
         try:
             aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
         except KeyError:
@@ -120,8 +122,12 @@ class EventStore(Application):
         repository = self.repository
         lock = repository._use_fastforward_lock(aggregate_id)
         try:
-            with lock:
+            if not lock.acquire(blocking=blocking):
+                return None
+            try:
                 return deepcopy(aggregate)
+            finally:
+                lock.release()
         finally:
             repository._disuse_fastforward_lock(aggregate_id)
 

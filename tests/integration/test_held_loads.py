@@ -145,3 +145,27 @@ async def test_a_start_on_held_state_runs_on_the_event_loop(settings: Settings) 
         assert threaded == ["StartExecution", "StartExecution"]  # keyed starts: in a thread
     finally:
         gateway.close()
+
+
+async def test_a_result_for_a_held_execution_is_recorded_from_the_event_loop(
+    two: tuple[Process, Process],
+) -> None:
+    worker, gateway = two
+    execution = started(gateway)
+    threaded: list[str] = []
+    original = worker.bus.handle
+
+    def counting(cmd: m.Command, reads: Any = NO_READS) -> Any:
+        threaded.append(type(cmd).__name__)
+        return original(cmd, reads)
+
+    worker.bus.handle = counting  # type: ignore[method-assign]
+    first = await worker.bus.execute(complete("one", execution))  # not held: in a thread
+    assert (threaded, first.fields["accepted"]) == (["CompleteNode"], True)
+    second = await worker.bus.execute(complete("two", execution))
+    assert threaded == ["CompleteNode"]  # held: decided and saved from the event loop
+    assert second.fields == {"accepted": True, "status": "completed"}
+    assert gateway.store.position_of(execution) == second.position
+    repeat = await worker.bus.execute(complete("two", execution))  # refused on held state:
+    assert threaded == ["CompleteNode", "CompleteNode"]  # decided again in a thread
+    assert repeat.fields["accepted"] is False
