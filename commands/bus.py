@@ -112,9 +112,7 @@ class CommandBus:
             return None
         [save] = deferred
         try:
-            result.position = await self.store.group_commit.save_async(
-                save.events, save.reads, self.executor
-            )
+            result.position = await self.store.group_commit.save_async(save.events, save.reads)
         except (StaleRead, IntegrityError):
             metrics.COMMAND_CONFLICTS.labels(name).inc()
             return None

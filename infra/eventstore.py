@@ -295,6 +295,10 @@ class EventStore(Application):
     def _put(self, events: Sequence[Any], reads: Mapping[UUID, int]) -> list[int]:
         return [recording.notification.id for recording in self.events.put(events, reads=reads)]
 
+    def close(self) -> None:
+        self.group_commit.close()
+        super().close()
+
     def decode(self, oid: UUID, version: int, topic: str, state: bytes) -> Any:
         """Turn one stored event (from the log or a stream message) into its domain event."""
         return self.mapper.to_domain_event(

@@ -12,8 +12,9 @@ race), each request of the batch is written on its own, so only the loser sees t
 events are all written or none.
 
 An event-loop caller (`save_async`) queues its request the same way and awaits a future: it
-costs no thread of its own, and a thread is borrowed from an executor only when its request is
-handed the lead.
+costs no thread of its own. When its request is handed the lead, the group commit's own leader
+thread leads for it: never a thread of the command pool, whose threads may all be waiting in
+`save` for that very lead.
 
 A request may carry read checks (`{aggregate id: version}`, see `infra.recorder`): they travel
 with its events, a failed check fails the shared transaction like a conflict does, and a batch
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -55,13 +56,9 @@ class _LoopWake:
     caller's future on its loop; when it is handed the lead, lead in an executor's thread."""
 
     def __init__(
-        self,
-        commit: GroupCommit,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[int],
-        executor: Executor,
+        self, commit: GroupCommit, loop: asyncio.AbstractEventLoop, future: asyncio.Future[int]
     ) -> None:
-        self.commit, self.loop, self.future, self.executor = commit, loop, future, executor
+        self.commit, self.loop, self.future = commit, loop, future
         self.request: _Request | None = None
 
     def set(self) -> None:
@@ -70,7 +67,7 @@ class _LoopWake:
         if request.done:
             self.loop.call_soon_threadsafe(self._resolve, request)
         elif request.lead:
-            self.executor.submit(self.commit._lead_for_loop, request)
+            self.commit._leader.submit(self.commit._lead_for_loop, request)
 
     def _resolve(self, request: _Request) -> None:
         if self.future.done():  # the caller was cancelled; the request was written anyway
@@ -88,6 +85,12 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
         self._leading = False
+        # Leads for event-loop callers (see the module docstring); one thread, which never
+        # waits for another request.
+        self._leader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
+
+    def close(self) -> None:
+        self._leader.shutdown(wait=True)
 
     def save(self, events: list[Any], reads: Mapping[UUID, int] = NO_READS) -> int:
         """Write `events` (one command's) atomically, if the aggregates in `reads` are still at
@@ -109,14 +112,12 @@ class GroupCommit:
             raise request.error
         return request.position
 
-    async def save_async(
-        self, events: list[Any], reads: Mapping[UUID, int], executor: Executor
-    ) -> int:
-        """`save` for a caller on an event loop: the same batches, without a thread per caller
-        (`executor` lends one to lead)."""
+    async def save_async(self, events: list[Any], reads: Mapping[UUID, int]) -> int:
+        """`save` for a caller on an event loop: the same batches, without a thread per
+        caller."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        wake = _LoopWake(self, loop, future, executor)
+        wake = _LoopWake(self, loop, future)
         request = _Request(events, frozenset(e.originator_id for e in events), reads, wake)
         wake.request = request
         with self._lock:
@@ -124,7 +125,7 @@ class GroupCommit:
             request.lead = not self._leading
             self._leading = True
         if request.lead:
-            executor.submit(self._lead_for_loop, request)
+            self._leader.submit(self._lead_for_loop, request)
         return await future
 
     def _lead_for_loop(self, request: _Request) -> None:

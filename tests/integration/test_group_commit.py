@@ -161,7 +161,6 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
     second.add_member("b", "viewer", NOW)  # same version: only one of them can win
     others = [Workspace.create(uuid4(), f"l{i}", "owner", NOW) for i in range(12)]
     threaded = [Workspace.create(uuid4(), f"t{i}", "owner", NOW) for i in range(4)]
-    executor = ThreadPoolExecutor(4)
     transactions = []
     original = store._put
 
@@ -174,7 +173,7 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
     async def save(aggregate: Workspace) -> BaseException | int:
         try:
             events = list(aggregate.collect_events())
-            return await store.group_commit.save_async(events, {}, executor)
+            return await store.group_commit.save_async(events, {})
         except IntegrityError as exc:
             return exc
 
@@ -182,7 +181,6 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
         in_threads = [asyncio.to_thread(store.save_all, ws) for ws in threaded]
         outcomes = await asyncio.gather(*(save(a) for a in [first, second, *others]), *in_threads)
     finally:
-        executor.shutdown()
         store.group_commit._put = original
     assert max(transactions) >= 10, transactions  # loop saves shared a transaction
     errors = [o for o in outcomes if isinstance(o, BaseException)]
