@@ -1,6 +1,7 @@
 """The command bus: runs handlers in a thread pool (the event store is synchronous) and retries
-optimistic-concurrency conflicts and stale checked reads (`EventStore.read_checked`: the cached
-aggregates are forgotten first), so a concurrent writer never surfaces as a 500.
+optimistic-concurrency conflicts and stale reads of held state (`EventStore.load`,
+`read_checked`) on fresh reads, so a concurrent writer never surfaces as a 500. Starts and node
+results whose state is held run on the event loop (`_on_loop`).
 
 Imported by the gateways and the engine; wiring happens in `gateways.bootstrap`.
 """

@@ -6,8 +6,8 @@ thread pool (see commands.bus). Imported by `commands/` (writes) and by readers 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from copy import deepcopy
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -20,6 +20,7 @@ from infra.group_commit import NO_READS, GroupCommit
 from infra.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 APP_NAME = "LinkFlow"
 EVENTS_TABLE = "linkflow_events"
@@ -64,6 +65,12 @@ def _project(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
+def _of_class(cls: type[A], aggregate_id: UUID, aggregate: Any) -> A:
+    if not isinstance(aggregate, cls):
+        raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
+    return aggregate
+
+
 class DeferredSave(NamedTuple):
     """A save recorded on the event loop (see `EventStore.capture`), to write asynchronously."""
 
@@ -103,18 +110,19 @@ class EventStore(Application):
             if held is None and on_loop:
                 raise NotHeld(aggregate_id)
             if held is not None:
-                if not isinstance(held, cls):
-                    raise TypeError(
-                        f"{aggregate_id} is a {type(held).__name__}, not {cls.__name__}"
-                    )
                 self._captures.held.add(aggregate_id)
-                return held
+                return _of_class(cls, aggregate_id, held)
         return self._get(cls, aggregate_id, copy=True)
 
     def _held_copy(self, aggregate_id: UUID, blocking: bool = True) -> Any:
         """A copy of the cached aggregate (None: not held, or its lock busy and not
         `blocking`), made under the repository's fast-forward lock so that no event is
         half-applied to what is copied."""
+        return self._locked(aggregate_id, blocking, deepcopy)
+
+    def _locked(self, aggregate_id: UUID, blocking: bool, look: Callable[[Any], T]) -> T | None:
+        """`look` at the cached aggregate under the repository's fast-forward lock (None: not
+        cached, or the lock busy and not `blocking`)."""
         try:
             aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
         except KeyError:
@@ -125,7 +133,7 @@ class EventStore(Application):
             if not lock.acquire(blocking=blocking):
                 return None
             try:
-                return deepcopy(aggregate)
+                return look(aggregate)
             finally:
                 lock.release()
         finally:
@@ -140,9 +148,7 @@ class EventStore(Application):
         aggregate: Aggregate = self.repository.get(
             aggregate_id, deepcopy_from_cache=copy, projector_func=_project
         )
-        if not isinstance(aggregate, cls):
-            raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
-        return aggregate
+        return _of_class(cls, aggregate_id, aggregate)
 
     def peek(self, aggregate_id: UUID, blocking: bool = True) -> Peeked | None:
         """The aggregate as this process holds it, asking PostgreSQL nothing (None: not held, or,
@@ -152,21 +158,7 @@ class EventStore(Application):
         `blocking=False`."""
         if self._has_absent(aggregate_id):
             return Peeked(None, 0)
-        try:
-            aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
-        except KeyError:
-            return None
-        repository = self.repository
-        lock = repository._use_fastforward_lock(aggregate_id)
-        try:
-            if not lock.acquire(blocking=blocking):
-                return None
-            try:
-                return Peeked(aggregate, aggregate.version)
-            finally:
-                lock.release()
-        finally:
-            repository._disuse_fastforward_lock(aggregate_id)
+        return self._locked(aggregate_id, blocking, lambda a: Peeked(a, a.version))
 
     def _has_absent(self, aggregate_id: UUID) -> bool:
         try:
@@ -179,22 +171,21 @@ class EventStore(Application):
         """`peek`, after loading the aggregate (as `read` does) if this process did not hold
         it; remembers an aggregate that does not exist (version 0). TypeError as `read`. On a
         command's fresh run (see `load`), brought up to date first."""
-        if getattr(self._captures, "fresh", False):
-            self.forget([aggregate_id])
+        fresh = getattr(self._captures, "fresh", False)
         on_loop = getattr(self._captures, "deferred", None) is not None
-        peeked = self.peek(aggregate_id, blocking=not on_loop)
+        peeked = None if fresh else self.peek(aggregate_id, blocking=not on_loop)
         if peeked is None:
             if on_loop:
                 raise NotHeld(aggregate_id)
+            with suppress(KeyError):
+                self._absent.get(aggregate_id, evict=True)
             try:
-                self.read(cls, aggregate_id)
+                self.read(cls, aggregate_id)  # loads it, or brings it up to date
             except AggregateNotFoundError:
                 self._absent.put(aggregate_id, True)
             peeked = self.peek(aggregate_id) or Peeked(None, 0)
-        if peeked.aggregate is not None and not isinstance(peeked.aggregate, cls):
-            raise TypeError(
-                f"{aggregate_id} is a {type(peeked.aggregate).__name__}, not {cls.__name__}"
-            )
+        if peeked.aggregate is not None:
+            _of_class(cls, aggregate_id, peeked.aggregate)
         return peeked
 
     def read_checked(self, cls: type[A], aggregate_id: UUID) -> A:
@@ -202,7 +193,7 @@ class EventStore(Application):
         without asking PostgreSQL whether it changed since (only a first read loads it). The
         version read is recorded, and the command's save commits only if the aggregate is still
         at that version (else `infra.recorder.StaleRead`, and the bus runs the command again
-        after `forget`). Raises AggregateNotFoundError and TypeError as `read` does; like
+        on fresh reads). Raises AggregateNotFoundError and TypeError as `read` does; like
         `read`, the caller must not change what it gets."""
         peeked = self.hold(cls, aggregate_id)
         self.require({aggregate_id: peeked.version})
@@ -221,13 +212,12 @@ class EventStore(Application):
             checks[aggregate_id] = min(version, checks.get(aggregate_id, version))
 
     def forget(self, aggregate_ids: Iterable[UUID]) -> None:
-        """Drop what this process holds of these aggregates (after a StaleRead)."""
+        """Drop what this process holds of these aggregates (a stale role check, a refusal
+        the gateway reads again)."""
         for aggregate_id in aggregate_ids:
             for cache in (self.repository.cache, self._absent):
-                try:
+                with suppress(KeyError):
                     cache.get(aggregate_id, evict=True)  # type: ignore[union-attr]
-                except KeyError:
-                    pass
 
     def save_all(self, *aggregates: Aggregate) -> int:
         """Save the aggregates' new events atomically (group-committed with other threads'

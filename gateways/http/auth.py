@@ -112,10 +112,15 @@ async def current_user(request: web.Request) -> UUID:
     return caller.id
 
 
+def _key_role(key: Principal, workspace_id: UUID) -> str | None:
+    """An API key's role: only in the workspace it belongs to."""
+    return key.role if key.workspace_id == workspace_id else None
+
+
 async def role_in(request: web.Request, caller: Principal, workspace_id: UUID) -> str:
     """The caller's role in the workspace; 404 when it is not theirs (existence not revealed)."""
     if not caller.is_user:
-        role = caller.role if caller.workspace_id == workspace_id else None
+        role = _key_role(caller, workspace_id)
     else:
         role = await container(request).bus.run(lookups.member_role, workspace_id, caller.id)
     if role is None:
@@ -154,7 +159,7 @@ async def execute_with_access(
     for _ in range(MAX_CONFLICT_RETRIES):
         reads: dict[UUID, int] = {}
         if not caller.is_user:
-            role = caller.role if caller.workspace_id == workspace_id else None
+            role = _key_role(caller, workspace_id)
         else:
             held = lookups.held_role(c.store, workspace_id, caller.id, blocking=False)
             if held is None or held[0] is None or not permits(held[0], action):

@@ -30,15 +30,21 @@ def store(settings: Settings) -> EventStore:
     event_store.close()
 
 
-def test_concurrent_saves_share_transactions_and_keep_their_positions(store: EventStore) -> None:
-    transactions = []
+def counted_puts(store: EventStore) -> tuple[list[int], Any]:
+    """Make the group commit record each transaction's size; the original put, to restore."""
+    transactions: list[int] = []
     original = store._put
 
-    def counting_put(events, reads):  # type: ignore[no-untyped-def]
+    def counting_put(events: Any, reads: Any) -> list[int]:
         transactions.append(len(events))
         return original(events, reads)
 
     store.group_commit._put = counting_put
+    return transactions, original
+
+
+def test_concurrent_saves_share_transactions_and_keep_their_positions(store: EventStore) -> None:
+    transactions, original = counted_puts(store)
     barrier = threading.Barrier(16)
 
     def save_one(i: int) -> tuple[Workspace, int]:
@@ -161,14 +167,7 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
     second.add_member("b", "viewer", NOW)  # same version: only one of them can win
     others = [Workspace.create(uuid4(), f"l{i}", "owner", NOW) for i in range(12)]
     threaded = [Workspace.create(uuid4(), f"t{i}", "owner", NOW) for i in range(4)]
-    transactions = []
-    original = store._put
-
-    def counting_put(events, reads):  # type: ignore[no-untyped-def]
-        transactions.append(len(events))
-        return original(events, reads)
-
-    store.group_commit._put = counting_put
+    transactions, original = counted_puts(store)
 
     async def save(aggregate: Workspace) -> BaseException | int:
         try:

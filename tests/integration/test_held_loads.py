@@ -49,6 +49,18 @@ class Process:
 
         self.store.recorder.select_events = counting  # type: ignore[method-assign]
 
+    def count_threaded(self) -> list[str]:
+        """From now on, record the commands the bus runs in a thread (`handle`)."""
+        threaded: list[str] = []
+        original = self.bus.handle
+
+        def counting(cmd: m.Command, reads: Any = NO_READS) -> Any:
+            threaded.append(type(cmd).__name__)
+            return original(cmd, reads)
+
+        self.bus.handle = counting  # type: ignore[method-assign]
+        return threaded
+
     def run(self, cmd: m.Command) -> dict[str, Any]:
         return self.bus.handle(cmd).fields
 
@@ -118,18 +130,11 @@ def test_a_refusal_on_held_state_is_decided_again(two: tuple[Process, Process]) 
 
 async def test_a_start_on_held_state_runs_on_the_event_loop(settings: Settings) -> None:
     gateway = Process(settings)
-    threaded: list[str] = []
-    original = gateway.bus.handle
-
-    def counting(cmd: m.Command, reads: Any = NO_READS) -> Any:
-        threaded.append(type(cmd).__name__)
-        return original(cmd, reads)
-
     try:
         execution = started(gateway)
         workflow = UUID(gateway.store.load(Execution, execution).workflow_id)
         workspace = UUID(gateway.store.load(Execution, execution).workspace_id)
-        gateway.bus.handle = counting  # type: ignore[method-assign]
+        threaded = gateway.count_threaded()
         gateway.store.forget([workflow])
         start = m.StartExecution(workspace_id=workspace, workflow_id=workflow, input={})
         first = await gateway.bus.execute(start)  # not held: in a thread, which loads it
@@ -152,14 +157,7 @@ async def test_a_result_for_a_held_execution_is_recorded_from_the_event_loop(
 ) -> None:
     worker, gateway = two
     execution = started(gateway)
-    threaded: list[str] = []
-    original = worker.bus.handle
-
-    def counting(cmd: m.Command, reads: Any = NO_READS) -> Any:
-        threaded.append(type(cmd).__name__)
-        return original(cmd, reads)
-
-    worker.bus.handle = counting  # type: ignore[method-assign]
+    threaded = worker.count_threaded()
     first = await worker.bus.execute(complete("one", execution))  # not held: in a thread
     assert (threaded, first.fields["accepted"]) == (["CompleteNode"], True)
     second = await worker.bus.execute(complete("two", execution))
