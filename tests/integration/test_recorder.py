@@ -1,4 +1,4 @@
-"""The one-round-trip append (`infra.recorder`, migrations 008 and 009) on the real PostgreSQL:
+"""The one-round-trip append (`infra.recorder`, migrations 008 to 010) on the real PostgreSQL:
 what the relay relies on (a reader following the log never skips a committed event), atomicity,
 duplicate versions refused with the library's IntegrityError, and read checks."""
 
@@ -145,3 +145,48 @@ def test_an_append_whose_read_is_stale_writes_nothing_and_names_it(
         store.recorder.insert_events(appended, reads=reads)
     assert set(refused.value.ids) == {read[0].originator_id, created[0].originator_id}
     assert _versions(settings, appended[0].originator_id) == []
+
+
+def test_the_read_check_probes_the_index_after_the_log_grew(fresh_settings: Settings) -> None:
+    """A session's first appends, on a nearly empty log, must not leave it a cached plan that
+    scans the whole log (a hash semi-join over a sequential scan) once the log has grown."""
+    plans: list[str] = []
+    with psycopg.connect(fresh_settings.conninfo, autocommit=True) as conn:
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")  # the plans of the function's statements, as notices
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_level = notice",
+        ):
+            conn.execute(f"SET {setting}")
+        written: list[StoredEvent] = []
+
+        def append_reading_four() -> None:
+            [event] = events(1)
+            read = written[-4:]
+            conn.execute(
+                "SELECT linkflow_append_events(%s, %s, %s, %s, %s, %s)",
+                (
+                    [event.originator_id],
+                    [1],
+                    [TOPIC],
+                    [event.state],
+                    [e.originator_id for e in read],
+                    [1] * len(read),
+                ),
+            )
+            written.append(event)
+
+        for _ in range(12):  # past the five custom plans, on a nearly empty log
+            append_reading_four()
+        conn.execute(
+            "INSERT INTO linkflow_events (originator_id, originator_version, topic, state)"
+            " SELECT gen_random_uuid(), 1, %s, '\\x7b7d' FROM generate_series(1, 20000)",
+            (TOPIC,),
+        )
+        plans.clear()
+        append_reading_four()
+    [check] = [p for p in plans if "linkflow_events e" in p]
+    assert "Index Only Scan using linkflow_events_pkey" in check, check
+    assert "Seq Scan" not in check and "Hash" not in check, check
