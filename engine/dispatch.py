@@ -20,6 +20,7 @@ Imported by `engine.matching` and `gateways.bootstrap`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,8 @@ class Dispatcher:
         self.settings = settings
         self.script = redis.register_script(_CLAIM_AND_ADD)  # holds the script's SHA1
         self.queues_ready: set[str] = set()
+        # Tasks of the saves that became durable in this loop turn, and the send they join.
+        self._gathering: tuple[list[TaskMessage], asyncio.Future[None]] | None = None
 
     async def ensure_queues(self, tasks: list[TaskMessage]) -> None:
         """The workers' group exists before its first task, so no task is ever skipped."""
@@ -98,7 +101,20 @@ class Dispatcher:
         for task, (_, added) in zip(tasks, replies, strict=True):
             if added:
                 metrics.TASKS_DISPATCHED.labels(task.queue).inc()
-        return [e.decode() if isinstance(e, bytes) else str(e) for e, _ in replies]
+        return [_text(e) for e, _ in replies]
+
+    async def entry_ids(self, tasks: list[TaskMessage]) -> list[str]:
+        """Every task's entry id, sending only the tasks no one sent yet: one MGET of the claim
+        keys, then `dispatch` for the tasks without a claim (matching, which usually records
+        tasks the fast path already sent). A claim is never removed before its TTL, so a task
+        found claimed was sent, and one found unclaimed is claimed atomically by `dispatch`."""
+        claims = await self.redis.mget([self._claim_key(t) for t in tasks])
+        unsent = [t for t, claim in zip(tasks, claims, strict=True) if claim is None]
+        sent = iter(await self.dispatch(unsent) if unsent else ())
+        return [_text(claim) if claim is not None else next(sent) for claim in claims]
+
+    def _claim_key(self, task: TaskMessage) -> str:
+        return self.settings.key(f"dispatched:{task.task_id}")
 
     async def _claim_and_add(self, tasks: list[TaskMessage]) -> list[Any]:
         """EVALSHA per task in one pipeline. (redis-py's `Script` in a pipeline asks SCRIPT
@@ -108,7 +124,7 @@ class Dispatcher:
                 pipe.evalsha(
                     self.script.sha,
                     2,
-                    self.settings.key(f"dispatched:{task.task_id}"),
+                    self._claim_key(task),
                     task_stream(self.settings, task.queue),
                     task.model_dump_json(),
                     CLAIM_TTL_S,
@@ -116,12 +132,29 @@ class Dispatcher:
             return await pipe.execute()  # type: ignore[no-any-return]
 
     async def after_save(self, events: Sequence[Any]) -> None:
-        """The fast path: dispatch the tasks a durable command just scheduled. Best effort:
-        matching dispatches whatever this does not."""
+        """The fast path: dispatch the tasks a durable command just scheduled. The saves a group
+        commit makes durable together resume in the same loop turn: their tasks are gathered
+        into one pipeline (`_send_gathered`), which each of them awaits. Best effort: matching
+        dispatches whatever this does not."""
         tasks = tasks_of(events)
         if not tasks:
             return
+        if self._gathering is None:
+            self._gathering = ([], asyncio.ensure_future(self._send_gathered()))
+        gathered, sent = self._gathering
+        gathered.extend(tasks)
+        await asyncio.shield(sent)  # a caller cancelled does not cancel the others' send
+
+    async def _send_gathered(self) -> None:
+        await asyncio.sleep(0)  # the other saves resumed in this turn join first
+        assert self._gathering is not None
+        tasks, _ = self._gathering
+        self._gathering = None
         try:
             await self.dispatch(tasks)
-        except Exception:  # noqa: BLE001 - matching dispatches it from the log
+        except Exception:  # noqa: BLE001 - matching dispatches them from the log
             log.warning("fast_dispatch_failed", exc_info=True)
+
+
+def _text(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

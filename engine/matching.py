@@ -97,7 +97,7 @@ class Matching(EventConsumer):
         if tasks:
             # Usually the command's own process sent them already (engine.dispatch): then this
             # only learns their entry ids.
-            entry_ids = await self.dispatcher.dispatch(tasks)
+            entry_ids = await self.dispatcher.entry_ids(tasks)
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO engine_tasks (task_id, execution_id, workspace_id, queue,"

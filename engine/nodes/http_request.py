@@ -27,6 +27,9 @@ DEFAULT_TIMEOUT_S = 300.0
 MAX_REDIRECTS = 5
 ERROR_BODY_LIMIT = 4 * 1024
 _CHUNK = 64 * 1024
+# The request runs under `asyncio.timeout(total)`, which bounds connecting, sending and reading
+# the body together: aiohttp's own timers (a second set per request) are switched off.
+_BOUNDED_OUTSIDE = aiohttp.ClientTimeout()
 
 
 class NodeError(Exception):
@@ -212,7 +215,7 @@ async def run_http_request(
                 data=data,
                 allow_redirects=True,
                 max_redirects=MAX_REDIRECTS + 1,  # aiohttp counts the refused hop too
-                timeout=aiohttp.ClientTimeout(total=total),
+                timeout=_BOUNDED_OUTSIDE,
             ) as response:
                 raw = await _read_capped(response, max_response_bytes)
                 status = response.status

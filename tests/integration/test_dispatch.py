@@ -4,15 +4,18 @@ sending it again; whichever of the two comes first, the stream holds the task on
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from stack import eventually, roles
 from test_matching import ONE_CALL, task_rows
 from test_pipeline import setup_workflow
 
 from commands import models as m
+from engine.dispatch import Dispatcher, tasks_of
+from engine.tasks import TaskMessage
 from gateways.bootstrap import Container
 from infra.settings import Settings
 from infra.streams import task_stream
@@ -78,3 +81,97 @@ async def test_the_fast_path_still_sends_after_redis_lost_its_scripts(
         execution = UUID(result.fields["execution_id"])
         [(_, task)] = await entries_for(c, execution)
         assert task["node_id"] == "call"
+
+
+def _task(n: int) -> TaskMessage:
+    execution = uuid4()
+    return TaskMessage(
+        task_id=f"{execution}:call:1",
+        execution_id=execution,
+        workspace_id="ws",
+        node_id="call",
+        attempt=1,
+        queue="default",
+        type="http_request",
+        config={"url": f"http://example.test/{n}"},
+    )
+
+
+def _counted_dispatcher(c: Container) -> tuple[Dispatcher, list[list[str]]]:
+    """A dispatcher that records the task ids of each `dispatch` (each pipeline it sends)."""
+    dispatcher = Dispatcher(c.redis, c.settings)
+    sends: list[list[str]] = []
+    send = dispatcher.dispatch
+
+    async def counted(tasks: list[TaskMessage]) -> list[str]:
+        sends.append([t.task_id for t in tasks])
+        return await send(tasks)
+
+    dispatcher.dispatch = counted  # type: ignore[method-assign]
+    return dispatcher, sends
+
+
+def _started(c: Container, n: int) -> list[list[Any]]:
+    """The saved events of `n` starts run on the synchronous path (no fast dispatch)."""
+    ws, wf = setup_workflow(c, ONE_CALL)
+    command = m.StartExecution(workspace_id=ws, workflow_id=wf, input={})
+    return [c.bus.handle(command).saved for _ in range(n)]
+
+
+async def _stream_task_ids(c: Container) -> list[str]:
+    entries = await c.redis.xrange(task_stream(c.settings, "default"))
+    return [json.loads(f[b"task"])["task_id"] for _, f in entries]
+
+
+async def test_saves_durable_in_the_same_loop_turn_send_their_tasks_in_one_pipeline(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        dispatcher, sends = _counted_dispatcher(c)
+        *saves, later = _started(c, 6)
+
+        async def saved(events: list[Any]) -> list[str]:
+            await dispatcher.after_save(events)
+            return await _stream_task_ids(c)  # what the stream holds once this save returns
+
+        seen = await asyncio.gather(*(saved(events) for events in saves))
+        assert [len(sent) for sent in sends] == [5]
+        for events, in_stream in zip(saves, seen, strict=True):
+            [task] = tasks_of(events)
+            assert task.task_id in in_stream
+        await dispatcher.after_save(later)  # a later turn: a send of its own
+        assert [len(sent) for sent in sends] == [5, 1]
+        assert len(await _stream_task_ids(c)) == 6
+
+
+async def test_a_cancelled_save_does_not_cancel_the_others_gathered_send(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        dispatcher = Dispatcher(c.redis, c.settings)
+        first, second = _started(c, 2)
+        cancelled = asyncio.ensure_future(dispatcher.after_save(first))
+        kept = asyncio.ensure_future(dispatcher.after_save(second))
+        await asyncio.sleep(0)  # both joined the gathering send
+        cancelled.cancel()
+        await kept
+        expected = [t.task_id for t in tasks_of(first) + tasks_of(second)]
+        assert sorted(await _stream_task_ids(c)) == sorted(expected)
+
+
+async def test_entry_ids_send_only_the_tasks_no_one_sent(fresh_settings: Settings) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        dispatcher, sends = _counted_dispatcher(c)
+        sent, unsent = _task(1), _task(2)
+        [sent_entry] = await dispatcher.dispatch([sent])
+        ids = await dispatcher.entry_ids([sent, unsent])
+        assert sends == [[sent.task_id], [unsent.task_id]]  # the claimed one was not sent again
+        assert ids[0] == sent_entry
+        entries = await c.redis.xrange(task_stream(c.settings, "default"))
+        assert [e.decode() for e, _ in entries] == ids  # each task in the stream once
+        assert await _stream_task_ids(c) == [sent.task_id, unsent.task_id]
+        assert await dispatcher.entry_ids([sent, unsent]) == ids
+        assert len(sends) == 2  # both claimed now: nothing sent
