@@ -40,7 +40,8 @@ class Matching(EventConsumer):
     handles = (Execution.NodeScheduled, *ATTEMPT_ENDED, *EXECUTION_CLOSED)
     # The fast path (engine.dispatch) sends tasks; matching records them and sends only what
     # it missed, so it can let entries gather: fewer batches, each a transaction.
-    linger_ms = 20
+    linger_ms = 100
+    batch_entries = 50
 
     def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -108,6 +108,8 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     )
     if response.content_length is not None and response.content_length > limit:
         raise too_large
+    if response.content_length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # what it reads is the length checked above
     buf = bytearray()
     async for chunk in response.content.iter_chunked(_CHUNK):
         buf.extend(chunk)

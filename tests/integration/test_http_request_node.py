@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,13 @@ def _app(release: asyncio.Event, port_box: list[int]) -> web.Application:
     async def large(request: web.Request) -> web.Response:
         return web.Response(body=b"a" * LARGE, content_type="application/octet-stream")
 
+    async def large_gzip(request: web.Request) -> web.Response:
+        # A few KB on the wire (its Content-Length), LARGE bytes once decompressed.
+        return web.Response(
+            body=gzip.compress(b"c" * LARGE),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"},
+        )
+
     async def large_chunked(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         response.enable_chunked_encoding()
@@ -93,6 +101,7 @@ def _app(release: asyncio.Event, port_box: list[int]) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/large", large)
     app.router.add_get("/large-chunked", large_chunked)
+    app.router.add_get("/large-gzip", large_gzip)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/loop", loop)
     app.router.add_get("/redirect-localhost", redirect_localhost)
@@ -209,7 +218,7 @@ async def test_timeout_is_honoured(server: Server) -> None:
     assert elapsed < 1.5
 
 
-@pytest.mark.parametrize("path", ["/large", "/large-chunked"])
+@pytest.mark.parametrize("path", ["/large", "/large-chunked", "/large-gzip"])
 async def test_large_body_is_refused(server: Server, path: str) -> None:
     err = await _error({"url": f"{server.base}{path}"}, max_response_bytes=LIMIT)
     assert err.error["type"] == "response_too_large"
