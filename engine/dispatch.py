@@ -8,7 +8,8 @@ Two senders race for each task, and exactly one XADDs it:
   `engine_tasks` (it dispatches the tasks the fast path did not: a crash between the commit and
   the XADD, a command run outside the bus's async path).
 
-Both run `claim_and_add` (a Lua script, atomic in Redis): if the task's claim key
+Both go through `claim_and_add` (a Lua script, atomic in Redis; matching first MGETs the claim
+keys and runs it only for tasks without one): if the task's claim key
 `dispatched:<task_id>` exists, it answers the entry id stored there; otherwise it XADDs the task
 and stores the new entry id under the claim key for `CLAIM_TTL_S`. Redis is only the transport:
 if it loses the claim keys (or matching catches up after more than `CLAIM_TTL_S`), a task may be
