@@ -63,6 +63,35 @@ class Settings(BaseSettings):
     events_stream_maxlen: int = 10_000  # entries, each up to 100 events (infra.relay)
     log_level: str = "INFO"
 
+    # ---- Overload: admission and dispatch (docs/architecture.md, "Limits and timeouts")
+    # Executions a workspace may have open (queued or running); past it a start is 429.
+    max_queued_per_workspace: int = 10_000
+    # Entries a task stream may hold that no worker has read yet; past it the fast path leaves
+    # tasks to matching, which feeds them round-robin across workspaces as workers free up.
+    dispatch_backlog: int = 64
+    # Deliveries of one task entry without a recorded result before its node fails with
+    # `worker_error` (a worker that dies on it, again and again).
+    task_max_deliveries: int = 5
+
+    # ---- Limits on what one request or one node may make the system hold
+    max_nodes: int = 2_000  # nodes per workflow definition
+    max_json_depth: int = 64  # nesting of request bodies and of parsed http_request responses
+    max_output_bytes: int = 1024 * 1024  # a node's output (JSON bytes): else `output_too_large`
+    max_event_bytes: int = 2 * 1024 * 1024  # one stored event (ExecutionStarted holds input+def)
+    max_expression_cost: int = 100_000  # work units one `{{ }}` evaluation may spend
+    max_expression_result_bytes: int = 1024 * 1024  # what one `{{ }}` evaluation may produce
+    max_variables_bytes: int = 256 * 1024  # a workspace's variables together (JSON bytes)
+
+    # ---- Outages
+    # Every request is answered within this time: past it, 503 `unavailable` + Retry-After.
+    request_deadline_s: float = 5.0
+    # How long to wait for a PostgreSQL connection (pool checkout and connect).
+    pg_wait_s: float = 3.0
+
+    # ---- Memory
+    # Bytes of aggregates kept in memory per process (estimated), besides the count above.
+    aggregate_cache_bytes: int = 64 * 1024 * 1024
+
     @field_validator("jwt_secret", "secret_key")
     @classmethod
     def _long_enough(cls, value: str, info: ValidationInfo) -> str:
