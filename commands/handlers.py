@@ -28,6 +28,9 @@ from infra.eventstore import EventStore
 from infra.passwords import hash_password
 
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://linkflow.dev/idempotency")
+# Executions with more nodes are decided in a command thread, never on the event loop: a
+# decision costs ~50 µs per node it reaches, and the loop must not be held for long.
+LOOP_NODES = 40
 
 
 class NotFound(Exception):
@@ -197,6 +200,8 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
     else:
         version = workflow.triggered_version(cmd.trigger)
     definition = workflow.definition(version)
+    if len(definition["nodes"]) > LOOP_NODES:
+        store.leave_loop()
     execution = Execution.start(
         execution_id,
         str(cmd.workspace_id),
@@ -266,20 +271,28 @@ def cancel_execution(store: EventStore, cmd: m.CancelExecution) -> Result:
     return Result(position, {"execution_id": str(execution.id), "status": execution.status})
 
 
+def _execution(store: EventStore, execution_id: UUID) -> Execution:
+    """The execution a worker's result or a timer is for (a copy to change)."""
+    execution: Execution = _load(store, Execution, execution_id, "execution")
+    if len(execution.nodes) > LOOP_NODES:
+        store.leave_loop()
+    return execution
+
+
 def complete_node(store: EventStore, cmd: m.CompleteNode) -> Result:
-    execution = _load(store, Execution, cmd.execution_id, "execution")
+    execution = _execution(store, cmd.execution_id)
     accepted = execution.complete_node(cmd.node_id, cmd.attempt, cmd.output, now())
     return _save_if_changed(store, execution, accepted)
 
 
 def fail_node(store: EventStore, cmd: m.FailNode) -> Result:
-    execution = _load(store, Execution, cmd.execution_id, "execution")
+    execution = _execution(store, cmd.execution_id)
     accepted = execution.fail_node(cmd.node_id, cmd.attempt, cmd.error, now(), cmd.retryable)
     return _save_if_changed(store, execution, accepted)
 
 
 def fire_timer(store: EventStore, cmd: m.FireTimer) -> Result:
-    execution = _load(store, Execution, cmd.execution_id, "execution")
+    execution = _execution(store, cmd.execution_id)
     accepted = execution.fire_timer(cmd.timer_id, now())
     return _save_if_changed(store, execution, accepted)
 

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -184,10 +185,30 @@ class Settings(_Strict):
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
 
 
+@dataclass(frozen=True)
+class _GraphIndex:
+    nodes: dict[str, Node]
+    order: dict[str, int]
+    incoming: dict[str, list[Edge]]
+    children: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, nodes: list[Node], edges: list[Edge]) -> _GraphIndex:
+        incoming: dict[str, list[Edge]] = {}
+        targets: dict[str, dict[str, None]] = {}
+        for edge in edges:
+            incoming.setdefault(edge.target, []).append(edge)
+            targets.setdefault(edge.source, {})[edge.target] = None
+        children = {source: list(ends) for source, ends in targets.items()}
+        order = {node.id: i for i, node in enumerate(nodes)}
+        return cls({node.id: node for node in nodes}, order, incoming, children)
+
+
 class WorkflowDefinition(BaseModel):
     """A workflow definition (the API format). Unknown top-level fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
+    _graph: _GraphIndex | None = PrivateAttr(default=None)
 
     name: str = Field(min_length=1, max_length=200)
     description: str | None = None
@@ -198,19 +219,31 @@ class WorkflowDefinition(BaseModel):
 
     def node(self, node_id: str) -> Node:
         """The node with this id; KeyError if there is none."""
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(node_id)
+        return self._index().nodes[node_id]
 
     def incoming(self, node_id: str) -> list[Edge]:
         """Edges whose target is `node_id`, in definition order."""
-        return [edge for edge in self.edges if edge.target == node_id]
+        return self._index().incoming.get(node_id, [])
+
+    def position(self, node_id: str) -> int:
+        """Where the node stands in the definition's `nodes` (0-based)."""
+        return self._index().order[node_id]
+
+    def children(self, node_id: str) -> list[str]:
+        """Ids of the targets of `node_id`'s edges, in definition order (no repeats)."""
+        return self._index().children.get(node_id, [])
 
     def leaves(self) -> list[str]:
         """Ids of the nodes without an outgoing edge, in definition order."""
-        sources = {edge.source for edge in self.edges}
-        return [node.id for node in self.nodes if node.id not in sources]
+        children = self._index().children
+        return [node.id for node in self.nodes if node.id not in children]
+
+    def _index(self) -> _GraphIndex:
+        """Nodes by id and edges by end, built once (the definition never changes once
+        validated): an execution's decisions then cost O(edges) in all, not O(nodes × edges)."""
+        if self._graph is None:
+            self._graph = _GraphIndex.of(self.nodes, self.edges)
+        return self._graph
 
     def to_json(self) -> dict[str, Any]:
         """The definition as JSON-ready data (None-valued fields and the trigger's defaults left

@@ -10,6 +10,7 @@ durable timers. Imported by `commands/` (which saves it) and by consumers readin
 from __future__ import annotations
 
 import copy
+import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,9 +86,9 @@ class Execution(TenantAggregate):
 
         def apply(self, aggregate: Execution) -> None:
             run = aggregate.nodes[self.node_id]
-            run.status = "completed"
             run.output = self.output
-            run.closed_at = self.timestamp
+            aggregate.outputs[self.node_id] = {"output": self.output}
+            aggregate.settle(self.node_id, "completed", self.timestamp)
 
     class NodeFailed(Aggregate.Event):
         """An attempt failed; `will_retry` says whether a back-off timer follows."""
@@ -104,9 +105,8 @@ class Execution(TenantAggregate):
             if self.will_retry:
                 run.status = "retrying"
             else:
-                run.status = "failed"
                 run.failed_for_good = True
-                run.closed_at = self.timestamp
+                aggregate.settle(self.node_id, "failed", self.timestamp)
 
     class NodeTimedOut(Aggregate.Event):
         workspace_id: str
@@ -120,9 +120,8 @@ class Execution(TenantAggregate):
             if self.will_retry:
                 run.status = "retrying"
             else:
-                run.status = "timed_out"
                 run.failed_for_good = True
-                run.closed_at = self.timestamp
+                aggregate.settle(self.node_id, "timed_out", self.timestamp)
 
     class NodeSkipped(Aggregate.Event):
         workspace_id: str
@@ -130,9 +129,7 @@ class Execution(TenantAggregate):
         node_type: str
 
         def apply(self, aggregate: Execution) -> None:
-            run = aggregate.nodes[self.node_id]
-            run.status = "skipped"
-            run.closed_at = self.timestamp
+            aggregate.settle(self.node_id, "skipped", self.timestamp)
 
     class NodeCanceled(Aggregate.Event):
         workspace_id: str
@@ -140,9 +137,7 @@ class Execution(TenantAggregate):
         attempt: int
 
         def apply(self, aggregate: Execution) -> None:
-            run = aggregate.nodes[self.node_id]
-            run.status = "canceled"
-            run.closed_at = self.timestamp
+            aggregate.settle(self.node_id, "canceled", self.timestamp)
 
     class TimerScheduled(Aggregate.Event):
         workspace_id: str
@@ -266,6 +261,12 @@ class Execution(TenantAggregate):
         self.graph = WorkflowDefinition.model_validate(definition)
         self.nodes: dict[str, NodeRun] = {node.id: NodeRun() for node in self.graph.nodes}
         self.timers: dict[str, dict[str, Any]] = {}
+        # Kept as events apply, so that each decision costs what it touches, not the graph:
+        # the outputs expressions see, how many nodes are not settled yet, and the nodes
+        # settled since the last `_advance` (whose children it looks at).
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.unsettled = len(self.nodes)
+        self.newly_settled: list[str] = []
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Execution:
         """The copy a command changes (the event store copies a cached aggregate for each
@@ -277,6 +278,8 @@ class Execution(TenantAggregate):
         clone.__dict__.update(self.__dict__)
         clone.nodes = {node_id: copy.copy(run) for node_id, run in self.nodes.items()}
         clone.timers = dict(self.timers)
+        clone.outputs = dict(self.outputs)
+        clone.newly_settled = list(self.newly_settled)
         clone.__dict__["_pending_events"] = list(self.pending_events)
         memo[id(self)] = clone
         return clone
@@ -284,6 +287,15 @@ class Execution(TenantAggregate):
     def close(self, status: str, at: datetime) -> None:
         self.status = status
         self.closed_at = at
+
+    def settle(self, node_id: str, status: str, at: datetime) -> None:
+        """A node reached a terminal status (each node does so once)."""
+        run = self.nodes[node_id]
+        if run.status not in NODE_TERMINAL:
+            self.unsettled -= 1
+            self.newly_settled.append(node_id)
+        run.status = status
+        run.closed_at = at
 
     # ----------------------------------------------------------------- commands
 
@@ -319,7 +331,7 @@ class Execution(TenantAggregate):
         limit = execution.graph.settings.timeout_s
         if limit:
             execution._schedule_timer("execution_timeout", now + timedelta(seconds=limit), now)
-        execution._advance(now)
+        execution._advance(now, roots=True)
         return execution
 
     @property
@@ -466,26 +478,50 @@ class Execution(TenantAggregate):
         else:
             self._advance(now)
 
-    def _advance(self, now: datetime) -> None:
-        """Run or skip every node whose parents are settled, until nothing changes; then close."""
-        progressed = True
-        while progressed and self.running:
-            progressed = False
-            for node in self.graph.nodes:
-                if self.nodes[node.id].status != "pending":
-                    continue
-                verdict = self._readiness(node.id)
-                if verdict == "wait":
-                    continue
-                progressed = True
-                if verdict == "skip":
-                    self.record(self.NodeSkipped, now, node_id=node.id, node_type=node.type)
-                else:
-                    self._schedule_node(node, 1, now)
-                if not self.running:
-                    return
-        if self.running and all(run.status in NODE_TERMINAL for run in self.nodes.values()):
+    def _advance(self, now: datetime, roots: bool = False) -> None:
+        """Run or skip every pending node whose parents are settled, until nothing changes;
+        then close. Only the children of nodes settled since the last call (and, at the start,
+        the `roots`) are looked at, in sweeps over the definition's order: a node is decided
+        in the sweep that reaches it after its last parent settled, so a graph costs O(edges)
+        in all, whatever its size."""
+        order = self.graph.position
+        sweep: list[tuple[int, str]] = []  # a heap: this sweep's nodes, in definition order
+        later: list[tuple[int, str]] = []  # the next sweep's
+        at = -1  # the position this sweep has reached
+        if roots:
+            sweep = [(order(n.id), n.id) for n in self.graph.nodes if not self.graph.incoming(n.id)]
+        while self.running:
+            for settled in self._drain_settled():
+                for child in self.graph.children(settled):
+                    if self.nodes[child].status == "pending":
+                        if order(child) > at:
+                            heapq.heappush(sweep, (order(child), child))
+                        else:
+                            later.append((order(child), child))
+            if not sweep:
+                if not later:
+                    break
+                sweep, later, at = later, [], -1
+                heapq.heapify(sweep)
+                continue
+            at, node_id = heapq.heappop(sweep)
+            if self.nodes[node_id].status != "pending":
+                continue
+            verdict = self._readiness(node_id)
+            if verdict == "wait":
+                continue
+            node = self.graph.node(node_id)
+            if verdict == "skip":
+                self.record(self.NodeSkipped, now, node_id=node.id, node_type=node.type)
+            else:
+                self._schedule_node(node, 1, now)
+        self.newly_settled.clear()
+        if self.running and self.unsettled == 0:
             self.record(self.ExecutionCompleted, now, output=self._output())
+
+    def _drain_settled(self) -> list[str]:
+        settled, self.newly_settled = self.newly_settled, []
+        return settled
 
     def _readiness(self, node_id: str) -> str:
         """'wait' while a parent is unsettled; else 'skip' or 'run' (see docs/architecture.md)."""
@@ -610,11 +646,7 @@ class Execution(TenantAggregate):
         """What `{{ … }}` expressions in node configs can reach."""
         return {
             "trigger": self.input,
-            "nodes": {
-                node_id: {"output": run.output}
-                for node_id, run in self.nodes.items()
-                if run.status == "completed"
-            },
+            "nodes": self.outputs,
             "vars": self.vars,
             "execution": {
                 "id": str(self.id),

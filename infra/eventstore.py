@@ -273,6 +273,12 @@ class EventStore(Application):
             self._captures.fresh = None
             self._captures.deferred = None
 
+    def leave_loop(self) -> None:
+        """Inside `capture(on_loop=True)`: hand the command to a thread (NotHeld), because
+        deciding it would hold the event loop too long (a large workflow). Elsewhere nothing."""
+        if getattr(self._captures, "deferred", None) is not None:
+            raise NotHeld("too large to decide on the event loop")
+
     def deferred_saves(self) -> list[DeferredSave]:
         """The saves this thread's last `capture(on_loop=True)` block recorded."""
         return list(getattr(self._captures, "last_deferred", None) or ())

@@ -238,3 +238,39 @@ def test_a_copy_continues_exactly_like_the_original() -> None:
     assert statuses(command) == statuses(ex)
     assert (command.version, command.status, command.output) == (ex.version, ex.status, ex.output)
     assert events_of(command) == events_of(ex)
+
+
+def _chain(nodes: int, reversed_order: bool = False) -> dict[str, Any]:
+    ids = [f"n{i}" for i in range(nodes)]
+    listed = list(reversed(ids)) if reversed_order else ids
+    return parse_definition(
+        {
+            "name": "chain",
+            "nodes": [{"id": i, "type": "transform", "config": {"set": {"v": i}}} for i in listed],
+            "edges": [{"source": a, "target": b} for a, b in zip(ids, ids[1:], strict=False)],
+        }
+    ).to_json()
+
+
+@pytest.mark.parametrize("reversed_order", [False, True])
+def test_deciding_a_graph_looks_at_each_node_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch, reversed_order: bool
+) -> None:
+    """Defect 3 of issue 12: starting a 10,000-node workflow cost ~170x a 1,000-node one (every
+    advance rescanned every node). Now a node's readiness is looked at once per parent that
+    settles, whatever the graph's size or the order its nodes are listed in."""
+    looks = 0
+    readiness = Execution._readiness
+
+    def counted(self: Execution, node_id: str) -> str:
+        nonlocal looks
+        looks += 1
+        return readiness(self, node_id)
+
+    monkeypatch.setattr(Execution, "_readiness", counted)
+    nodes = 3_000
+    ex = Execution.start(uuid4(), "ws", "wf", 1, _chain(nodes, reversed_order), {}, T0)
+    assert ex.status == "completed"
+    assert set(statuses(ex).values()) == {"completed"}
+    assert looks <= 2 * nodes
+    assert ex.output == {"v": f"n{nodes - 1}"}
