@@ -18,7 +18,15 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from commands.handlers import Result
-from commands.models import Command, CompleteNode, FailNode, FireTimer, StartExecution
+from commands.models import (
+    Command,
+    CompleteNode,
+    FailNode,
+    FireTimer,
+    StartExecution,
+    StartNode,
+    TimeOutNode,
+)
 from commands.registry import HANDLERS
 from infra import metrics
 from infra.eventstore import EventStore
@@ -134,7 +142,7 @@ class CommandBus:
 
 # Commands `execute` tries on the event loop: their handlers save at most once, and the result's
 # position is that save's (a keyed start may answer from an earlier save: not on the loop).
-_ON_LOOP = (CompleteNode, FailNode, FireTimer)
+_ON_LOOP = (CompleteNode, FailNode, FireTimer, StartNode, TimeOutNode)
 
 
 def _runs_on_loop(cmd: Command) -> bool:

@@ -285,6 +285,18 @@ def complete_node(store: EventStore, cmd: m.CompleteNode) -> Result:
     return _save_if_changed(store, execution, accepted)
 
 
+def start_node(store: EventStore, cmd: m.StartNode) -> Result:
+    execution = _execution(store, cmd.execution_id)
+    accepted = execution.start_node(cmd.node_id, cmd.attempt, now())
+    return _save_if_changed(store, execution, accepted)
+
+
+def time_out_node(store: EventStore, cmd: m.TimeOutNode) -> Result:
+    execution = _execution(store, cmd.execution_id)
+    accepted = execution.time_out_node(cmd.node_id, cmd.attempt, now())
+    return _save_if_changed(store, execution, accepted)
+
+
 def fail_node(store: EventStore, cmd: m.FailNode) -> Result:
     execution = _execution(store, cmd.execution_id)
     accepted = execution.fail_node(cmd.node_id, cmd.attempt, cmd.error, now(), cmd.retryable)
@@ -312,6 +324,8 @@ HANDLERS: dict[type[m.Command], Callable[[EventStore, Any], Result]] = {
     m.ArchiveWorkflow: archive_workflow,
     m.StartExecution: start_execution,
     m.CancelExecution: cancel_execution,
+    m.StartNode: start_node,
+    m.TimeOutNode: time_out_node,
     m.CompleteNode: complete_node,
     m.FailNode: fail_node,
     m.FireTimer: fire_timer,

@@ -59,7 +59,7 @@ def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
 
 
 def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, attempt: int) -> bool:
-    """Whether a node attempt still awaits its result (workers check republished tasks)."""
+    """Whether a node attempt still awaits its result (scheduled, or started by a worker)."""
     try:
         execution = store.read(Execution, execution_id)
     except AggregateNotFoundError:
@@ -68,8 +68,8 @@ def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, atte
     return (
         execution.running
         and run is not None
-        and run.status == "scheduled"
-        and (run.attempts == attempt)
+        and run.status in ("scheduled", "running")
+        and run.attempts == attempt
     )
 
 

@@ -80,6 +80,23 @@ class CancelExecution(Command):
     reason: str = "canceled by request"
 
 
+class StartNode(Command):
+    """A worker is about to run an attempt whose node has a schedule-to-start timeout: it runs
+    the attempt only if this is accepted."""
+
+    execution_id: UUID
+    node_id: str
+    attempt: int
+
+
+class TimeOutNode(Command):
+    """A worker ran an attempt for its node's whole `timeout_s` (start-to-close)."""
+
+    execution_id: UUID
+    node_id: str
+    attempt: int
+
+
 class CompleteNode(Command):
     execution_id: UUID
     node_id: str

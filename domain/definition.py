@@ -108,7 +108,10 @@ class Node(_Strict):
     name: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     retry: RetryPolicy | None = None
+    # Start-to-close: how long one attempt may run once a worker has started it.
     timeout_s: float | None = Field(default=None, gt=0)
+    # Schedule-to-start: how long an attempt may wait for a worker (None: as long as it takes).
+    schedule_to_start_s: float | None = Field(default=None, gt=0)
     on_error: Literal["stop", "continue"] = "stop"
     queue: str = Field(default="default", pattern=QUEUE_PATTERN)
 

@@ -26,8 +26,12 @@ from domain.node_logic import apply_transform, evaluate_condition
 DISPATCHED_TYPES = WORKER_NODE_TYPES
 
 # Node-run statuses (ARCHITECTURE.md section 4) plus the internal "pending" (not reached yet)
-# and "retrying" (waiting on a back-off timer; reported as "scheduled").
+# and "retrying" (waiting on a back-off timer; reported as "scheduled"). A dispatched attempt is
+# "scheduled" until its result, or "running" once a worker records its start (only nodes with a
+# schedule-to-start timeout do: see `start_node`).
 IN_FLIGHT = frozenset({"scheduled", "running", "retrying"})
+START_TO_CLOSE = "start_to_close"
+SCHEDULE_TO_START = "schedule_to_start"
 NODE_TERMINAL = frozenset({"completed", "failed", "skipped", "canceled", "timed_out"})
 
 
@@ -78,6 +82,16 @@ class Execution(TenantAggregate):
             run.started_at = run.started_at or self.timestamp
             run.error = None
 
+    class NodeStarted(Aggregate.Event):
+        """A worker started the attempt (recorded for nodes with `schedule_to_start_s`)."""
+
+        workspace_id: str
+        node_id: str
+        attempt: int
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.nodes[self.node_id].status = "running"
+
     class NodeCompleted(Aggregate.Event):
         workspace_id: str
         node_id: str
@@ -109,14 +123,26 @@ class Execution(TenantAggregate):
                 aggregate.settle(self.node_id, "failed", self.timestamp)
 
     class NodeTimedOut(Aggregate.Event):
+        """An attempt ran out of time: `timeout` is "start_to_close" (it ran longer than the
+        node's `timeout_s` once started) or "schedule_to_start" (no worker started it within
+        `schedule_to_start_s`; never retried: another attempt would wait in the same queue)."""
+
         workspace_id: str
         node_id: str
         attempt: int
         will_retry: bool
+        timeout: str = START_TO_CLOSE  # events recorded before there were two kinds
+
+        @property
+        def error(self) -> dict[str, Any]:
+            if self.timeout == SCHEDULE_TO_START:
+                message = f"attempt {self.attempt} was not started in time"
+                return {"type": "schedule_to_start_timeout", "message": message}
+            return {"type": "timeout", "message": f"attempt {self.attempt} timed out"}
 
         def apply(self, aggregate: Execution) -> None:
             run = aggregate.nodes[self.node_id]
-            run.error = {"type": "timeout", "message": f"attempt {self.attempt} timed out"}
+            run.error = self.error
             if self.will_retry:
                 run.status = "retrying"
             else:
@@ -346,6 +372,29 @@ class Execution(TenantAggregate):
         self._advance(now)
         return True
 
+    def start_node(self, node_id: str, attempt: int, now: datetime) -> bool:
+        """A worker is about to run the attempt (nodes with a schedule-to-start timeout). False
+        (and nothing recorded) unless the attempt is current and not started yet: the worker
+        then does not run it. Its start-to-close timeout is kept durably from now on."""
+        if not self._is_current_attempt(node_id, attempt):
+            return False
+        if self.nodes[node_id].status != "scheduled":
+            return False
+        self.record(self.NodeStarted, now, node_id=node_id, attempt=attempt)
+        node = self.graph.node(node_id)
+        if node.timeout_s:
+            fire_at = now + timedelta(seconds=node.timeout_s)
+            self._schedule_timer("node_timeout", fire_at, now, node_id, attempt)
+        return True
+
+    def time_out_node(self, node_id: str, attempt: int, now: datetime) -> bool:
+        """A worker ran the attempt for its whole start-to-close timeout. False (and nothing
+        recorded) for a stale or repeated report."""
+        if not self._is_current_attempt(node_id, attempt):
+            return False
+        self._time_out(self.graph.node(node_id), attempt, START_TO_CLOSE, now)
+        return True
+
     def fail_node(
         self,
         node_id: str,
@@ -388,18 +437,23 @@ class Execution(TenantAggregate):
         elif kind == "retry":
             self._schedule_node(self.graph.node(node_id), attempt, now)
             self._advance(now)
-        else:  # node_timeout
-            node = self.graph.node(node_id)
-            retry_at = self._retry_time(node, attempt, now)
-            self.record(
-                self.NodeTimedOut,
-                now,
-                node_id=node_id,
-                attempt=attempt,
-                will_retry=retry_at is not None,
-            )
-            self._after_attempt_ended(node, attempt, retry_at, now)
+        elif kind == "schedule_to_start":
+            self._time_out(self.graph.node(node_id), attempt, SCHEDULE_TO_START, now)
+        else:  # node_timeout: the start-to-close timeout of an attempt a worker started
+            self._time_out(self.graph.node(node_id), attempt, START_TO_CLOSE, now)
         return True
+
+    def _time_out(self, node: Node, attempt: int, timeout: str, now: datetime) -> None:
+        retry_at = self._retry_time(node, attempt, now) if timeout == START_TO_CLOSE else None
+        self.record(
+            self.NodeTimedOut,
+            now,
+            node_id=node.id,
+            attempt=attempt,
+            will_retry=retry_at is not None,
+            timeout=timeout,
+        )
+        self._after_attempt_ended(node, attempt, retry_at, now)
 
     def timer_matters(self, timer: str) -> bool:
         spec = self.timers.get(timer)
@@ -409,6 +463,10 @@ class Execution(TenantAggregate):
             return True
         if spec["kind"] == "retry":
             return self.nodes[spec["node_id"]].status == "retrying"
+        if spec["kind"] == "schedule_to_start":
+            started = self.nodes[spec["node_id"]].status != "scheduled"
+            if started:
+                return False  # in time
         return self._is_current_attempt(spec["node_id"], spec["attempt"])
 
     def cancel(self, reason: str, now: datetime) -> bool:
@@ -554,13 +612,17 @@ class Execution(TenantAggregate):
             self._fail_inline(node, attempt, "expression_error", str(exc), now)
             return
         if node.type in DISPATCHED_TYPES:
+            # `timeout_s` counts from when a worker starts the attempt (the worker enforces it,
+            # see `time_out_node`): time spent waiting in a queue is not the node's fault.
             task = {"type": node.type, "config": config, "timeout_s": node.timeout_s}
             if secrets:  # where the worker fills in credentials (see domain.expressions)
                 task["secrets"] = secrets
+            if node.schedule_to_start_s:
+                task["schedule_to_start_s"] = node.schedule_to_start_s
             self._record_scheduled(node, attempt, task, now)
-            if node.timeout_s:
-                fire_at = now + timedelta(seconds=node.timeout_s)
-                self._schedule_timer("node_timeout", fire_at, now, node.id, attempt)
+            if node.schedule_to_start_s:
+                fire_at = now + timedelta(seconds=node.schedule_to_start_s)
+                self._schedule_timer("schedule_to_start", fire_at, now, node.id, attempt)
         elif node.type == "delay":
             self._record_scheduled(node, attempt, None, now)
             try:

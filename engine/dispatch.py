@@ -61,18 +61,24 @@ EXECUTION_CLOSED = (
 
 def tasks_of(events: Sequence[Any]) -> list[TaskMessage]:
     """The tasks `events` (in log order) leave to dispatch: those of NodeScheduled events whose
-    attempt did not end, nor their execution close, later in the same events."""
-    scheduled: dict[str, TaskMessage] = {}
+    attempt did not end, nor their execution close, later in the same events. Each task's
+    fence is the last version of its execution in `events` (the attempt was current then)."""
+    scheduled: dict[str, Any] = {}
     closed: set[Any] = set()
+    last: dict[Any, int] = {}
     for event in events:
+        last[event.originator_id] = event.originator_version
         if isinstance(event, Execution.NodeScheduled) and event.task is not None:
-            task = task_for(event)
-            scheduled[task.task_id] = task
+            scheduled[task_id(event.originator_id, event.node_id, event.attempt)] = event
         elif isinstance(event, ATTEMPT_ENDED):
             scheduled.pop(task_id(event.originator_id, event.node_id, event.attempt), None)
         elif isinstance(event, EXECUTION_CLOSED):
             closed.add(event.originator_id)
-    return [t for t in scheduled.values() if t.execution_id not in closed]
+    return [
+        task_for(e, fence=last[e.originator_id])
+        for e in scheduled.values()
+        if e.originator_id not in closed
+    ]
 
 
 class Dispatcher:

@@ -169,7 +169,7 @@ async def run_callbacks(c: Container, stop: asyncio.Event) -> None:
 
 async def run_worker(c: Container, stop: asyncio.Event) -> None:
     broker = _broker(c.settings)
-    worker = Worker(c.settings, c.bus, c.redis, broker, c.box)
+    worker = Worker(c.settings, c.bus, c.redis, broker, c.box, c.pool)
     await worker.prepare()
     await broker.start()
     log_event(log, "worker_started", queues=c.settings.queues)

@@ -93,7 +93,9 @@ class GroupReader:
         claim_idle_ms: int = 30_000,
         block_ms: int = 100,
         linger_ms: int = 0,
+        on_reclaimed: BatchHandler | None = None,
     ) -> None:
+        """`on_reclaimed` (default: `handler`) gets the entries reclaimed from dead consumers."""
         self.redis = redis
         self.stream = stream
         self.group = group
@@ -102,7 +104,7 @@ class GroupReader:
         self._to_ack: list[bytes] = []
         self._flusher: asyncio.Future[None] | None = None
 
-        async def on_message(raw: Any) -> None:
+        async def handle(handler: BatchHandler, raw: Any) -> None:
             ids = list(raw["message_ids"])
             try:
                 await handler(ids, list(raw["data"]))
@@ -113,6 +115,12 @@ class GroupReader:
                 # A short batch: let entries gather before the next read (fewer, larger
                 # batches for a consumer that can wait; each batch costs a transaction).
                 await asyncio.sleep(linger_ms / 1000)
+
+        async def on_message(raw: Any) -> None:
+            await handle(handler, raw)
+
+        async def on_reclaimed_message(raw: Any) -> None:
+            await handle(on_reclaimed or handler, raw)
 
         self.reader = broker.subscriber(
             stream=StreamSub(
@@ -141,7 +149,7 @@ class GroupReader:
             parser=raw_entries,
             decoder=raw_message,
         )
-        self.claimer(on_message)
+        self.claimer(on_reclaimed_message)
 
     async def prepare(self) -> None:
         """Create the group (at id 0) before FastStream would create it at `$`."""
@@ -179,6 +187,18 @@ class GroupReader:
             # Left pending: reclaimed and delivered again after the idle time.
             log.exception("ack_failed", extra={"fields": {"stream": self.stream}})
 
+    async def deliveries(self, ids: Sequence[bytes]) -> dict[bytes, int]:
+        """How many times each pending entry was delivered (XPENDING), reclaims included."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+            replies = await pipe.execute()
+        return {
+            _bytes(item["message_id"]): int(item["times_delivered"])
+            for reply in replies
+            for item in reply
+        }
+
     async def ack(self, ids: Sequence[bytes], delete: bool = False) -> None:
         if not ids:
             return
@@ -187,6 +207,10 @@ class GroupReader:
             if delete:
                 pipe.xdel(self.stream, *ids)
             await pipe.execute()
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 class EventConsumer:

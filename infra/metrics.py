@@ -30,6 +30,9 @@ CONSUMER_POSITION = Gauge("linkflow_consumer_position", "Consumer position", ["c
 TASKS_DISPATCHED = Counter(
     "linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"]
 )
+TASKS_SKIPPED = Counter(
+    "linkflow_tasks_skipped_total", "Tasks a worker did not run: their attempt had ended"
+)
 NODE_RUNS = Counter("linkflow_node_runs_total", "Node attempts run by workers", ["type", "outcome"])
 NODE_SECONDS = Histogram("linkflow_node_seconds", "Node attempt duration in workers", ["type"])
 TIMERS_FIRED = Counter("linkflow_timers_fired_total", "Timers fired", ["kind"])

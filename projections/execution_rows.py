@@ -27,6 +27,7 @@ CLOSED_STATUS: dict[type, str] = {
 }
 NODE_EVENTS = (
     Execution.NodeScheduled,
+    Execution.NodeStarted,
     Execution.NodeCompleted,
     Execution.NodeFailed,
     Execution.NodeTimedOut,
@@ -103,7 +104,7 @@ def _closed_node(e: Any) -> tuple[str, Any, Any]:
     if isinstance(e, Execution.NodeFailed):
         return "failed", error, None
     if isinstance(e, Execution.NodeTimedOut):
-        return "timed_out", {"type": "timeout", "message": f"attempt {e.attempt} timed out"}, None
+        return "timed_out", error, None
     if isinstance(e, Execution.NodeSkipped):
         return "skipped", error, None
     return "canceled", error, None
@@ -168,6 +169,8 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 },
                 scheduled,
             )
+        elif isinstance(e, Execution.NodeStarted):
+            nodes.setdefault((e.originator_id, e.node_id), _Row()).set({"status": "running"})
         elif isinstance(e, NODE_EVENTS):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
             status, error, output = _closed_node(e)

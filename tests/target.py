@@ -57,7 +57,26 @@ def target_app() -> web.Application:
     app.router.add_get("/orders/{id}", order)
     app.router.add_get("/flaky/{key}", flaky)
     app.router.add_get("/slow", slow)
+    calls: Counter[str] = Counter()
+
+    async def count(request: web.Request) -> web.Response:
+        """Counts its calls per key (what really reached the target: see `/counts`)."""
+        calls[request.match_info["key"]] += 1
+        return web.json_response({"key": request.match_info["key"]})
+
+    async def counts(request: web.Request) -> web.Response:
+        return web.json_response(dict(calls))
+
+    async def nested(request: web.Request) -> web.Response:
+        """A JSON body of `depth` nested arrays (counted under `nested`)."""
+        calls["nested"] += 1
+        depth = int(request.match_info["depth"])
+        return web.Response(text="[" * depth + "]" * depth, content_type="application/json")
+
     app.router.add_get("/missing", missing)
+    app.router.add_get("/count/{key}", count)
+    app.router.add_get("/counts", counts)
+    app.router.add_get("/nested/{depth}", nested)
     app.router.add_get("/price/{sku}", price)
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/echoed", received)

@@ -49,7 +49,7 @@ def scenarios() -> list[Execution]:
     retried.complete_node("call", 3, {"body": {"ok": True}}, T0 + timedelta(seconds=3))
 
     timed_out = _start("timeout.json", {"base_url": "http://h"})
-    timed_out.fire_timer(_timer(timed_out, "node_timeout"), T0 + timedelta(seconds=1))
+    timed_out.time_out_node("slow", 1, T0 + timedelta(seconds=1))
 
     continued = _start("continue-on-error.json", {"base_url": "http://h"})
     continued.fail_node("lookup", 1, HTTP_ERROR, T0)
@@ -74,7 +74,19 @@ def scenarios() -> list[Execution]:
     )
     running = _start("fan-out-join.json", {"base_url": "http://h"})
     running.complete_node("a", 1, {"body": {"price": 3}}, T0)
-    return [paid, retried, timed_out, continued, canceled, expired, inline, running]
+    queue_bound = {
+        "name": "queue-bound",
+        "nodes": [{"id": "q", "type": "http_request", "config": {"url": "http://h"},
+                   "schedule_to_start_s": 5, "timeout_s": 10}],
+    }  # fmt: skip
+    started = _start(queue_bound, {})
+    started.start_node("q", 1, T0 + timedelta(seconds=1))
+    never_started = _start(queue_bound, {})
+    never_started.fire_timer(_timer(never_started, "schedule_to_start"), T0 + timedelta(seconds=5))
+    return [
+        paid, retried, timed_out, continued, canceled, expired, inline, running, started,
+        never_started,
+    ]  # fmt: skip
 
 
 def _log(executions: list[Execution]) -> list[Any]:
@@ -105,7 +117,7 @@ async def test_batch_boundaries_do_not_change_the_rows(settings: Settings) -> No
     assert {type(e).__name__ for e in log} >= {
         "ExecutionStarted", "ExecutionCompleted", "ExecutionFailed", "ExecutionCanceled",
         "ExecutionTimedOut", "NodeScheduled", "NodeCompleted", "NodeFailed", "NodeTimedOut",
-        "NodeSkipped", "NodeCanceled", "CallbackFailed", "CallbackDelivered",
+        "NodeSkipped", "NodeCanceled", "CallbackFailed", "CallbackDelivered", "NodeStarted",
     }  # fmt: skip
     results = []
     async with roles(settings) as r:
@@ -123,7 +135,7 @@ async def test_batch_boundaries_do_not_change_the_rows(settings: Settings) -> No
     statuses = {row["id"]: row["status"] for row in one_by_one[0]}
     assert [statuses[i] for i in ids] == [
         "completed", "completed", "failed", "completed", "canceled", "timed_out", "completed",
-        "running",
+        "running", "running", "failed",
     ]  # fmt: skip
     callback = next(row["callback"] for row in one_by_one[0] if row["id"] == ids[0])
     assert callback == {"url": "http://receiver/cb", "status": "delivered", "attempts": 2}
@@ -132,5 +144,10 @@ async def test_batch_boundaries_do_not_change_the_rows(settings: Settings) -> No
     assert nodes[ids[2], "slow"]["status"] == "timed_out"
     assert nodes[ids[3], "use"]["status"] == "skipped"
     assert nodes[ids[4], "b"]["status"] == "canceled"
+    assert nodes[ids[8], "q"]["status"] == "running"
+    assert (nodes[ids[9], "q"]["status"], nodes[ids[9], "q"]["error"]["type"]) == (
+        "timed_out",
+        "schedule_to_start_timeout",
+    )
     for batched in results[1:]:
         assert batched == one_by_one

@@ -128,12 +128,71 @@ def test_continue_on_error_skips_descendants_and_completes() -> None:
 
 def test_node_timeout_ends_the_attempt_as_timed_out() -> None:
     ex = start("timeout.json", {"base_url": "http://h"})
-    timer = only_timer(ex, "node_timeout")
-    assert ex.fire_timer(timer, T0 + timedelta(seconds=1))
+    assert ex.time_out_node("slow", 1, T0 + timedelta(seconds=1))
     assert statuses(ex)["slow"] == "timed_out"
     assert ex.status == "failed"
+    assert ex.nodes["slow"].error == {"type": "timeout", "message": "attempt 1 timed out"}
     late = ex.complete_node("slow", 1, {"status_code": 200}, T0 + timedelta(seconds=5))
     assert late is False
+
+
+def test_waiting_for_a_worker_does_not_count_against_the_node_timeout() -> None:
+    """Issue 12, defect 1: `timeout_s` was a timer started when the node was scheduled, so an
+    attempt that waited in a busy queue timed out (and was retried) before any worker ran it.
+    It is start-to-close now: nothing times out an attempt no worker has started."""
+    ex = start("timeout.json", {"base_url": "http://h"})
+    assert "node_timeout" not in {spec["kind"] for spec in ex.timers.values()}
+    events = [e for e in ex.pending_events if isinstance(e, Execution.NodeScheduled)]
+    assert events[0].task is not None and events[0].task["timeout_s"] == 1
+
+
+def _with_schedule_to_start(timeout_s: float | None = 10) -> Execution:
+    definition = {
+        "name": "queue-bound",
+        "nodes": [
+            {
+                "id": "call",
+                "type": "http_request",
+                "config": {"url": "http://h/x"},
+                "schedule_to_start_s": 5,
+                "retry": {"max_attempts": 3},
+                **({"timeout_s": timeout_s} if timeout_s else {}),
+            }
+        ],
+    }
+    parsed = parse_definition(definition).to_json()
+    return Execution.start(uuid4(), "ws", "wf", 1, parsed, {}, T0)
+
+
+def test_an_attempt_no_worker_started_in_time_times_out_without_a_retry() -> None:
+    ex = _with_schedule_to_start()
+    [task] = [e.task for e in ex.pending_events if isinstance(e, Execution.NodeScheduled)]
+    assert task is not None and task["schedule_to_start_s"] == 5
+    assert ex.fire_timer(only_timer(ex, "schedule_to_start"), T0 + timedelta(seconds=5))
+    assert statuses(ex)["call"] == "timed_out"
+    assert ex.nodes["call"].error == {
+        "type": "schedule_to_start_timeout",
+        "message": "attempt 1 was not started in time",
+    }
+    assert ex.status == "failed"  # another attempt would wait in the same queue: no retry
+    assert not ex.start_node("call", 1, T0 + timedelta(seconds=6))  # the worker does not run it
+
+
+def test_a_started_attempt_has_a_durable_start_to_close_timeout() -> None:
+    ex = _with_schedule_to_start()
+    schedule_to_start = only_timer(ex, "schedule_to_start")
+    assert ex.start_node("call", 1, T0 + timedelta(seconds=2))
+    assert statuses(ex)["call"] == "running"
+    assert not ex.start_node("call", 1, T0 + timedelta(seconds=2))  # once
+    assert not ex.fire_timer(schedule_to_start, T0 + timedelta(seconds=5))  # started in time
+    # The worker died: the durable timeout ends the attempt 10 s after its start, and the
+    # retry policy applies.
+    assert ex.fire_timer(only_timer(ex, "node_timeout"), T0 + timedelta(seconds=12))
+    assert statuses(ex)["call"] == "retrying"
+    assert ex.fire_timer(only_timer(ex, "retry"), T0 + timedelta(seconds=13))
+    assert (statuses(ex)["call"], ex.nodes["call"].attempts) == ("scheduled", 2)
+    assert ex.complete_node("call", 2, {"status_code": 200}, T0 + timedelta(seconds=14))
+    assert ex.status == "completed"
 
 
 def test_execution_timeout_cancels_running_nodes() -> None:
@@ -201,12 +260,13 @@ def test_replay_rebuilds_the_same_state(order_id: int) -> None:
 
 
 def test_a_node_timeout_after_its_attempt_completed_is_ignored_while_running() -> None:
-    ex = start("order-followup.json", {"base_url": "http://h", "order_id": 42})
+    ex = _with_schedule_to_start()
+    assert ex.start_node("call", 1, T0)
     timeout = only_timer(ex, "node_timeout")
-    ex.complete_node("fetch", 1, order_body(42), T0)  # now waiting on the delay node
+    ex.complete_node("call", 1, {"status_code": 200}, T0)
     ex.collect_events()
-    assert ex.running
     assert not ex.fire_timer(timeout, T0 + timedelta(seconds=10))
+    assert not ex.time_out_node("call", 1, T0 + timedelta(seconds=10))
     assert ex.collect_events() == []
 
 
