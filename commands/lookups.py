@@ -13,6 +13,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from commands.handlers import execution_id_for
 from commands.identity import parse_api_key
 from domain.api_key import ApiKey
 from domain.base import DomainError
@@ -56,6 +57,16 @@ def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
         "user": {"id": str(user.id), "email": user.email, "name": user.name},
         "workspaces": workspaces,
     }
+
+
+def started_before(store: EventStore, workflow_id: UUID, idempotency_key: str) -> bool:
+    """Whether a start of the workflow with this Idempotency-Key was accepted already (its
+    repeat is answered even when the workspace is at its cap of open executions)."""
+    try:
+        store.read(Execution, execution_id_for(workflow_id, idempotency_key))
+    except (AggregateNotFoundError, TypeError):
+        return False
+    return True
 
 
 def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, attempt: int) -> bool:

@@ -30,6 +30,9 @@ CONSUMER_POSITION = Gauge("linkflow_consumer_position", "Consumer position", ["c
 TASKS_DISPATCHED = Counter(
     "linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"]
 )
+STARTS_REFUSED = Counter(
+    "linkflow_starts_refused_total", "Starts refused with 429: the workspace had its fill open"
+)
 TASKS_SKIPPED = Counter(
     "linkflow_tasks_skipped_total", "Tasks a worker did not run: their attempt had ended"
 )

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # ---- Overload: admission and dispatch (docs/architecture.md, "Limits and timeouts")
-    # Executions a workspace may have open (queued or running); past it a start is 429.
+    # Executions a workspace may have open (queued or running); past it a start is 429 (0: no cap).
     max_queued_per_workspace: int = 10_000
     # Entries a task stream may hold that no worker has read yet; past it the fast path leaves
     # tasks to matching, which feeds them round-robin across workspaces as workers free up.

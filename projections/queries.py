@@ -45,6 +45,20 @@ async def projector_position(conn: DictConnection) -> int:
     return int(row["position"]) if row else 0
 
 
+async def open_executions(conn: DictConnection, workspace_id: UUID) -> tuple[int, int]:
+    """How many of the workspace's executions the read model has running, and the projector's
+    position that count is as of (an index-only count on `rm_executions_ws_status`)."""
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM rm_executions WHERE workspace_id = %s"
+        " AND status = 'running') AS open,"
+        " (SELECT position FROM consumer_positions WHERE consumer = %s) AS position",
+        (workspace_id, PROJECTOR),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["open"]), int(row["position"] or 0)
+
+
 # ---------------------------------------------------------------- workflows
 
 

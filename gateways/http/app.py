@@ -22,6 +22,7 @@ from gateways.http import (
     routes_variables,
     routes_workflows,
 )
+from gateways.http.admission import ADMISSION, Admission
 from gateways.http.auth import KEY_USAGE, KeyUsage
 from gateways.http.context import CONTAINER
 from gateways.http.errors import Handler, error_middleware
@@ -74,6 +75,7 @@ def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.A
     )
     app[CONTAINER] = container
     app[KEY_USAGE] = KeyUsage()
+    app[ADMISSION] = Admission(container.pool, container.settings.max_queued_per_workspace)
     routes = api_routes()
     add_routes(app, routes)
     ops.add_ops_routes(app, container, roles)

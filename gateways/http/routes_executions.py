@@ -13,6 +13,7 @@ from aiohttp import web
 
 from commands import models as m
 from domain.roles import Action
+from gateways.http.admission import ADMISSION, admit
 from gateways.http.auth import execute_with_access, workspace_access
 from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.context import container, respond
@@ -41,7 +42,7 @@ async def start_execution(request: web.Request) -> web.Response:
     async def command(ws: UUID) -> m.StartExecution:
         wf = parse_uuid(request.match_info["wf"], "workflow")
         body = await read_json(request, optional=True)
-        return build(
+        cmd = build(
             m.StartExecution,
             body,
             workspace_id=ws,
@@ -49,9 +50,12 @@ async def start_execution(request: web.Request) -> web.Response:
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
             trigger="manual",
         )
+        await admit(request, cmd)
+        return cmd
 
     result = await execute_with_access(request, Action.RUN_EXECUTIONS, command)
     ws = parse_uuid(request.match_info["ws"], "workspace")
+    request.app[ADMISSION].started(ws, result.position)
     execution_id = result.fields["execution_id"]
     headers = {"Location": _location(ws, execution_id)}
     if result.fields.get("repeated"):
@@ -169,6 +173,10 @@ ROUTES: list[Route] = [
         body=m.StartExecution,
         body_required=False,
         server_fields=("workspace_id", "workflow_id", "idempotency_key", "trigger"),
+        extra_responses={
+            429: "too_many_executions: the workspace has LINKFLOW_MAX_QUEUED_PER_WORKSPACE"
+            " executions open (Retry-After)"
+        },
         params=(
             Param(
                 IDEMPOTENCY_HEADER,

@@ -36,6 +36,7 @@ from domain.credential import Credential
 from domain.definition import WebhookAuth
 from domain.webhook import HOOK_PATH
 from gateways.bootstrap import Container
+from gateways.http.admission import ADMISSION, admit
 from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, build, nul_path, too_large
 from gateways.http.routing import Handler, Param, Route
@@ -310,6 +311,7 @@ async def receive_hook(request: web.Request) -> web.Response:
         idempotency_key=key,
         trigger="webhook",
     )
+    await admit(request, cmd)
     try:
         result = await c.bus.execute(cmd)
     except NotFound:
@@ -323,6 +325,7 @@ async def receive_hook(request: web.Request) -> web.Response:
     repeated = bool(result.fields.get("repeated"))
     if repeated and replay_guarded:
         raise _replayed()
+    request.app[ADMISSION].started(target.workspace_id, result.position)
     execution_id = result.fields["execution_id"]
     headers = {"Idempotent-Replayed": "true"} if repeated else None
     if target.trigger.respond == "on_completion":
@@ -372,6 +375,7 @@ _RESPONSES = {
     405: "method_not_allowed: not one of the trigger's methods (see Allow)",
     409: "replayed: this hmac-signed request already started an execution",
     413: "payload_too_large",
+    429: "too_many_executions: the workspace has its fill of open executions (Retry-After)",
 }
 
 

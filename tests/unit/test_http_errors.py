@@ -29,7 +29,9 @@ from gateways.http.errors import ApiError, build, error_middleware, parse_uuid, 
 from gateways.http.tokens import issue_access_token
 from infra.settings import Settings
 
-SETTINGS = Settings(max_body_bytes=1000)
+# No pool stands behind these tests: admission control (which counts open executions in the
+# read model) is off (0).
+SETTINGS = Settings(max_body_bytes=1000, max_queued_per_workspace=0)
 
 
 @dataclass
