@@ -16,6 +16,13 @@ if it loses the claim keys (or matching catches up after more than `CLAIM_TTL_S`
 sent twice, the at-least-once delivery the worker and the Execution already tolerate (a repeated
 result is ignored).
 
+Back-pressure: the fast path sends a task only while the queue's stream holds fewer than
+LINKFLOW_DISPATCH_BACKLOG entries no worker has read, and matching holds no task of that queue
+back (its key `held:<queue>`). Otherwise the task is not sent: matching records it without an
+entry id and feeds such tasks to the stream as workers read it, round-robin across workspaces
+(`engine.held_tasks`). So a queue never floods the workers beyond what they start soon, and one
+workspace's flood does not stand in front of another's tasks.
+
 Imported by `engine.matching` and `gateways.bootstrap`.
 """
 
@@ -38,9 +45,18 @@ from infra.streams import WORKER_GROUP, ensure_group, task_stream
 log = get_logger(__name__)
 
 CLAIM_TTL_S = 600
+HELD_TTL_S = 5  # the `held:<queue>` key outlives a matching that died by this much
+# KEYS: claim, stream, held; ARGV: task, claim TTL, backlog (0: send whatever is queued), group.
+# Answers {entry id, 1} sent now, {entry id, 0} sent before, {"", 2} not sent (back-pressure).
 _CLAIM_AND_ADD = """
 local entry = redis.call('GET', KEYS[1])
 if entry then return {entry, 0} end
+local backlog = tonumber(ARGV[3])
+if backlog > 0 then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {'', 2} end
+  local unread = redis.call('XLEN', KEYS[2]) - redis.call('XPENDING', KEYS[2], ARGV[4])[1]
+  if unread >= backlog then return {'', 2} end
+end
 entry = redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
 redis.call('SET', KEYS[1], entry, 'EX', ARGV[2])
 return {entry, 1}
@@ -93,48 +109,76 @@ class Dispatcher:
     async def ensure_queues(self, tasks: list[TaskMessage]) -> None:
         """The workers' group exists before its first task, so no task is ever skipped."""
         for queue in {t.queue for t in tasks} - self.queues_ready:
+            await self.ensure_queue(queue)
+
+    async def ensure_queue(self, queue: str) -> None:
+        if queue not in self.queues_ready:
             await ensure_group(self.redis, task_stream(self.settings, queue), WORKER_GROUP)
             self.queues_ready.add(queue)
 
-    async def dispatch(self, tasks: list[TaskMessage]) -> list[str]:
-        """Send each task unless it was sent already (one round trip); every task's entry id."""
+    async def dispatch(
+        self, tasks: list[TaskMessage], backlog: int | None = None
+    ) -> list[str | None]:
+        """Send each task unless it was sent already (one round trip); every task's entry id,
+        None for a task left unsent by back-pressure (see the module's docstring). `backlog`:
+        LINKFLOW_DISPATCH_BACKLOG by default; 0 sends regardless (matching's feed, which
+        measured the room first)."""
         await self.ensure_queues(tasks)
+        if backlog is None:
+            backlog = self.settings.dispatch_backlog
         try:
-            replies = await self._claim_and_add(tasks)
+            replies = await self._claim_and_add(tasks, backlog)
         except NoScriptError:
             # Redis lost its script cache (restart, SCRIPT FLUSH): no EVALSHA ran; load, again.
             await self.redis.script_load(_CLAIM_AND_ADD)
-            replies = await self._claim_and_add(tasks)
-        for task, (_, added) in zip(tasks, replies, strict=True):
-            if added:
+            replies = await self._claim_and_add(tasks, backlog)
+        for task, (_, outcome) in zip(tasks, replies, strict=True):
+            if outcome == 1:
                 metrics.TASKS_DISPATCHED.labels(task.queue).inc()
-        return [_text(e) for e, _ in replies]
+        return [_text(e) if outcome != 2 else None for e, outcome in replies]
 
-    async def entry_ids(self, tasks: list[TaskMessage]) -> list[str]:
-        """Every task's entry id, sending only the tasks no one sent yet: one MGET of the claim
-        keys, then `dispatch` for the tasks without a claim (matching, which usually records
-        tasks the fast path already sent). A claim is never removed before its TTL, so a task
-        found claimed was sent, and one found unclaimed is claimed atomically by `dispatch`."""
+    async def claimed(self, tasks: list[TaskMessage]) -> list[str | None]:
+        """Each task's entry id if someone sent it (one MGET of the claim keys), else None.
+        A claim is never removed before its TTL, so a task found claimed was sent."""
         claims = await self.redis.mget([self._claim_key(t) for t in tasks])
-        unsent = [t for t, claim in zip(tasks, claims, strict=True) if claim is None]
-        sent = iter(await self.dispatch(unsent) if unsent else ())
-        return [_text(claim) if claim is not None else next(sent) for claim in claims]
+        return [_text(claim) if claim is not None else None for claim in claims]
+
+    async def room(self, queue: str) -> int:
+        """How many more entries the queue's stream may take before the backlog is full."""
+        stream = task_stream(self.settings, queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(stream)
+            pipe.xpending(stream, WORKER_GROUP)
+            length, pending = await pipe.execute()
+        return int(self.settings.dispatch_backlog - (length - pending["pending"]))
+
+    async def hold(self, queue: str, holding: bool) -> None:
+        """Tell the fast path whether matching holds tasks of `queue` back (then it sends none
+        of that queue, so that held tasks go first and in turn)."""
+        key = self.settings.key(f"held:{queue}")
+        if holding:
+            await self.redis.set(key, 1, ex=HELD_TTL_S)
+        else:
+            await self.redis.delete(key)
 
     def _claim_key(self, task: TaskMessage) -> str:
         return self.settings.key(f"dispatched:{task.task_id}")
 
-    async def _claim_and_add(self, tasks: list[TaskMessage]) -> list[Any]:
+    async def _claim_and_add(self, tasks: list[TaskMessage], backlog: int) -> list[Any]:
         """EVALSHA per task in one pipeline. (redis-py's `Script` in a pipeline asks SCRIPT
         EXISTS first, a second round trip per dispatch.)"""
         async with self.redis.pipeline(transaction=False) as pipe:
             for task in tasks:
                 pipe.evalsha(
                     self.script.sha,
-                    2,
+                    3,
                     self._claim_key(task),
                     task_stream(self.settings, task.queue),
+                    self.settings.key(f"held:{task.queue}"),
                     task.model_dump_json(),
                     CLAIM_TTL_S,
+                    backlog,
+                    WORKER_GROUP,
                 )
             return await pipe.execute()  # type: ignore[no-any-return]
 

@@ -2,10 +2,15 @@
 the node's queue (`tasks:<queue>`, group `workers`), and keeps the outstanding tasks in
 `engine_tasks` until the node's attempt ends, so that tasks Redis lost are published again.
 
-Order of effects for a batch: XADD the tasks, then commit the rows and the position, then XACK.
-A crash in between republishes (workers and the Execution aggregate ignore repeats); nothing is
-lost. An outstanding task whose stream entry vanished (Redis flushed or lost data) is published
-again: at start, at once when the `epoch` key shows a flush, and by a periodic sweep.
+Order of effects for a batch: learn which tasks the fast path sent (their claims), then commit
+the rows and the position, then XACK. A task the fast path did not send (the queue's backlog was
+full, or matching held tasks of that queue back: see `engine.dispatch`; or the process crashed
+between its commit and the send) is *held*: its row has no entry id, and the feed loop sends
+held tasks as the stream's backlog has room, round-robin across workspaces
+(`engine.held_tasks`), so that one workspace's flood does not starve another's tasks. A crash
+in between republishes (workers and the Execution aggregate ignore repeats); nothing is lost.
+An outstanding task whose stream entry vanished (Redis flushed or lost data) is published again:
+at start, at once when the `epoch` key shows a flush, and by a periodic sweep.
 Matching keeps the task ids of `engine_tasks` in memory (loaded at start, and again when another
 process moved its position), so that the endings of attempts it never dispatched (inline nodes)
 and closings of executions without an outstanding task are neither decoded nor applied.
@@ -14,6 +19,8 @@ Consumer group / position: `matching`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +29,9 @@ from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
 from engine.dispatch import ATTEMPT_ENDED, EXECUTION_CLOSED, Dispatcher
+from engine.held_tasks import HeldTasks
 from engine.tasks import TaskMessage, task_for, task_id
+from infra import metrics
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
@@ -39,9 +48,11 @@ class Matching(EventConsumer):
     name = "matching"
     handles = (Execution.NodeScheduled, *ATTEMPT_ENDED, *EXECUTION_CLOSED)
     # The fast path (engine.dispatch) sends tasks; matching records them and sends only what
-    # it missed, so it can let entries gather: fewer batches, each a transaction.
-    linger_ms = 100
+    # it missed or held back, so it can let entries gather a little: fewer batches, each a
+    # transaction (held tasks wait for it, so not long).
+    linger_ms = 20
     batch_entries = 50
+    feed_interval_s = 0.01
 
     def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,16 +62,29 @@ class Matching(EventConsumer):
         # may have to delete. Events of executions with no outstanding task (every inline
         # node, every execution of a pure workflow) are then neither decoded nor applied.
         self.outstanding: dict[UUID, set[str]] = {}
-        self._changes: tuple[list[TaskMessage], list[tuple[UUID, str]], list[UUID]] = ([], [], [])
+        self.held = HeldTasks()
+        self.holding: set[str] = set()  # queues whose `held:<queue>` key is set
+        self.fed = asyncio.Event()  # set when there are held tasks to feed
+        self._changes: tuple[
+            list[TaskMessage], list[TaskMessage], list[tuple[UUID, str]], list[UUID]
+        ] = ([], [], [], [])
 
     async def prepare_state(self) -> None:
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT task_id, execution_id FROM engine_tasks")
+            cur = await conn.execute(
+                "SELECT task_id, execution_id, entry_id IS NULL AS held,"
+                " CASE WHEN entry_id IS NULL THEN payload END AS payload"
+                " FROM engine_tasks ORDER BY created_at"
+            )
             rows = await cur.fetchall()
             await conn.commit()
         self.outstanding = {}
+        self.held = HeldTasks()
         for row in rows:
             self.outstanding.setdefault(row["execution_id"], set()).add(row["task_id"])
+        self.held.add(TaskMessage.model_validate(r["payload"]) for r in rows if r["held"])
+        if self.held:
+            self.fed.set()
 
     def decode_batch(self, events: list[LoggedEvent]) -> list[tuple[LoggedEvent, Any]]:
         """NodeScheduled events that carry a task; attempt endings and closings only of
@@ -95,10 +119,12 @@ class Matching(EventConsumer):
             elif isinstance(event, EXECUTION_CLOSED):
                 closed.add(event.originator_id)
         tasks = [t for t in scheduled.values() if t.execution_id not in closed]
+        held: list[TaskMessage] = []
         if tasks:
             # Usually the command's own process sent them already (engine.dispatch): then this
-            # only learns their entry ids.
-            entry_ids = await self.dispatcher.entry_ids(tasks)
+            # only learns their entry ids. The others are held, for the feed loop to send.
+            entry_ids = await self.dispatcher.claimed(tasks)
+            held = [t for t, entry in zip(tasks, entry_ids, strict=True) if entry is None]
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO engine_tasks (task_id, execution_id, workspace_id, queue,"
@@ -117,24 +143,28 @@ class Matching(EventConsumer):
         emptied = [oid for oid in closed if oid in self.outstanding]
         if emptied:
             await conn.execute("DELETE FROM engine_tasks WHERE execution_id = ANY(%b)", (emptied,))
-        self._changes = (tasks, ended, emptied)
+        self._changes = (tasks, held, ended, emptied)
 
     async def after_commit(self, events: list[tuple[LoggedEvent, Any]]) -> None:
-        """Follow the committed rows in `outstanding`; tell workers to stop running attempts
-        that were canceled (best effort: a result that arrives anyway is ignored by the
-        Execution)."""
-        tasks, ended, emptied = self._changes
-        self._changes = ([], [], [])
+        """Follow the committed rows in `outstanding` and `held`; tell workers to stop running
+        attempts that were canceled (best effort: a result that arrives anyway is ignored by
+        the Execution)."""
+        tasks, held, ended, emptied = self._changes
+        self._changes = ([], [], [], [])
         for task in tasks:
             self.outstanding.setdefault(task.execution_id, set()).add(task.task_id)
+        if held:
+            self.held.add(held)
+            self.fed.set()
         for oid, tid in ended:
             remaining = self.outstanding.get(oid)
+            self.held.discard([tid])
             if remaining is not None:
                 remaining.discard(tid)
                 if not remaining:
                     del self.outstanding[oid]
         for oid in emptied:
-            self.outstanding.pop(oid, None)
+            self.held.discard(self.outstanding.pop(oid, ()))
         canceled = [
             task_id(event.originator_id, event.node_id, event.attempt)
             for _, event in events
@@ -142,6 +172,64 @@ class Matching(EventConsumer):
         ]
         if canceled:
             await self.broker.publish({"cancel": canceled}, channel=control_channel(self.settings))
+
+    async def feed_loop(self, stop: asyncio.Event) -> None:
+        """Send held tasks as the streams' backlogs have room (every `feed_interval_s` while
+        any is held), and keep the fast path off queues with held tasks."""
+        while not stop.is_set():
+            if not self.held:
+                await self._release_queues()
+                self.fed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.fed.wait(), timeout=1.0)
+                continue
+            try:
+                await self.feed()
+            except Exception:
+                log.exception("feed_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.feed_interval_s)
+
+    async def feed(self) -> int:
+        """One round: for each queue with held tasks, send as many as its backlog has room
+        for, one workspace at a time; returns how many were sent."""
+        sent = 0
+        for queue in self.held.queues():
+            if queue not in self.holding:
+                await self.dispatcher.hold(queue, True)
+                self.holding.add(queue)
+            await self.dispatcher.ensure_queue(queue)
+            room = await self.dispatcher.room(queue)
+            tasks = self.held.take(queue, room) if room > 0 else []
+            metrics.TASKS_HELD.labels(queue).set(self.held.count(queue))
+            if not tasks:
+                continue
+            try:
+                entry_ids = await self.dispatcher.dispatch(tasks, backlog=0)
+            except Exception:
+                self.held.add(tasks)  # sent or not, they go again (a claim answers a repeat)
+                raise
+            async with self.pool.connection() as conn:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "UPDATE engine_tasks SET entry_id = %s, published_at = now()"
+                        " WHERE task_id = %s",
+                        [(entry, t.task_id) for t, entry in zip(tasks, entry_ids, strict=True)],
+                    )
+                await conn.commit()
+            sent += len(tasks)
+        await self._release_queues()
+        return sent
+
+    async def _release_queues(self) -> None:
+        """Let the fast path send to queues that have no held task any more."""
+        for queue in list(self.holding):
+            if self.held.count(queue) == 0:
+                await self.dispatcher.hold(queue, False)
+                self.holding.discard(queue)
+                metrics.TASKS_HELD.labels(queue).set(0)
+            else:
+                await self.dispatcher.hold(queue, True)  # refreshes its expiry
 
     async def publish(self, tasks: list[TaskMessage]) -> list[str]:
         """XADD the tasks again, claimed or not (republishing lost ones); their entry ids."""
@@ -159,8 +247,8 @@ class Matching(EventConsumer):
         while matching has not seen the result for `older_than_s` means the task was lost."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT task_id, queue, entry_id FROM engine_tasks"
-                " WHERE published_at < now() - make_interval(secs => %s) LIMIT 1000",
+                "SELECT task_id, queue, entry_id FROM engine_tasks WHERE entry_id IS NOT NULL"
+                " AND published_at < now() - make_interval(secs => %s) LIMIT 1000",
                 (older_than_s,),
             )
             rows = await cur.fetchall()
@@ -169,7 +257,7 @@ class Matching(EventConsumer):
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for row in rows:
-                entry = row["entry_id"] or "0-0"
+                entry = row["entry_id"]
                 pipe.xrange(task_stream(self.settings, row["queue"]), entry, entry)
             found = await pipe.execute()
         lost = [row["task_id"] for row, hit in zip(rows, found, strict=True) if not hit]

@@ -123,7 +123,11 @@ async def run_matching(c: Container, stop: asyncio.Event) -> None:
             except Exception:
                 log.exception("redis watch failed")
 
-    await _run_event_consumer(c, stop, build, lambda cons, s: [watch_redis(cons, s)])
+    def extra(consumer: EventConsumer, stop: asyncio.Event) -> list[Awaitable[None]]:
+        assert isinstance(consumer, Matching)
+        return [watch_redis(consumer, stop), consumer.feed_loop(stop)]
+
+    await _run_event_consumer(c, stop, build, extra)
 
 
 async def run_timers(c: Container, stop: asyncio.Event) -> None:

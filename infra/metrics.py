@@ -33,6 +33,9 @@ TASKS_DISPATCHED = Counter(
 STARTS_REFUSED = Counter(
     "linkflow_starts_refused_total", "Starts refused with 429: the workspace had its fill open"
 )
+TASKS_HELD = Gauge(
+    "linkflow_tasks_held", "Tasks matching holds back (their queue's backlog is full)", ["queue"]
+)
 TASKS_SKIPPED = Counter(
     "linkflow_tasks_skipped_total", "Tasks a worker did not run: their attempt had ended"
 )

@@ -58,14 +58,22 @@ def target_app() -> web.Application:
     app.router.add_get("/flaky/{key}", flaky)
     app.router.add_get("/slow", slow)
     calls: Counter[str] = Counter()
+    order: list[str] = []
 
     async def count(request: web.Request) -> web.Response:
-        """Counts its calls per key (what really reached the target: see `/counts`)."""
-        calls[request.match_info["key"]] += 1
-        return web.json_response({"key": request.match_info["key"]})
+        """Counts its calls per key, in order (what really reached the target: see `/counts`
+        and `/calls`); `?delay_ms=` answers that much later."""
+        key = request.match_info["key"]
+        calls[key] += 1
+        order.append(key)
+        await asyncio.sleep(int(request.query.get("delay_ms", "0")) / 1000)
+        return web.json_response({"key": key})
 
     async def counts(request: web.Request) -> web.Response:
         return web.json_response(dict(calls))
+
+    async def call_order(request: web.Request) -> web.Response:
+        return web.json_response(order)
 
     async def nested(request: web.Request) -> web.Response:
         """A JSON body of `depth` nested arrays (counted under `nested`)."""
@@ -76,6 +84,7 @@ def target_app() -> web.Application:
     app.router.add_get("/missing", missing)
     app.router.add_get("/count/{key}", count)
     app.router.add_get("/counts", counts)
+    app.router.add_get("/calls", call_order)
     app.router.add_get("/nested/{depth}", nested)
     app.router.add_get("/price/{sku}", price)
     app.router.add_route("*", "/echo", echo)

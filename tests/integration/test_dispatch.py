@@ -103,9 +103,9 @@ def _counted_dispatcher(c: Container) -> tuple[Dispatcher, list[list[str]]]:
     sends: list[list[str]] = []
     send = dispatcher.dispatch
 
-    async def counted(tasks: list[TaskMessage]) -> list[str]:
+    async def counted(tasks: list[TaskMessage], backlog: int | None = None) -> list[str | None]:
         sends.append([t.task_id for t in tasks])
-        return await send(tasks)
+        return await send(tasks, backlog)
 
     dispatcher.dispatch = counted  # type: ignore[method-assign]
     return dispatcher, sends
@@ -161,17 +161,40 @@ async def test_a_cancelled_save_does_not_cancel_the_others_gathered_send(
         assert sorted(await _stream_task_ids(c)) == sorted(expected)
 
 
-async def test_entry_ids_send_only_the_tasks_no_one_sent(fresh_settings: Settings) -> None:
+async def test_claimed_tells_which_tasks_someone_sent(fresh_settings: Settings) -> None:
     async with roles(fresh_settings) as r:
         c = r.container
-        dispatcher, sends = _counted_dispatcher(c)
+        dispatcher = Dispatcher(c.redis, c.settings)
         sent, unsent = _task(1), _task(2)
         [sent_entry] = await dispatcher.dispatch([sent])
-        ids = await dispatcher.entry_ids([sent, unsent])
-        assert sends == [[sent.task_id], [unsent.task_id]]  # the claimed one was not sent again
-        assert ids[0] == sent_entry
-        entries = await c.redis.xrange(task_stream(c.settings, "default"))
-        assert [e.decode() for e, _ in entries] == ids  # each task in the stream once
-        assert await _stream_task_ids(c) == [sent.task_id, unsent.task_id]
-        assert await dispatcher.entry_ids([sent, unsent]) == ids
-        assert len(sends) == 2  # both claimed now: nothing sent
+        assert await dispatcher.claimed([sent, unsent]) == [sent_entry, None]
+        assert await dispatcher.dispatch([sent]) == [sent_entry]  # never twice
+        assert await _stream_task_ids(c) == [sent.task_id]
+
+
+async def test_the_fast_path_stops_at_the_backlog_and_while_matching_holds_tasks(
+    fresh_settings: Settings,
+) -> None:
+    """Issue 12, defect 1: every task went into the stream at once (61.5k entries in the issue's
+    run, far more than workers could start): now the fast path leaves a task unsent when the
+    stream holds LINKFLOW_DISPATCH_BACKLOG unread entries, or matching holds tasks of the queue
+    back; matching then feeds them (test_matching)."""
+    settings = fresh_settings.model_copy(update={"dispatch_backlog": 3})
+    async with roles(settings) as r:
+        c = r.container
+        dispatcher = Dispatcher(c.redis, settings)
+        tasks = [_task(n) for n in range(5)]
+        entries = await dispatcher.dispatch(tasks)
+        assert [e is not None for e in entries] == [True, True, True, False, False]
+        assert await dispatcher.room("default") == 0
+        # A worker reads two of them: room for two more (read entries no longer count).
+        await c.redis.xreadgroup("workers", "w1", {task_stream(settings, "default"): ">"}, 2)
+        assert await dispatcher.room("default") == 2
+        # While matching holds tasks of the queue, the fast path sends none.
+        await dispatcher.hold("default", True)
+        assert await dispatcher.dispatch(tasks[3:4]) == [None]
+        await dispatcher.hold("default", False)
+        assert (await dispatcher.dispatch(tasks[3:4]))[0] is not None
+        # Matching's feed sends whatever it measured room for (backlog 0: no check).
+        assert (await dispatcher.dispatch(tasks[4:], backlog=0))[0] is not None
+        assert len(await _stream_task_ids(c)) == 5

@@ -7,13 +7,16 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 from stack import eventually, roles
+from target import serve_target
 from test_pipeline import closed, setup_workflow, start
 
 from commands import models as m
 from gateways.bootstrap import Container
 from infra.eventlog import head_position
 from infra.settings import Settings
+from infra.streams import task_stream
 
 PURE = {
     "name": "pure",
@@ -81,3 +84,55 @@ async def test_a_row_is_deleted_when_its_attempt_ends_while_matching_is_down(
             return await task_rows(c, execution) == []
 
         await eventually(gone, timeout=10)
+
+
+TAGGED_CALL = {
+    "name": "tagged call",
+    "nodes": [
+        {
+            "id": "call",
+            "type": "http_request",
+            "config": {"url": "{{ trigger.base }}/count/{{ trigger.tag }}?delay_ms=20"},
+        }
+    ],
+}
+
+
+async def _calls(base: str) -> list[str]:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/calls") as resp:
+        return list(await resp.json())
+
+
+async def test_held_tasks_go_round_robin_across_workspaces_as_the_backlog_drains(
+    fresh_settings: Settings,
+) -> None:
+    """Issue 12: one workspace's flood stood in front of every other workspace's tasks, in a
+    stream that grew without bound. Past the backlog (here 2), matching holds tasks back and
+    lets them go one workspace at a time, each task once. Before, B's call came after all of
+    A's."""
+    settings = fresh_settings.model_copy(update={"dispatch_backlog": 2, "worker_concurrency": 1})
+    async with serve_target() as base, roles(settings, "relay", "matching") as r:
+        c = r.container
+        ws_a, wf_a = setup_workflow(c, TAGGED_CALL)
+        ws_b, wf_b = setup_workflow(c, TAGGED_CALL)
+        flood = [await start(c, ws_a, wf_a, {"base": base, "tag": "a"}) for _ in range(8)]
+        stream = task_stream(settings, "default")
+        assert await c.redis.xlen(stream) == 2  # the backlog's worth; the rest is held
+        late = await start(c, ws_b, wf_b, {"base": base, "tag": "b"})
+        for execution in [*flood, late]:
+            await eventually(lambda e=execution: task_rows(c, e), timeout=10)  # type: ignore[misc]
+        r.start("worker")
+        order = await eventually(lambda: _calls_when(base, 9), timeout=20)
+        assert sorted(order) == ["a"] * 8 + ["b"]  # each task once
+        assert order.index("b") <= 4, order  # B's turn came after at most two more of A's
+        async with c.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM engine_tasks WHERE entry_id IS NULL"
+            )
+            assert (await cur.fetchone())["n"] == 0  # every held task was sent, and recorded
+            await conn.commit()
+
+
+async def _calls_when(base: str, n: int) -> list[str] | None:
+    order = await _calls(base)
+    return order if len(order) >= n else None
