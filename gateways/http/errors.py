@@ -17,7 +17,14 @@ from aiohttp import web
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
-from commands.errors import CommandConflict, DefinitionInvalid, DomainError, Forbidden, NotFound
+from commands.errors import (
+    CommandConflict,
+    DefinitionInvalid,
+    DomainError,
+    EventTooLarge,
+    Forbidden,
+    NotFound,
+)
 from domain.json_limits import too_deep
 from domain.limits import DEFAULT_LIMITS
 from gateways.http.context import CONTAINER
@@ -238,6 +245,9 @@ def map_exception(request: web.Request, exc: Exception) -> web.Response:
         return error_response(403, "forbidden", str(exc))
     if isinstance(exc, DomainError):
         return error_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, str(exc))
+    if isinstance(exc, EventTooLarge):
+        message = f"the request would store an event larger than {exc.limit} bytes"
+        return error_response(413, "event_too_large", message)
     if isinstance(exc, CommandConflict | PoolTimeout):
         return error_response(
             503, "busy", "the server is busy, retry shortly", headers={"Retry-After": "1"}

@@ -27,6 +27,7 @@ from domain.definition import DefinitionInvalid, Problem
 from gateways.http.app import make_app
 from gateways.http.errors import ApiError, build, error_middleware, parse_uuid, read_json
 from gateways.http.tokens import issue_access_token
+from infra.recorder import EventTooLarge
 from infra.settings import Settings
 
 SETTINGS = Settings(max_body_bytes=1000)
@@ -322,6 +323,11 @@ async def test_invalid_query_parameters_are_422(api: tuple[TestClient, FakeBus])
         (NotFound("workflow"), 404, "not_found"),
         (DefinitionInvalid([Problem("nodes[0].type", "unknown")]), 422, "invalid_definition"),
         (CommandConflict("StartExecution"), 503, "busy"),
+        (
+            EventTooLarge("domain.execution:Execution.Started", 3_000_000, 2_097_152),
+            413,
+            "event_too_large",
+        ),
         (RuntimeError("secret internals"), 500, "internal"),
     ],
 )
