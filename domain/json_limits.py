@@ -46,14 +46,38 @@ def _path(steps: list[tuple[Any, bool]]) -> str:
     return path
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
+def _depth_within(value: Any, max_depth: int) -> bool:
+    """Whether `value` (a container) nests at most `max_depth` levels: a walk level by level,
+    the children of a whole level gathered by comprehensions (fast; no paths)."""
+    level: list[Any] = [value]
+    depth = 1
+    while True:
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below += [child for child in children if isinstance(child, _CONTAINERS)]
+        if not below:
+            return True
+        depth += 1
+        if depth > max_depth:
+            return False
+        level = below
+
+
 def too_deep(value: Any, max_depth: int) -> str | None:
     """The path of the first container (in document order) nested deeper than `max_depth`
     levels, else None. The top-level object or array is at depth 1, so ``[[1]]`` is 2 deep;
     scalars are not levels. Paths look like ``a.b[3].c`` ("" is the value itself)."""
-    if not isinstance(value, dict | list | tuple):
+    if not isinstance(value, _CONTAINERS):
         return None
     if max_depth < 1:
         return ""
+    if _depth_within(value, max_depth):
+        return None
+    # Too deep: find the first offender in document order (the slower walk, only then).
     # stack[i]: the children left to visit of the container at depth i + 1; steps[i]: the key
     # leading from that container to the one at depth i + 2 being visited.
     stack: list[Iterator[tuple[Any, bool, Any]]] = [_containers(value)]
