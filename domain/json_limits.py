@@ -51,7 +51,9 @@ _CONTAINERS = (dict, list, tuple)
 
 def _depth_within(value: Any, max_depth: int) -> bool:
     """Whether `value` (a container) nests at most `max_depth` levels: a walk level by level,
-    the children of a whole level gathered by comprehensions (fast; no paths)."""
+    the children of a whole level gathered by comprehensions (fast; no paths). A container
+    referenced several times on one level is walked once (values built by expressions share
+    references: ten of the same list on each of seven levels are 10^7 as a tree)."""
     level: list[Any] = [value]
     depth = 1
     while True:
@@ -64,7 +66,7 @@ def _depth_within(value: Any, max_depth: int) -> bool:
         depth += 1
         if depth > max_depth:
             return False
-        level = below
+        level = list({id(child): child for child in below}.values())
 
 
 def too_deep(value: Any, max_depth: int) -> str | None:
@@ -78,19 +80,26 @@ def too_deep(value: Any, max_depth: int) -> str | None:
     if _depth_within(value, max_depth):
         return None
     # Too deep: find the first offender in document order (the slower walk, only then).
-    # stack[i]: the children left to visit of the container at depth i + 1; steps[i]: the key
-    # leading from that container to the one at depth i + 2 being visited.
-    stack: list[Iterator[tuple[Any, bool, Any]]] = [_containers(value)]
+    # stack[i]: the container at depth i + 1 and its children left to visit; steps[i]: the key
+    # leading from it to the container at depth i + 2 being visited. `clean`: the deepest
+    # level at which a container was walked without an offender (no need to walk it again at
+    # that level or above, when it is referenced several times).
+    stack: list[tuple[Any, Iterator[tuple[Any, bool, Any]]]] = [(value, _containers(value))]
     steps: list[tuple[Any, bool]] = []
+    clean: dict[int, int] = {}
     while stack:
-        for key, index, child in stack[-1]:
-            if len(stack) + 1 > max_depth:
+        for key, index, child in stack[-1][1]:
+            depth = len(stack) + 1
+            if depth > max_depth:
                 return _path([*steps, (key, index)])
+            if clean.get(id(child), 0) >= depth:
+                continue
             steps.append((key, index))
-            stack.append(_containers(child))
+            stack.append((child, _containers(child)))
             break
         else:
-            stack.pop()
+            container, _ = stack.pop()
+            clean[id(container)] = max(clean.get(id(container), 0), len(stack) + 1)
             if steps:
                 steps.pop()
     return None

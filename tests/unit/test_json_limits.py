@@ -78,6 +78,19 @@ def test_a_hundred_thousand_levels_raise_no_recursion_error() -> None:
     assert json_size(wrapped, 10**9) == compact_depth_of_x(100_001)
 
 
+def test_shared_references_are_measured_without_walking_the_tree() -> None:
+    """Ten references to the same list on each of 30 levels: 10^30 containers as a tree."""
+    value: Any = "s"
+    for _ in range(30):
+        value = [value] * 10
+    started = time.perf_counter()
+    assert too_deep(value, 30) is None
+    assert too_deep(value, 29) == "[0]" * 29
+    # the offender after the shared tree in document order
+    assert too_deep([value, nested_lists(40)], 35) == "[1]" + "[0]" * 34
+    assert time.perf_counter() - started < 0.5
+
+
 def compact_depth_of_x(objects: int) -> int:
     # {"x":{"x":…{"x":null}…}}: each object is `{"x":` + `}` = 6 bytes, and the null 4.
     return objects * 6 + 4
