@@ -16,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from commands import models as m
+from commands.limits import limits_of
 from domain.base import DomainError, TenantAggregate
 from domain.definition import parse_definition
 from domain.execution import Execution
@@ -140,7 +141,7 @@ def _workflow_fields(workflow: Workflow) -> dict[str, Any]:
 
 def create_workflow(store: EventStore, cmd: m.CreateWorkflow) -> Result:
     """Every workflow gets an unguessable webhook token (used once its trigger is a webhook)."""
-    definition = parse_definition(cmd.definition).to_json()
+    definition = parse_definition(cmd.definition, limits_of(store).max_nodes).to_json()
     token, at = secrets.token_urlsafe(24), now()
     workflow = Workflow.create(
         uuid4(), str(cmd.workspace_id), definition, str(cmd.actor_id), at, webhook_token=token
@@ -151,7 +152,7 @@ def create_workflow(store: EventStore, cmd: m.CreateWorkflow) -> Result:
 
 
 def update_workflow(store: EventStore, cmd: m.UpdateWorkflow) -> Result:
-    definition = parse_definition(cmd.definition).to_json()
+    definition = parse_definition(cmd.definition, limits_of(store).max_nodes).to_json()
     workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
     workflow.publish_version(definition, now())
     position = store.save_all(workflow)

@@ -13,8 +13,10 @@ from eventsourcing.application import AggregateNotFoundError
 from pydantic import Field
 
 from commands.handlers import Result, now
+from commands.limits import limits_of
 from commands.models import Command
 from domain.base import DomainError
+from domain.json_limits import json_size
 from domain.variables import NAME_PATTERN, WorkspaceVariables
 from infra.eventstore import EventStore
 
@@ -23,6 +25,13 @@ class SetVariable(Command):
     workspace_id: UUID
     name: str = Field(pattern=NAME_PATTERN)
     value: Any
+
+
+class VariablesTooLarge(DomainError):
+    """Setting the variable would make the workspace's variables, together, larger than
+    `max_variables_bytes` as compact JSON."""
+
+    code = "too_large"
 
 
 class DeleteVariable(Command):
@@ -42,6 +51,11 @@ def set_variable(store: EventStore, cmd: SetVariable) -> Result:
     variables = _variables(store, cmd.workspace_id) or WorkspaceVariables.create(
         str(cmd.workspace_id), at
     )
+    limit = limits_of(store).max_variables_bytes
+    if json_size({**variables.values, cmd.name: cmd.value}, limit) > limit:
+        raise VariablesTooLarge(
+            f"the workspace's variables together would be larger than {limit} bytes as JSON"
+        )
     variables.set(cmd.name, cmd.value, at)
     position = store.save_all(variables) if variables.pending_events else 0
     return Result(position, {"name": cmd.name, "value": cmd.value})

@@ -428,6 +428,8 @@ def _sub(prefix: str, sub_path: str) -> str:
 _PREFIXES = ("Value error, ", "Assertion failed, ")
 _NO_NODES = "a workflow needs at least one node"
 _MAX_CYCLE_SHOWN = 12
+# Nodes and edges the cycle searches of one definition may expand (about 0.1 s).
+_CYCLE_SEARCH_STEPS = 200_000
 
 
 def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[Problem]:
@@ -511,8 +513,24 @@ def _reference_problems(nodes: list[Any], ids: Mapping[str, int]) -> list[Proble
     return problems
 
 
-def _find_path(children: Mapping[str, list[str]], start: str, goal: str) -> list[str] | None:
-    """A path start -> … -> goal through `children`, or None."""
+class _Steps:
+    """What is left of the work `_cycle_problems` may spend searching for paths."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+class _OutOfSteps(Exception):
+    """Internal: the path searches of `_cycle_problems` used up their steps."""
+
+
+def _find_path(
+    children: Mapping[str, list[str]], start: str, goal: str, steps: _Steps
+) -> list[str] | None:
+    """A path start -> … -> goal through `children`, or None; each node expanded costs a
+    step (`_OutOfSteps` when none are left)."""
     parents: dict[str, str | None] = {start: None}
     stack = [start]
     while stack:
@@ -522,7 +540,11 @@ def _find_path(children: Mapping[str, list[str]], start: str, goal: str) -> list
             while (parent := parents[path[-1]]) is not None:
                 path.append(parent)
             return path[::-1]
-        for child in children.get(current, []):
+        below = children.get(current, [])
+        steps.left -= 1 + len(below)
+        if steps.left < 0:
+            raise _OutOfSteps
+        for child in below:
             if child not in parents:
                 parents[child] = current
                 stack.append(child)
@@ -533,6 +555,7 @@ def _edge_problems(edges: list[Any], nodes: list[Any], ids: Mapping[str, int]) -
     problems: list[Problem] = []
     seen: dict[tuple[str, str, str | None], int] = {}
     candidates: list[tuple[int, str, str]] = []  # known, distinct, not self-loops
+    produced_by: dict[str, set[str] | None] = {}  # a condition's branches, computed once
     for j, edge in enumerate(edges):
         if not isinstance(edge, Mapping):
             continue
@@ -556,7 +579,9 @@ def _edge_problems(edges: list[Any], nodes: list[Any], ids: Mapping[str, int]) -
                     )
                 )
             elif isinstance(branch, str):
-                produced = _config_branches(source_node.get("config"))
+                if source not in produced_by:
+                    produced_by[source] = _config_branches(source_node.get("config"))
+                produced = produced_by[source]
                 if produced is not None and branch not in produced:
                     problems.append(
                         Problem(
@@ -618,19 +643,82 @@ def _describe_cycle(nodes: list[str]) -> str:
     return " -> ".join(nodes)
 
 
+def _strongly_connected(edges: list[tuple[int, str, str]]) -> dict[str, int]:
+    """Each node's strongly connected component (an id), by Tarjan's algorithm without
+    recursion."""
+    children: dict[str, list[str]] = {}
+    for _, source, target in edges:
+        children.setdefault(source, []).append(target)
+        children.setdefault(target, [])
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    component: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    for root in children:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, next_child = work.pop()
+            if next_child == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            below = children[node]
+            if next_child > 0:  # back from below[next_child - 1]
+                low[node] = min(low[node], low[below[next_child - 1]])
+            while next_child < len(below):
+                child = below[next_child]
+                next_child += 1
+                if child not in index:
+                    work.append((node, next_child))
+                    work.append((child, 0))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                if low[node] == index[node]:
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component[member] = index[node]
+                        if member == node:
+                            break
+    return component
+
+
 def _cycle_problems(edges: list[tuple[int, str, str]]) -> list[Problem]:
-    """One problem per edge that, added in definition order, closes a cycle (then left out)."""
+    """One problem per edge that, added in definition order, closes a cycle (then left out).
+
+    Only an edge inside a strongly connected component can close one, so only those are
+    searched; the searches together expand at most `_CYCLE_SEARCH_STEPS` nodes and edges (a
+    definition whose edges close cycles everywhere is not searched for ever): past that, one
+    problem at `edges` says more edges close cycles."""
     if _is_acyclic(edges):
         return []
+    component = _strongly_connected(edges)
     problems = []
     children: dict[str, list[str]] = {}
+    steps = _Steps(_CYCLE_SEARCH_STEPS)
     for j, source, target in edges:
-        back = _find_path(children, target, source)
-        if back is not None:
-            cycle = _describe_cycle([source, *back])
-            problems.append(Problem(f"edges[{j}]", f"edge closes a cycle: {cycle}"))
-        else:
-            children.setdefault(source, []).append(target)
+        if component[source] == component[target]:
+            try:
+                back = _find_path(children, target, source, steps)
+            except _OutOfSteps:
+                problems.append(
+                    Problem(
+                        "edges",
+                        f"edges[{j}] and later edges may close more cycles (not searched:"
+                        " too many)",
+                    )
+                )
+                break
+            if back is not None:
+                cycle = _describe_cycle([source, *back])
+                problems.append(Problem(f"edges[{j}]", f"edge closes a cycle: {cycle}"))
+                continue
+        children.setdefault(source, []).append(target)
     return problems
 
 
@@ -670,15 +758,20 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def parse_definition(raw: Any) -> WorkflowDefinition:
+def parse_definition(raw: Any, max_nodes: int = 2000) -> WorkflowDefinition:
     """Validate an untrusted definition (API or LinkFlow export format) and return the model.
 
     Raises DefinitionInvalid listing every problem found: field errors, unknown node types,
     node configs, duplicate ids, unknown edge ends, cycles, branches, duplicate edges, bad
-    expressions and expressions naming unknown nodes.
+    expressions and expressions naming unknown nodes. A definition of more than `max_nodes`
+    nodes is refused with that one problem (at `nodes`), before anything else is checked.
     """
     if not isinstance(raw, Mapping):
         raise DefinitionInvalid([Problem("", "a workflow definition must be a JSON object")])
+    count = len(raw["nodes"]) if isinstance(raw.get("nodes"), list | tuple) else 0
+    if count > max_nodes:
+        message = f"a workflow has at most {max_nodes} nodes; this one has {count}"
+        raise DefinitionInvalid([Problem("nodes", message)])
     data = normalise_export(raw) if is_export_format(raw) else dict(raw)
 
     problems: list[Problem] = []

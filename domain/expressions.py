@@ -13,24 +13,39 @@ not evaluated here. :func:`render_task` turns a string that reads a credential i
 marker* ``{"$secret": [<text>, {"credential": <name>, "field": <field>}, …]}`` (the other
 expressions already rendered to text) and reports where the markers are; the worker fills them
 in. :func:`render` refuses credential references.
+
+Evaluation is bounded (:class:`ExpressionLimits`): each string spends from one budget of work
+units (every AST node visited costs 1, and every list, object or string an expression builds
+costs its length too; see `_Bounded`), past which it raises :class:`ExpressionTooCostly`; and
+what it produces may not exceed ``result_bytes`` as compact JSON (nor may an interpolated
+string), else :class:`ExpressionTooLarge`. So a short expression cannot make a process build or
+serialise gigabytes (``[@,@,…] | [@,@,…] | …`` multiplies references, not memory, until the
+result is written out).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import jmespath
 from jmespath.exceptions import JMESPathError, LexerError, ParseError
 from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
+from jmespath.visitor import Options, TreeInterpreter
+
+from domain.json_limits import json_size
 
 __all__ = [
     "CREDENTIALS",
+    "DEFAULT_EXPRESSION_LIMITS",
     "SECRET_MARKER",
     "ExpressionError",
+    "ExpressionLimits",
+    "ExpressionTooCostly",
+    "ExpressionTooLarge",
     "credential_paths",
     "render",
     "render_task",
@@ -76,7 +91,35 @@ _FIRST_CHILD_CONTEXT = frozenset(
 
 
 class ExpressionError(ValueError):
-    """An expression that does not parse or cannot be evaluated against its context."""
+    """An expression that does not parse or cannot be evaluated against its context. `code` is
+    the error type a node failing with it records."""
+
+    code: str = "expression_error"
+
+
+class ExpressionTooCostly(ExpressionError):
+    """Evaluating a string's expressions would spend more than `ExpressionLimits.cost` units."""
+
+    code = "expression_too_costly"
+
+
+class ExpressionTooLarge(ExpressionError):
+    """An expression's result, or an interpolated string, is larger than
+    `ExpressionLimits.result_bytes` as compact JSON."""
+
+    code = "expression_too_large"
+
+
+class ExpressionLimits(NamedTuple):
+    """Bounds of one string's evaluation: `cost` work units for all its expressions together,
+    `result_bytes` for each expression's result (compact JSON) and for the rendered string."""
+
+    cost: int
+    result_bytes: int
+
+
+# The settings' defaults (`max_expression_cost`, `max_expression_result_bytes`).
+DEFAULT_EXPRESSION_LIMITS = ExpressionLimits(cost=100_000, result_bytes=1024 * 1024)
 
 
 class _Unbalanced(Exception):
@@ -177,10 +220,199 @@ def _describe(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _evaluate(expression: str, data: dict[str, Any]) -> Any:
+# ---------------------------------------------------------------- bounded evaluation
+
+# AST nodes that build a new list, object or string (their result's length is charged).
+_BUILDS = frozenset(
+    {
+        "multi_select_list",
+        "multi_select_dict",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "flatten",
+        "slice",
+    }
+)
+# Functions whose work does not grow with their arguments' length.
+_CONSTANT_WORK = frozenset({"length", "type", "not_null", "to_array"})
+# Functions that answer one of their arguments or an element of one (nothing is built).
+_SELECTORS = frozenset({"not_null", "max", "min", "max_by", "min_by"})
+_SHOWN = 120
+
+
+def _short(text: str) -> str:
+    """`text` for an error message: at most about _SHOWN characters."""
+    return repr(text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…")
+
+
+class _Budget:
+    """The work units left to one string's expressions, and whether the expression being
+    evaluated built anything (a result that is only looked up in the context needs no size
+    check: other limits bound the context)."""
+
+    __slots__ = ("limits", "spent", "built", "expression", "_interpreter")
+
+    def __init__(self, limits: ExpressionLimits) -> None:
+        self.limits = limits
+        self.spent = 0
+        self.built = False
+        self.expression = ""
+        self._interpreter: _Bounded | None = None
+
+    def interpreter(self) -> _Bounded:
+        if self._interpreter is None:
+            self._interpreter = _Bounded(self)
+        return self._interpreter
+
+    def charge(self, units: int) -> None:
+        self.spent += units
+        if self.spent > self.limits.cost:
+            self.too_costly()
+
+    def remaining(self) -> int:
+        return max(self.limits.cost - self.spent, 0)
+
+    def too_costly(self) -> None:
+        raise ExpressionTooCostly(
+            f"expression {_short(self.expression)} is too costly: evaluating it takes more than"
+            f" {self.limits.cost} units of work"
+        )
+
+
+def _size_of(value: Any) -> int:
+    return len(value) if isinstance(value, list | dict | str) else 0
+
+
+def _compare_cost(left: Any, right: Any, remaining: int) -> int:
+    """An upper bound of the work of `left == right` (or an ordering of two strings)."""
+    if left is right:
+        return 0
+    if isinstance(left, str) and isinstance(right, str):
+        return min(len(left), len(right))
+    if isinstance(left, list | dict) and isinstance(right, list | dict):
+        return min(json_size(left, remaining), json_size(right, remaining))
+    return 0
+
+
+class _BoundedFunctions(Functions):
+    """JMESPath's functions, charging their work to the budget: the length of their arguments
+    and of what they build; `join` and `to_string` are refused before they build a string
+    larger than what is left."""
+
+    def __init__(self, budget: _Budget) -> None:
+        super().__init__()
+        self._budget = budget
+
+    def call_function(self, function_name: str, resolved_args: list[Any]) -> Any:
+        budget = self._budget
+        if function_name not in _CONSTANT_WORK:
+            budget.charge(sum(_size_of(arg) for arg in resolved_args))
+        if function_name == "join":
+            self._charge_join(resolved_args)
+        elif function_name == "to_string" and resolved_args:
+            if not isinstance(resolved_args[0], str):
+                budget.charge(json_size(resolved_args[0], budget.remaining() + 1))
+        elif function_name == "contains" and len(resolved_args) == 2:
+            subject, search = resolved_args
+            if isinstance(subject, list) and isinstance(search, list | dict | str):
+                budget.charge(json_size(subject, budget.remaining() + 1))
+        result = super().call_function(function_name, resolved_args)
+        if function_name not in _SELECTORS and not any(result is arg for arg in resolved_args):
+            budget.built = True
+            budget.charge(_size_of(result))
+        return result
+
+    def _charge_join(self, args: Sequence[Any]) -> None:
+        if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], list):
+            return  # the signature check refuses it
+        separator, items = args
+        remaining = self._budget.remaining()
+        total = len(separator) * max(len(items) - 1, 0)
+        for item in items:
+            if total > remaining:
+                break
+            total += len(item) if isinstance(item, str) else 0
+        self._budget.charge(total)
+
+
+_ORDERING_TYPES = (int, float, str)
+
+
+class _Bounded(TreeInterpreter):
+    """JMESPath's tree interpreter on a budget: each node visited costs 1, plus the length of
+    the list, object or string it builds (`_BUILDS`); equality of containers or strings costs
+    their size (bounded by what is left); a flatten is charged before its list is built.
+    One per string (its budget); the methods' table is shared by all."""
+
+    _methods: dict[str, Any] = {}
+
+    def __init__(self, budget: _Budget) -> None:
+        super().__init__(Options(custom_functions=_BoundedFunctions(budget)))
+        self._budget = budget
+
+    def visit(self, node: dict[str, Any], value: Any) -> Any:
+        node_type = node["type"]
+        method = self._methods.get(node_type)
+        if method is None:
+            method = getattr(type(self), f"visit_{node_type}", None)
+            if method is None:
+                raise NotImplementedError(node_type)
+            self._methods[node_type] = method
+        result = method(self, node, value)
+        budget = self._budget
+        if node_type in _BUILDS:
+            budget.built = True
+            budget.spent += 1 + _size_of(result)
+        else:
+            budget.spent += 1
+        if budget.spent > budget.limits.cost:
+            budget.too_costly()
+        return result
+
+    def visit_comparator(self, node: dict[str, Any], value: Any) -> Any:
+        left = self.visit(node["children"][0], value)
+        right = self.visit(node["children"][1], value)
+        if left is not right and isinstance(left, list | dict | str):
+            budget = self._budget
+            budget.charge(_compare_cost(left, right, budget.remaining() + 1))
+        # jmespath's own comparison, on the values already computed: ordering operators
+        # compare numbers and strings only (booleans are not numbers).
+        operator = node["value"]
+        if operator not in self._EQUALITY_OPS and not (
+            isinstance(left, _ORDERING_TYPES)
+            and isinstance(right, _ORDERING_TYPES)
+            and not isinstance(left, bool)
+            and not isinstance(right, bool)
+        ):
+            return None
+        return self.COMPARATOR_FUNC[operator](left, right)
+
+    def visit_flatten(self, node: dict[str, Any], value: Any) -> Any:
+        base = self.visit(node["children"][0], value)
+        if not isinstance(base, list):
+            return None
+        size = sum(len(item) if isinstance(item, list) else 1 for item in base)
+        self._budget.charge(size)
+        merged: list[Any] = []
+        for item in base:
+            if isinstance(item, list):
+                merged.extend(item)
+            else:
+                merged.append(item)
+        return merged
+
+
+def _evaluate(expression: str, data: dict[str, Any], budget: _Budget) -> Any:
+    """The expression's value, spending from `budget`; ExpressionTooLarge if it built a result
+    larger than the limit."""
     compiled = _compile(expression)
+    budget.expression = expression
+    budget.built = False
     try:
-        return compiled.search(data)
+        result = budget.interpreter().visit(compiled.parsed, data)
+    except ExpressionError:
+        raise
     except (
         JMESPathError,
         RecursionError,
@@ -193,6 +425,13 @@ def _evaluate(expression: str, data: dict[str, Any]) -> Any:
         ZeroDivisionError,
     ) as exc:
         raise ExpressionError(f"expression {expression!r} failed: {_describe(exc)}") from exc
+    if budget.built:
+        limit = budget.limits.result_bytes
+        if json_size(result, limit) > limit:
+            raise ExpressionTooLarge(
+                f"expression {_short(expression)} produces more than {limit} bytes"
+            )
+    return result
 
 
 def to_text(value: Any) -> str:
@@ -219,45 +458,103 @@ def _parse(template: str) -> tuple[str, ...]:
         raise ExpressionError(f"template {template!r}: {exc}") from exc
 
 
-def _render_string(template: str, data: dict[str, Any]) -> Any:
+def _text_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class _Interpolation:
+    """The text of an interpolated string, built part by part within `result_bytes`."""
+
+    def __init__(self, template: str, budget: _Budget) -> None:
+        self.template = template
+        self.budget = budget
+        self.used = 0
+
+    def room(self) -> int:
+        return self.budget.limits.result_bytes - self.used
+
+    def add(self, text: str) -> str:
+        self.used += _text_bytes(text)
+        if self.used > self.budget.limits.result_bytes:
+            self.too_large()
+        return text
+
+    def too_large(self) -> None:
+        raise ExpressionTooLarge(
+            f"template {_short(self.template)} renders to more than"
+            f" {self.budget.limits.result_bytes} bytes"
+        )
+
+    def text_of(self, expression: str, data: dict[str, Any]) -> str:
+        value = _evaluate(expression, data, self.budget)
+        room = self.room()
+        if isinstance(value, list | dict) and json_size(value, room) > room:
+            self.too_large()
+        try:
+            text = to_text(value)
+        except (RecursionError, ValueError, TypeError) as exc:
+            raise ExpressionError(f"expression {expression!r} failed: {_describe(exc)}") from exc
+        return self.add(text)
+
+
+def _lone(parts: tuple[str, ...]) -> _Expr | None:
+    """The expression of a template that is one expression (blanks around it aside)."""
+    exprs = [p for p in parts if isinstance(p, _Expr)]
+    if len(exprs) == 1 and all(isinstance(p, _Expr) or not p.strip() for p in parts):
+        return exprs[0]
+    return None
+
+
+def _render_string(template: str, data: dict[str, Any], limits: ExpressionLimits) -> Any:
     if _OPEN not in template:
         return template
     parts = _parse(template)
-    exprs = [p for p in parts if isinstance(p, _Expr)]
-    if any(_reads_credentials(p) for p in exprs):
+    if any(isinstance(p, _Expr) and _reads_credentials(p) for p in parts):
         raise ExpressionError(
             f"template {template!r}: credentials are only available to nodes a worker runs"
         )
-    if len(exprs) == 1 and all(isinstance(p, _Expr) or not p.strip() for p in parts):
-        return _evaluate(exprs[0], data)
-    return "".join(to_text(_evaluate(p, data)) if isinstance(p, _Expr) else p for p in parts)
+    budget = _Budget(limits)
+    lone = _lone(parts)
+    if lone is not None:
+        return _evaluate(lone, data, budget)
+    text = _Interpolation(template, budget)
+    return "".join(text.text_of(p, data) if isinstance(p, _Expr) else text.add(p) for p in parts)
 
 
-def _render(template: Any, data: dict[str, Any]) -> Any:
+def _render(template: Any, data: dict[str, Any], limits: ExpressionLimits) -> Any:
     if isinstance(template, str):
-        return _render_string(template, data)
+        return _render_string(template, data, limits)
     if isinstance(template, Mapping):
-        return {key: _render(value, data) for key, value in template.items()}
+        return {key: _render(value, data, limits) for key, value in template.items()}
     if isinstance(template, list | tuple):
-        return [_render(item, data) for item in template]
+        return [_render(item, data, limits) for item in template]
     return template
 
 
-def render(template: Any, context: Mapping[str, Any]) -> Any:
+def render(
+    template: Any,
+    context: Mapping[str, Any],
+    limits: ExpressionLimits = DEFAULT_EXPRESSION_LIMITS,
+) -> Any:
     """Render `template` against `context`.
 
     Dicts (their values, not their keys), lists and strings are rendered recursively; other
     values are returned unchanged. Raises ExpressionError when an expression does not parse,
-    its braces are unbalanced, or its evaluation fails.
+    its braces are unbalanced, or its evaluation fails; ExpressionTooCostly or
+    ExpressionTooLarge when a string's expressions cross `limits`.
     """
     data = context if isinstance(context, dict) else dict(context)
-    return _render(template, data)
+    return _render(template, data, limits)
 
 
 Path = list[str | int]
 
 
-def render_task(template: Any, context: Mapping[str, Any]) -> tuple[Any, list[Path]]:
+def render_task(
+    template: Any,
+    context: Mapping[str, Any],
+    limits: ExpressionLimits = DEFAULT_EXPRESSION_LIMITS,
+) -> tuple[Any, list[Path]]:
     """Render the config of a node a worker runs: like :func:`render`, except that a string
     reading a credential becomes a secret marker (see the module docstring). Returns the
     rendered config and the path (keys and indexes) of every marker in it, so that the worker
@@ -265,47 +562,51 @@ def render_task(template: Any, context: Mapping[str, Any]) -> tuple[Any, list[Pa
     """
     data = context if isinstance(context, dict) else dict(context)
     marked: list[Path] = []
-    return _render_marked(template, data, [], marked), marked
+    return _render_marked(template, data, [], marked, limits), marked
 
 
-def _render_marked(template: Any, data: dict[str, Any], path: Path, marked: list[Path]) -> Any:
+def _render_marked(
+    template: Any, data: dict[str, Any], path: Path, marked: list[Path], limits: ExpressionLimits
+) -> Any:
     if isinstance(template, str):
         if _OPEN not in template:
             return template
         parts = _parse(template)
         if not any(isinstance(p, _Expr) and _reads_credentials(p) for p in parts):
-            return _render_string(template, data)
+            return _render_string(template, data, limits)
         marked.append(path)
-        return {SECRET_MARKER: _marker_parts(parts, data)}
+        return {SECRET_MARKER: _marker_parts(template, parts, data, limits)}
     if isinstance(template, Mapping):
-        return {k: _render_marked(v, data, [*path, k], marked) for k, v in template.items()}
+        return {k: _render_marked(v, data, [*path, k], marked, limits) for k, v in template.items()}
     if isinstance(template, list | tuple):
-        return [_render_marked(v, data, [*path, i], marked) for i, v in enumerate(template)]
+        return [_render_marked(v, data, [*path, i], marked, limits) for i, v in enumerate(template)]
     return template
 
 
-def _marker_parts(parts: tuple[str, ...], data: dict[str, Any]) -> list[Any]:
+def _marker_parts(
+    template: str, parts: tuple[str, ...], data: dict[str, Any], limits: ExpressionLimits
+) -> list[Any]:
     """Literal text and other expressions as text (adjacent texts joined); each credential
     reference as ``{"credential", "field"}``. A lone reference (blanks around it dropped) keeps
     its value's type, like a lone expression."""
-    exprs = [p for p in parts if isinstance(p, _Expr)]
-    if len(exprs) == 1 and all(isinstance(p, _Expr) or not p.strip() for p in parts):
-        parts = (exprs[0],)
+    lone = _lone(parts)
+    if lone is not None:
+        parts = (lone,)
+    text = _Interpolation(template, _Budget(limits))
     out: list[Any] = []
     for part in parts:
         if isinstance(part, _Expr):
             ref = _credential_ref(part)
-            if ref is None:
-                text = to_text(_evaluate(part, data))
-            else:
+            if ref is not None:
                 out.append({"credential": ref[0], "field": ref[1]})
                 continue
+            piece = text.text_of(part, data)
         else:
-            text = part
+            piece = text.add(part)
         if out and isinstance(out[-1], str):
-            out[-1] += text
-        elif text:
-            out.append(text)
+            out[-1] += piece
+        elif piece:
+            out.append(piece)
     return out
 
 

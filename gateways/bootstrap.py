@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from commands.bus import CommandBus
+from commands.limits import limits_from
 from engine.dispatch import Dispatcher
 from infra.crypto import SecretBox
 from infra.db import DictPool, open_pool
@@ -35,6 +36,7 @@ class Container:
 
 async def bootstrap(settings: Settings) -> Container:
     store = EventStore(settings)
+    store.limits = limits_from(settings)  # type: ignore[attr-defined]  # see commands.limits
     redis = redis_client(settings)
     # Tasks a command schedules go to the workers as soon as it is durable (engine.dispatch).
     dispatcher = Dispatcher(redis, settings)

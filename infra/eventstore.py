@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from infra.group_commit import NO_READS, GroupCommit
+from infra.recorder import LinkFlowRecorder
 from infra.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
@@ -91,6 +92,8 @@ class EventStore(Application):
 
     def __init__(self, settings: Settings, create_table: bool = False) -> None:
         super().__init__(env=eventsourcing_env(settings, create_table))
+        if isinstance(self.recorder, LinkFlowRecorder):  # the size backstop (infra.recorder)
+            self.recorder.max_event_bytes = settings.max_event_bytes
         self.group_commit = GroupCommit(self._put)
         self._captures = threading.local()
         # Ids a checked read found without events (the workspace variables of a workspace that

@@ -15,6 +15,10 @@ notification ids are in insert order. Measured on 8-event appends: 790 -> 317 µ
 Read checks (migration 009): `insert_events(..., reads={id: version})` writes nothing and
 raises `StaleRead` if any of those aggregates has an event after that version, checked under
 the table lock.
+
+Size backstop: an append holding an event whose stored state is longer than
+`max_event_bytes` (`LINKFLOW_MAX_EVENT_BYTES`, set by `infra.eventstore`) writes nothing and
+raises `EventTooLarge` (imported by `commands.errors` for the gateway: 413).
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ from psycopg.sql import SQL, Composed
 
 APPEND = "SELECT linkflow_append_events(%b, %b, %b, %b, %b, %b) AS id"
 STALE_READ = "LF001"  # the SQLSTATE migration 009 raises
+DEFAULT_MAX_EVENT_BYTES = 2 * 1024 * 1024  # infra.settings' default
+
+
+class EventTooLarge(ValueError):
+    """An event whose stored state is longer than the limit: nothing of the append was
+    written."""
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        super().__init__(f"event {topic} would take {size} bytes; at most {limit} are stored")
+        self.topic = topic
+        self.size = size
+        self.limit = limit
 
 
 class StaleRead(Exception):
@@ -43,6 +59,9 @@ class StaleRead(Exception):
 
 
 class LinkFlowRecorder(PostgresApplicationRecorder):
+    # The longest stored state an append may hold (set from the settings by infra.eventstore).
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
@@ -57,6 +76,10 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
     ) -> list[int]:
         if not stored_events:
             return []
+        limit = self.max_event_bytes
+        for event in stored_events:
+            if len(event.state) > limit:
+                raise EventTooLarge(event.topic, len(event.state), limit)
         reads = reads or {}
         params = (
             [e.originator_id for e in stored_events],

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import MapperDeserialisationError
+
+from domain.json_limits import too_deep
 from domain.webhook import hook_of
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, EventStore
@@ -232,6 +236,12 @@ async def get_execution(
 
 # ---------------------------------------------------------------- audit
 
+# Event data nested deeper than this is not rendered in a history (it could not be encoded
+# within the interpreter's recursion limit); the API's limits keep new data far shallower.
+HISTORY_MAX_DEPTH = 200
+UNRENDERABLE: dict[str, str] = {"$unrenderable": "nested too deep"}
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
@@ -240,18 +250,107 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    return value
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    return str(value)  # UUID, and any other type the transcoder knows
+
+
+def _renderable(data: dict[str, Any]) -> Any:
+    """The event's data as JSON-ready values, or UNRENDERABLE when it is nested too deeply to
+    be encoded (older events, stored before bodies had a depth limit)."""
+    if too_deep(data, HISTORY_MAX_DEPTH) is not None:
+        return UNRENDERABLE
+    try:
+        return _jsonable(data)
+    except RecursionError:
+        return UNRENDERABLE
 
 
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+_TOKEN = re.compile(rb'["\[\]{},:]')
+_STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.S)
+
+
+def _top_level_fields(state: bytes) -> dict[str, bytes]:
+    """The raw JSON of each field of the JSON object `state`, found without parsing the values
+    (so none is too deep to find); ValueError if `state` is not an object."""
+    fields: dict[str, bytes] = {}
+    pos = state.index(b"{") + 1
+    depth = 0
+    key: str | None = None
+    value_start = pos
+    while True:
+        token = _TOKEN.search(state, pos)
+        if token is None:
+            raise ValueError("unterminated JSON object")
+        char, pos = token.group(), token.end()
+        if char == b'"':
+            rest = _STRING_REST.match(state, pos)
+            if rest is None:
+                raise ValueError("unterminated JSON string")
+            if depth == 0 and key is None:
+                key = json.loads(state[token.start() : rest.end()])
+            pos = rest.end()
+        elif char in (b"[", b"{"):
+            depth += 1
+        elif char in (b"]", b"}") and depth > 0:
+            depth -= 1
+        elif depth == 0 and char == b":":
+            value_start = pos
+        elif depth == 0 and char in (b",", b"}"):
+            if key is not None:
+                fields[key] = state[value_start : token.start()].strip()
+            key = None
+            if char == b"}":
+                return fields
+
+
+def _field(store: EventStore, fields: dict[str, bytes], name: str) -> Any:
+    """One top-level field decoded by the application's transcoder (None if it cannot be)."""
+    raw = fields.get(name)
+    if raw is None:
+        return None
+    try:
+        return store.mapper.transcoder.decode(raw)
+    except (ValueError, RecursionError, TypeError, KeyError):
+        return None
+
+
+def _history_entry(store: EventStore, execution_id: UUID, row: dict[str, Any]) -> dict[str, Any]:
+    """One event of a history, with its `workspace_id` (popped by the caller). An event too
+    deep to decode is answered from its top-level fields, its data UNRENDERABLE."""
+    version, topic, state = row["originator_version"], row["topic"], bytes(row["state"])
+    try:
+        event = store.decode(execution_id, version, topic, state)
+    except (MapperDeserialisationError, RecursionError):
+        try:
+            fields = _top_level_fields(state)
+        except ValueError:
+            fields = {}
+        recorded = _field(store, fields, "timestamp")
+        return {
+            "workspace_id": _field(store, fields, "workspace_id"),
+            "version": version,
+            "type": topic.rpartition(":")[2].rpartition(".")[2],
+            "recorded_at": recorded.isoformat() if isinstance(recorded, datetime) else None,
+            "data": UNRENDERABLE,
+        }
+    data = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
+    return {
+        "workspace_id": getattr(event, "workspace_id", None),
+        "version": version,
+        "type": type(event).__name__,
+        "recorded_at": event.timestamp.isoformat(),
+        "data": _renderable(data),
+    }
 
 
 async def execution_history(
     conn: DictConnection, store: EventStore, workspace_id: UUID, execution_id: UUID
 ) -> list[dict[str, Any]] | None:
-    """The execution's events in order, read from the event store (not a projection)."""
+    """The execution's events in order, read from the event store (not a projection). Data
+    nested too deeply to answer (stored before the depth limit) is answered as
+    `{"$unrenderable": "nested too deep"}`, event by event."""
     cur = await conn.execute(
         f"SELECT originator_version, topic, state FROM {EVENTS_TABLE}"
         " WHERE originator_id = %s ORDER BY originator_version",
@@ -260,18 +359,10 @@ async def execution_history(
     rows = await cur.fetchall()
     history = []
     for row in rows:
-        event = store.decode(execution_id, row["originator_version"], row["topic"], row["state"])
-        if getattr(event, "workspace_id", None) != str(workspace_id):
+        entry = _history_entry(store, execution_id, row)
+        if entry.pop("workspace_id") != str(workspace_id):
             return None
-        data = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
-        history.append(
-            {
-                "version": row["originator_version"],
-                "type": type(event).__name__,
-                "recorded_at": event.timestamp.isoformat(),
-                "data": _jsonable(data),
-            }
-        )
+        history.append(entry)
     if not history or not row["topic"].startswith("domain.execution:"):
         return None
     return history

@@ -1,7 +1,8 @@
 """The ``http_request`` node executor: send one outbound HTTP request and shape its result.
 
-Imported by the worker (engine/worker). Depends on infra.outbound for the SSRF guard; the session
-passed in must come from ``infra.outbound.make_session`` with the same ``allow_private``.
+Imported by the worker (engine/worker). Depends on infra.outbound for the SSRF guard (the session
+passed in must come from ``infra.outbound.make_session`` with the same ``allow_private``) and on
+domain.json_limits for the nesting depth of parsed responses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
+from domain.json_limits import too_deep
 from infra.outbound import (
     ForbiddenTarget,
     InvalidTarget,
@@ -125,7 +127,18 @@ def _decode(raw: bytes, response: aiohttp.ClientResponse) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def _parse_body(text: str, content_type: str) -> Any:
+def _too_deep(max_depth: int, where: str) -> NodeError:
+    return NodeError(
+        "response_too_deep",
+        f"the response body is nested deeper than {max_depth} levels (at {where})",
+        retryable=False,
+    )
+
+
+def _parse_body(text: str, content_type: str, max_depth: int) -> Any:
+    """The body as JSON when its content type says so, or when it looks like an object or an
+    array (else the text). Parsed JSON nested deeper than `max_depth` levels fails the node
+    with `response_too_deep` (also when it is too deep for the parser itself)."""
     is_json_type = content_type == "application/json" or content_type.endswith("+json")
     stripped = text.strip()
     if is_json_type and not stripped:
@@ -133,9 +146,15 @@ def _parse_body(text: str, content_type: str) -> Any:
     # Without a JSON content type only objects/arrays are parsed, so text such as "123" stays text.
     if is_json_type or stripped[:1] in ("{", "["):
         try:
-            return json.loads(text)
+            body = json.loads(text)
+        except RecursionError:
+            raise _too_deep(max_depth, "body") from None
         except ValueError:
             return text
+        where = too_deep(body, max_depth)
+        if where is not None:
+            raise _too_deep(max_depth, f"body{where}" if where.startswith("[") else f"body.{where}")
+        return body
     return text
 
 
@@ -180,12 +199,15 @@ async def run_http_request(
     session: aiohttp.ClientSession,
     allow_private: bool,
     max_response_bytes: int = 10 * 1024 * 1024,
+    *,
+    max_depth: int = 64,
 ) -> dict[str, Any]:
     """Run an ``http_request`` node with an already-rendered ``config``.
 
     ``config``: ``{method="GET", url, headers={}, query={}, body=None, fail_on_status=True}``.
     Returns ``{status_code, headers (lower-cased names), body}``; raises :class:`NodeError`.
     Redirects are followed (at most ``MAX_REDIRECTS``); every hop is guarded by the session.
+    A JSON body nested deeper than ``max_depth`` levels fails with ``response_too_deep``.
     """
     method = str(config.get("method") or "GET").upper()
     url = config.get("url")
@@ -222,7 +244,7 @@ async def run_http_request(
                 raw = await _read_capped(response, max_response_bytes)
                 status = response.status
                 text = _decode(raw, response)
-                body = _parse_body(text, response.content_type)
+                body = _parse_body(text, response.content_type, max_depth)
                 result = {
                     "status_code": status,
                     "headers": _response_headers(response),

@@ -17,7 +17,17 @@ from aiohttp import web
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
-from commands.errors import CommandConflict, DefinitionInvalid, DomainError, Forbidden, NotFound
+from commands.errors import (
+    CommandConflict,
+    DefinitionInvalid,
+    DomainError,
+    EventTooLarge,
+    Forbidden,
+    NotFound,
+)
+from domain.json_limits import too_deep
+from domain.limits import DEFAULT_LIMITS
+from gateways.http.context import CONTAINER
 from infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -110,7 +120,9 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
     413 `payload_too_large` past the body limit (checked on Content-Length first, then while
     reading); 400 `malformed_json` for bytes that are not strict JSON (NaN/Infinity refused).
-    An empty body is None when `optional`, else 400. 422 naming the path for a NUL character.
+    An empty body is None when `optional`, else 400. 422 naming the path for a NUL character,
+    and 422 `too_deep` naming the first value nested deeper than `max_json_depth` (path ""
+    when the document is too deep for the parser itself).
     """
     limit = request.client_max_size
     if request.content_length is not None and request.content_length > limit:
@@ -120,14 +132,36 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         if optional:
             return None
         raise ApiError(400, "malformed_json", "the request body must be a JSON document")
+    max_depth = _max_json_depth(request)
     try:
         document = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, NaN
+    except RecursionError:
+        raise nested_too_deep("", max_depth) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from exc
     where = nul_path(document)
     if where is not None:
         raise invalid(where, "NUL characters (\\u0000) are not accepted")
+    where = too_deep(document, max_depth)
+    if where is not None:
+        raise nested_too_deep(where, max_depth)
     return document
+
+
+def _max_json_depth(request: web.Request) -> int:
+    """`LINKFLOW_MAX_JSON_DEPTH` of the application's settings (the default without them)."""
+    container = request.app.get(CONTAINER)
+    return container.settings.max_json_depth if container else DEFAULT_LIMITS.max_json_depth
+
+
+def nested_too_deep(path: str, max_depth: int) -> ApiError:
+    """The 422 for a body nested deeper than `max_depth` levels (`LINKFLOW_MAX_JSON_DEPTH`)."""
+    return ApiError(
+        422,
+        "too_deep",
+        "the request body is nested too deeply",
+        [{"path": path, "message": f"nested deeper than {max_depth} levels"}],
+    )
 
 
 def nul_path(document: Any) -> str | None:
@@ -211,6 +245,9 @@ def map_exception(request: web.Request, exc: Exception) -> web.Response:
         return error_response(403, "forbidden", str(exc))
     if isinstance(exc, DomainError):
         return error_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, str(exc))
+    if isinstance(exc, EventTooLarge):
+        message = f"the request would store an event larger than {exc.limit} bytes"
+        return error_response(413, "event_too_large", message)
     if isinstance(exc, CommandConflict | PoolTimeout):
         return error_response(
             503, "busy", "the server is busy, retry shortly", headers={"Retry-After": "1"}

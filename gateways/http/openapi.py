@@ -58,8 +58,9 @@ _STANDARD_ERRORS = {
     403: "forbidden (the role does not permit it)",
     404: "not_found (unknown, or not yours)",
     409: "conflict (the code says which)",
-    413: "payload_too_large",
-    422: "invalid_request / invalid_definition / invalid_cursor",
+    413: "payload_too_large / event_too_large (what the request would store is too large)",
+    422: "invalid_request / invalid_definition / invalid_cursor / too_deep (JSON nested deeper"
+    " than LINKFLOW_MAX_JSON_DEPTH) / too_large",
     503: "busy / projection_lag (see Retry-After)",
 }
 

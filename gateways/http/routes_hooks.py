@@ -34,6 +34,7 @@ from commands import models as m
 from commands.errors import DomainError, NotFound
 from domain.credential import Credential
 from domain.definition import WebhookAuth
+from domain.json_limits import too_deep
 from domain.webhook import HOOK_PATH
 from gateways.bootstrap import Container
 from gateways.http.admission import ADMISSION, admit
@@ -108,19 +109,38 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_body(raw: bytes, content_type: str) -> Any:
+class BodyTooDeep(ValueError):
+    """A JSON body nested deeper than the limit; `path` names the first value too deep
+    (`body`, `body.a[3]`…)."""
+
+    def __init__(self, path: str, max_depth: int) -> None:
+        super().__init__(f"nested deeper than {max_depth} levels")
+        self.path = path
+
+
+def _under_body(path: str) -> str:
+    if not path:
+        return "body"
+    return f"body{path}" if path.startswith("[") else f"body.{path}"
+
+
+def parse_body(raw: bytes, content_type: str, max_depth: int = 64) -> Any:
     """The body as recorded: None when empty, parsed JSON when the content type is JSON
     (ValueError when it is not valid JSON, or holds a NUL character, which PostgreSQL's jsonb
-    in the read models cannot store), otherwise text (undecodable bytes and NUL replaced)."""
+    in the read models cannot store; BodyTooDeep past `max_depth` levels of nesting),
+    otherwise text (undecodable bytes and NUL replaced)."""
     if not raw:
         return None
     if is_json(content_type):
         try:
             document = json.loads(raw, parse_constant=_no_constant)
         except RecursionError:
-            raise ValueError("the JSON document is nested too deeply") from None
+            raise BodyTooDeep("body", max_depth) from None
         if nul_path(document) is not None:
             raise ValueError("NUL characters (\\u0000) are not accepted")
+        where = too_deep(document, max_depth)
+        if where is not None:
+            raise BodyTooDeep(_under_body(where), max_depth)
         return document
     return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
@@ -282,7 +302,14 @@ async def receive_hook(request: web.Request) -> web.Response:
     if auth is not None:
         await _authenticate(request, target, auth, raw)
     try:
-        body = parse_body(raw, request.content_type)
+        body = parse_body(raw, request.content_type, c.settings.max_json_depth)
+    except BodyTooDeep as exc:
+        raise ApiError(
+            422,
+            "too_deep",
+            "the request body is nested too deeply",
+            [{"path": exc.path, "message": str(exc)}],
+        ) from None
     except ValueError as exc:
         raise ApiError(
             400,
@@ -364,7 +391,8 @@ async def hook_delete(request: web.Request) -> web.Response:
 _BODY_SCHEMA: dict[str, Any] = {
     "description": (
         "Any body (at most LINKFLOW_MAX_BODY_BYTES): parsed as JSON when its Content-Type is"
-        " JSON (invalid JSON is 400), otherwise recorded as text; it becomes `input.body`."
+        " JSON (invalid JSON is 400, nested deeper than LINKFLOW_MAX_JSON_DEPTH is 422),"
+        " otherwise recorded as text; it becomes `input.body`."
     )
 }
 _RESPONSES = {
@@ -375,6 +403,7 @@ _RESPONSES = {
     405: "method_not_allowed: not one of the trigger's methods (see Allow)",
     409: "replayed: this hmac-signed request already started an execution",
     413: "payload_too_large",
+    422: "too_deep: a JSON body nested deeper than LINKFLOW_MAX_JSON_DEPTH (path from `body`)",
     429: "too_many_executions: the workspace has its fill of open executions (Retry-After)",
 }
 

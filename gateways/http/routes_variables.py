@@ -1,8 +1,9 @@
 """Workspace variable routes: read them all, set one (PUT), delete one. Variables are not
 secret; node configs read them as `{{ vars.<name> }}` and each execution records the values it
 started with. Reads come from the write model (one small aggregate per workspace), so they are
-always current. `ROUTES` is the table `app.make_app` registers and `openapi` documents.
-Imported by `gateways.http.app`.
+always current. A value is at most 16 KiB as JSON, and a workspace's variables together at most
+`LINKFLOW_MAX_VARIABLES_BYTES` (else 422 `too_large` naming `value`). `ROUTES` is the table
+`app.make_app` registers and `openapi` documents. Imported by `gateways.http.app`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from commands.handlers import workspace_variables
-from commands.variables import DeleteVariable, SetVariable
+from commands.variables import DeleteVariable, SetVariable, VariablesTooLarge
 from domain.roles import Action
 from domain.variables import NAME_PATTERN
 from gateways.http.auth import workspace_access
@@ -58,7 +59,10 @@ async def set_variable(request: web.Request) -> web.Response:
     if len(json.dumps(body.value, separators=(",", ":")).encode()) > MAX_VALUE_BYTES:
         raise invalid("value", f"must be at most {MAX_VALUE_BYTES} bytes as JSON")
     cmd = SetVariable(workspace_id=ws, name=name, value=body.value)
-    result = await container(request).bus.execute(cmd)
+    try:
+        result = await container(request).bus.execute(cmd)
+    except VariablesTooLarge as exc:
+        raise invalid("value", str(exc), code="too_large") from None
     return respond(result.fields | {"position": result.position})
 
 

@@ -21,6 +21,13 @@ LARGE = 2 * 1024 * 1024
 LIMIT = 1024 * 1024
 
 
+def nested_lists(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @dataclass
 class Server:
     base: str
@@ -82,6 +89,15 @@ def _app(release: asyncio.Event, port_box: list[int]) -> web.Application:
         await response.write_eof()
         return response
 
+    async def deep(request: web.Request) -> web.Response:
+        depth = int(request.query.get("depth", "990"))
+        status = int(request.query.get("status", "200"))
+        kind = request.query.get("type", "application/json")
+        return web.Response(status=status, text="[" * depth + "1" + "]" * depth, content_type=kind)
+
+    async def deep_object(request: web.Request) -> web.Response:
+        return web.json_response({"data": {"items": [{"x": nested_lists(70)}]}})
+
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound("/json")
 
@@ -102,6 +118,8 @@ def _app(release: asyncio.Event, port_box: list[int]) -> web.Application:
     app.router.add_get("/large", large)
     app.router.add_get("/large-chunked", large_chunked)
     app.router.add_get("/large-gzip", large_gzip)
+    app.router.add_get("/deep", deep)
+    app.router.add_get("/deep-object", deep_object)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/loop", loop)
     app.router.add_get("/redirect-localhost", redirect_localhost)
@@ -131,10 +149,16 @@ async def _run(
     allow_private: bool = True,
     timeout_s: float | None = 10.0,
     max_response_bytes: int = 10 * 1024 * 1024,
+    **extra: Any,
 ) -> dict[str, Any]:
     async with make_session(allow_private) as session:
         return await run_http_request(
-            config, timeout_s, session, allow_private, max_response_bytes=max_response_bytes
+            config,
+            timeout_s,
+            session,
+            allow_private,
+            max_response_bytes=max_response_bytes,
+            **extra,
         )
 
 
@@ -300,3 +324,39 @@ async def test_unguarded_session_is_rejected(server: Server) -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(RuntimeError):
             await run_http_request({"url": "https://example.com/"}, 1.0, session, False)
+
+
+# ---------------------------------------------------------------- nesting depth
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",  # 990 nested arrays: too deep for json.loads itself (the RecursionError)
+        "?depth=200",  # parsed, then refused by the limit
+        "?depth=990&type=text/plain",  # looks like JSON: parsed as such, so checked too
+        "?depth=990&status=500",  # an error answer's body as well
+    ],
+)
+async def test_a_response_nested_too_deep_fails_the_node_without_retry(
+    server: Server, query: str
+) -> None:
+    error = await _error({"url": f"{server.base}/deep{query}"})
+    assert error.error["type"] == "response_too_deep"
+    assert "64 levels" in error.error["message"]
+    assert error.retryable is False
+
+
+async def test_the_error_names_where_the_response_is_too_deep(server: Server) -> None:
+    error = await _error({"url": f"{server.base}/deep-object"})
+    # data 2, items 3, items[0] 4, x 5: the 65th level is x + 60 x [0]
+    assert f"at body.data.items[0].x{'[0]' * 60}" in error.error["message"]
+    error = await _error({"url": f"{server.base}/deep?depth=5"}, max_depth=3)
+    assert "3 levels (at body[0][0][0])" in error.error["message"]
+
+
+async def test_a_response_nested_50_levels_is_parsed(server: Server) -> None:
+    result = await _run({"url": f"{server.base}/deep?depth=50"})
+    assert result["body"] == nested_lists(50)
+    result = await _run({"url": f"{server.base}/deep?depth=64"})
+    assert result["body"] == nested_lists(64)

@@ -7,14 +7,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from domain.variables import WorkspaceVariables
 from infra.eventstore import EventStore
-from infra.recorder import LinkFlowRecorder, StaleRead
+from infra.recorder import EventTooLarge, LinkFlowRecorder, StaleRead
 from infra.settings import Settings
 
 TOPIC = "tests:Appended"
@@ -190,3 +192,71 @@ def test_the_read_check_probes_the_index_after_the_log_grew(fresh_settings: Sett
     [check] = [p for p in plans if "linkflow_events e" in p]
     assert "Index Only Scan using linkflow_events_pkey" in check, check
     assert "Seq Scan" not in check and "Hash" not in check, check
+
+
+# ---------------------------------------------------------------- the size backstop
+
+
+@pytest.fixture(scope="module")
+def small_store(settings: Settings) -> Iterator[EventStore]:
+    """An event store whose events may hold at most 1,000 bytes of state."""
+    event_store = EventStore(settings.model_copy(update={"max_event_bytes": 1000}))
+    yield event_store
+    event_store.close()
+
+
+def rows_of(settings: Settings, oid: object) -> int:
+    with psycopg.connect(settings.conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM linkflow_events WHERE originator_id = %s", (oid,)
+        ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def test_the_limit_comes_from_the_settings(store: EventStore, small_store: EventStore) -> None:
+    assert isinstance(store.recorder, LinkFlowRecorder)
+    assert isinstance(small_store.recorder, LinkFlowRecorder)
+    assert store.recorder.max_event_bytes == Settings().max_event_bytes == 2 * 1024 * 1024
+    assert small_store.recorder.max_event_bytes == 1000
+
+
+def test_an_event_larger_than_the_limit_refuses_the_whole_append(
+    small_store: EventStore, settings: Settings
+) -> None:
+    oid = uuid4()
+    small = StoredEvent(oid, 1, TOPIC, b"{}")
+    big = StoredEvent(oid, 2, TOPIC, b'{"x": "' + b"y" * 1000 + b'"}')
+    with pytest.raises(EventTooLarge) as info:
+        small_store.recorder.insert_events([small, big])
+    assert (info.value.topic, info.value.size, info.value.limit) == (TOPIC, 1009, 1000)
+    assert TOPIC in str(info.value) and "1009" in str(info.value) and "1000" in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert rows_of(settings, oid) == 0  # the small one was not written either
+    exactly = StoredEvent(oid, 1, TOPIC, b'{"x": "' + b"y" * 991 + b'"}')
+    assert len(exactly.state) == 1000
+    small_store.recorder.insert_events([exactly])
+    assert rows_of(settings, oid) == 1
+
+
+def test_a_save_through_the_store_is_refused_and_others_of_its_batch_are_written(
+    small_store: EventStore, settings: Settings
+) -> None:
+    """Saves are group-committed: the save holding the large event fails alone."""
+    at = datetime.now(UTC)
+    big = WorkspaceVariables.create(str(uuid4()), at)
+    big.set("blob", "z" * 2000, at)
+    fine = [WorkspaceVariables.create(str(uuid4()), at) for _ in range(8)]
+
+    def save(aggregate: WorkspaceVariables) -> object:
+        try:
+            return small_store.save_all(aggregate)
+        except EventTooLarge as exc:
+            return exc
+
+    with ThreadPoolExecutor(9) as pool:
+        results = list(pool.map(save, [big, *fine]))
+    assert isinstance(results[0], EventTooLarge)
+    assert "VariableSet" in str(results[0])
+    assert all(isinstance(position, int) for position in results[1:])
+    assert rows_of(settings, big.id) == 0
+    assert all(rows_of(settings, aggregate.id) == 1 for aggregate in fine)

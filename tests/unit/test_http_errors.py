@@ -27,6 +27,7 @@ from domain.definition import DefinitionInvalid, Problem
 from gateways.http.app import make_app
 from gateways.http.errors import ApiError, build, error_middleware, parse_uuid, read_json
 from gateways.http.tokens import issue_access_token
+from infra.recorder import EventTooLarge
 from infra.settings import Settings
 
 # No pool stands behind these tests: admission control (which counts open executions in the
@@ -229,6 +230,68 @@ async def test_definition_must_be_an_object(api: tuple[TestClient, FakeBus]) -> 
     assert error["details"][0]["path"] == ""
 
 
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_body_nested_deeper_than_the_limit_is_422_naming_the_path(
+    api: tuple[TestClient, FakeBus],
+) -> None:
+    client, bus = api
+    body = {"email": "a@b.c", "password": "x" * 12, "name": nested(64)}  # 65 levels
+    resp = await client.post("/api/v1/auth/register", json=body)
+    assert resp.status == 422
+    error = error_of(await resp.json())
+    assert error["code"] == "too_deep"
+    assert error["details"] == [
+        {"path": "name" + "[0]" * 63, "message": "nested deeper than 64 levels"}
+    ]
+    body["name"] = nested(63)  # 64 levels: read, then refused by the model (not a string)
+    resp = await client.post("/api/v1/auth/register", json=body)
+    assert resp.status == 422
+    assert error_of(await resp.json())["code"] == "invalid_request"
+    assert bus.commands == []
+
+
+async def test_a_definition_nested_deeper_than_the_limit_is_422(
+    api: tuple[TestClient, FakeBus],
+) -> None:
+    client, bus = api
+    config = {"set": {"x": nested(70, {"k": 1})}}
+    definition = {"name": "d", "nodes": [{"id": "a", "type": "transform", "config": config}]}
+    resp = await client.post(
+        f"/api/v1/workspaces/{uuid.uuid4()}/workflows", json=definition, headers=auth_header()
+    )
+    assert resp.status == 422
+    [detail] = error_of(await resp.json())["details"]
+    assert detail["path"] == "nodes[0].config.set.x" + "[0]" * 59
+    assert bus.commands == []
+
+
+async def test_a_body_too_deep_for_the_parser_is_422_too_deep_not_400() -> None:
+    app = make_app(FakeContainer(Settings(max_body_bytes=10**6), FakeBus()))  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"a": ' * 50_000 + b"1" + b"}" * 50_000):
+            resp = await client.post("/api/v1/auth/register", data=raw)
+            assert resp.status == 422
+            error = error_of(await resp.json())
+            assert error["code"] == "too_deep"
+            assert error["details"] == [{"path": "", "message": "nested deeper than 64 levels"}]
+
+
+async def test_the_depth_limit_is_a_setting() -> None:
+    app = make_app(FakeContainer(Settings(max_json_depth=3), FakeBus()))  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/api/v1/auth/register", json={"a": {"b": {"c": {}}}})
+        assert resp.status == 422
+        assert error_of(await resp.json())["details"] == [
+            {"path": "a.b.c", "message": "nested deeper than 3 levels"}
+        ]
+
+
 async def test_invalid_query_parameters_are_422(api: tuple[TestClient, FakeBus]) -> None:
     client, _ = api
     path = f"/api/v1/workspaces/{uuid.uuid4()}/executions"
@@ -262,6 +325,11 @@ async def test_invalid_query_parameters_are_422(api: tuple[TestClient, FakeBus])
         (NotFound("workflow"), 404, "not_found"),
         (DefinitionInvalid([Problem("nodes[0].type", "unknown")]), 422, "invalid_definition"),
         (CommandConflict("StartExecution"), 503, "busy"),
+        (
+            EventTooLarge("domain.execution:Execution.Started", 3_000_000, 2_097_152),
+            413,
+            "event_too_large",
+        ),
         (RuntimeError("secret internals"), 500, "internal"),
     ],
 )

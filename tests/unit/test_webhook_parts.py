@@ -14,6 +14,7 @@ from domain.definition import WebhookAuth
 from domain.webhook import WebhookIndex, hook_of
 from domain.workflow import Workflow
 from gateways.http.routes_hooks import (
+    BodyTooDeep,
     auth_problem,
     basic_credentials,
     parse_body,
@@ -108,6 +109,22 @@ def test_parse_body(raw: bytes, content_type: str, expected: object) -> None:
 def test_invalid_json_with_a_json_content_type_is_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
         parse_body(raw, "application/json")
+
+
+def test_a_json_body_nested_too_deep_names_its_path_under_body() -> None:
+    deep = b'{"a": [' + b"[" * 70 + b"]" * 70 + b"]}"
+    with pytest.raises(BodyTooDeep) as info:
+        parse_body(deep, "application/json")
+    assert info.value.path == "body.a" + "[0]" * 63
+    assert str(info.value) == "nested deeper than 64 levels"
+    with pytest.raises(BodyTooDeep) as info:
+        parse_body(b"[[[1]]]", "application/json", max_depth=2)
+    assert info.value.path == "body[0][0]"
+    with pytest.raises(BodyTooDeep) as info:
+        parse_body(b"[" * 100_000 + b"]" * 100_000, "application/json")
+    assert info.value.path == "body"
+    assert parse_body(b"[[[1]]]", "application/json", max_depth=3) == [[[1]]]
+    assert parse_body(b"[" * 70 + b"]" * 70, "text/plain") == "[" * 70 + "]" * 70  # text
 
 
 def _basic(value: str) -> str:
