@@ -215,6 +215,7 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
         callback_url=cmd.callback_url or (definition.get("settings") or {}).get("callback_url"),
         idempotency_key=cmd.idempotency_key,
         vars=_held_variables(store, cmd.workspace_id),
+        limits=limits_of(store),
     )
     try:
         position = store.save_all(execution)
@@ -277,6 +278,7 @@ def _execution(store: EventStore, execution_id: UUID) -> Execution:
     execution: Execution = _load(store, Execution, execution_id, "execution")
     if len(execution.nodes) > LOOP_NODES:
         store.leave_loop()
+    execution.limits = limits_of(store)
     return execution
 
 

@@ -20,7 +20,9 @@ from eventsourcing.domain import Aggregate
 
 from domain.base import TenantAggregate
 from domain.definition import WORKER_NODE_TYPES, Node, WorkflowDefinition
-from domain.expressions import ExpressionError, render, render_task
+from domain.expressions import ExpressionError, ExpressionLimits, render, render_task
+from domain.json_limits import json_size
+from domain.limits import DEFAULT_LIMITS, Limits
 from domain.node_logic import apply_transform, evaluate_condition
 
 DISPATCHED_TYPES = WORKER_NODE_TYPES
@@ -253,6 +255,10 @@ class Execution(TenantAggregate):
         def apply(self, aggregate: Execution) -> None:
             aggregate.callback_status = "abandoned"
 
+    # What a command may make this execution compute and hold (not state: the handler sets the
+    # process's limits on the copy it changes; see `commands.limits`).
+    limits: Limits = DEFAULT_LIMITS
+
     # Delivery of the final result to `callback_url` (set by the Callback* events): "pending"
     # until delivered or abandoned.
     callback_status = "pending"
@@ -339,6 +345,7 @@ class Execution(TenantAggregate):
         callback_url: str | None = None,
         idempotency_key: str | None = None,
         vars: dict[str, Any] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Execution:
         execution = cls._create(
             cls.ExecutionStarted,
@@ -354,6 +361,7 @@ class Execution(TenantAggregate):
             vars=dict(vars or {}),
             timestamp=now,
         )
+        execution.limits = limits
         limit = execution.graph.settings.timeout_s
         if limit:
             execution._schedule_timer("execution_timeout", now + timedelta(seconds=limit), now)
@@ -575,7 +583,16 @@ class Execution(TenantAggregate):
                 self._schedule_node(node, 1, now)
         self.newly_settled.clear()
         if self.running and self.unsettled == 0:
-            self.record(self.ExecutionCompleted, now, output=self._output())
+            output = self._output()
+            if json_size(output, self.limits.max_output_bytes) > self.limits.max_output_bytes:
+                # Each leaf's output is within the limit, but not all of them together.
+                message = (
+                    f"the leaves' outputs together exceed {self.limits.max_output_bytes} bytes"
+                )
+                error = {"type": "output_too_large", "message": message}
+                self.record(self.ExecutionFailed, now, error=error)
+            else:
+                self.record(self.ExecutionCompleted, now, output=output)
 
     def _drain_settled(self) -> list[str]:
         settled, self.newly_settled = self.newly_settled, []
@@ -602,14 +619,23 @@ class Execution(TenantAggregate):
 
     def _schedule_node(self, node: Node, attempt: int, now: datetime) -> None:
         secrets: list[Any] = []
+        limits = self.limits
+        bounds = ExpressionLimits(limits.max_expression_cost, limits.max_expression_result_bytes)
         try:
             if node.type in DISPATCHED_TYPES:
-                config, secrets = render_task(node.config, self.context())
+                config, secrets = render_task(node.config, self.context(), bounds)
             else:
-                config = render(node.config, self.context())
+                config = render(node.config, self.context(), bounds)
         except ExpressionError as exc:
             self._record_scheduled(node, attempt, None, now)
-            self._fail_inline(node, attempt, "expression_error", str(exc), now)
+            self._fail_inline(node, attempt, exc.code, str(exc), now)
+            return
+        if json_size(config, limits.max_output_bytes) > limits.max_output_bytes:
+            # Each expression is bounded, but a config may hold many. (A transform's output is
+            # its rendered config reshaped: this bounds it too.)
+            self._record_scheduled(node, attempt, None, now)
+            message = f"the rendered config exceeds {limits.max_output_bytes} bytes"
+            self._fail_inline(node, attempt, "config_too_large", message, now)
             return
         if node.type in DISPATCHED_TYPES:
             # `timeout_s` counts from when a worker starts the attempt (the worker enforces it,

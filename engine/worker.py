@@ -42,6 +42,7 @@ from commands import lookups
 from commands.bus import CommandBus, CommandConflict
 from commands.handlers import NotFound
 from commands.models import CompleteNode, FailNode, StartNode, TimeOutNode
+from domain.json_limits import json_size
 from engine.fence import AttemptFence
 from engine.nodes.http_request import DEFAULT_TIMEOUT_S, NodeError, run_http_request
 from engine.secrets import redact, resolve
@@ -261,6 +262,7 @@ class Worker:
                     limit,
                     self.session,
                     self.settings.allow_private_network,
+                    max_depth=self.settings.max_json_depth,
                 )
         except TimeoutError:
             metrics.NODE_RUNS.labels(node_type, "timed_out").inc()
@@ -288,8 +290,15 @@ class Worker:
             )
         finally:
             metrics.NODE_SECONDS.labels(node_type).observe(time.perf_counter() - started)
+        output = redact(output, secrets)
+        most = self.settings.max_output_bytes
+        if json_size(output, most) > most:
+            metrics.NODE_RUNS.labels(node_type, "failed").inc()
+            message = f"the node's output exceeds {most} bytes"
+            error = {"type": "output_too_large", "message": message}
+            return FailNode(**ids, error=error, retryable=False)
         metrics.NODE_RUNS.labels(node_type, "completed").inc()
-        return CompleteNode(**ids, output=redact(output, secrets))
+        return CompleteNode(**ids, output=output)
 
     async def heartbeat(self, stop: asyncio.Event) -> None:
         """Keep the entries of running tasks from looking idle (and so from being reclaimed)."""

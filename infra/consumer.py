@@ -17,12 +17,14 @@ Imported by `projections/` and `engine/`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from eventsourcing.persistence import MapperDeserialisationError
 from eventsourcing.utils import get_topic
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
@@ -328,11 +330,36 @@ class EventConsumer:
         narrow this further on what the entry shows without decoding (its aggregate id)."""
         return [(e, self.decode(e)) for e in events if not self.topics or e.topic in self.topics]
 
+    def _decodable(self, e: LoggedEvent) -> bool:
+        """False (logged, counted) for an event in the log that cannot be decoded (e.g. stored
+        before the nesting limits, deeper than the JSON decoder goes): it is skipped rather than
+        stopping the consumer for good; decoding it would fail the same way every time."""
+        if self.topics and e.topic not in self.topics:
+            return True
+        try:
+            self.decode(e)
+        except MapperDeserialisationError as exc:
+            metrics.UNDECODABLE_EVENTS.labels(self.name).inc()
+            log_event(
+                log,
+                "undecodable_event_skipped",
+                level=logging.ERROR,
+                consumer=self.name,
+                position=e.position,
+                topic=e.topic,
+                error=str(exc)[:200],
+            )
+            return False
+        return True
+
     def decode(self, e: LoggedEvent) -> Any:
         return self.store.decode(e.originator_id, e.originator_version, e.topic, e.state)
 
     async def _commit(self, events: list[LoggedEvent]) -> None:
-        decoded = self.decode_batch(events)
+        try:
+            decoded = self.decode_batch(events)
+        except MapperDeserialisationError:
+            decoded = self.decode_batch([e for e in events if self._decodable(e)])
         new_position = events[-1].position
         metrics.CONSUMER_EVENTS.labels(self.name).inc(len(events))
         if not decoded:  # nothing to apply: no transaction (see the module's docstring)

@@ -26,6 +26,9 @@ CONSUMER_CATCHUP = Counter(
 MALFORMED_ENTRIES = Counter(
     "linkflow_malformed_entries_total", "Stream entries dropped as malformed", ["consumer"]
 )
+UNDECODABLE_EVENTS = Counter(
+    "linkflow_undecodable_events_total", "Log events a consumer could not decode", ["consumer"]
+)
 CONSUMER_POSITION = Gauge("linkflow_consumer_position", "Consumer position", ["consumer"])
 TASKS_DISPATCHED = Counter(
     "linkflow_tasks_dispatched_total", "Node tasks sent to workers", ["queue"]

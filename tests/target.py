@@ -81,7 +81,13 @@ def target_app() -> web.Application:
         depth = int(request.match_info["depth"])
         return web.Response(text="[" * depth + "]" * depth, content_type="application/json")
 
+    async def big(request: web.Request) -> web.Response:
+        """A JSON string of `n` characters (counted under `big`)."""
+        calls["big"] += 1
+        return web.json_response("x" * int(request.match_info["n"]))
+
     app.router.add_get("/missing", missing)
+    app.router.add_get("/big/{n}", big)
     app.router.add_get("/count/{key}", count)
     app.router.add_get("/counts", counts)
     app.router.add_get("/calls", call_order)

@@ -160,7 +160,29 @@ async def test_a_response_the_worker_cannot_handle_fails_the_node_once(
         execution = await start(c, ws, wf, {"base": base})
         events = await eventually(lambda: closed_events(c, execution), timeout=15)
         [failed] = [e for e in events if type(e).__name__ == "NodeFailed"]
-        assert failed.error["type"] in ("response_too_deep", "worker_error")
+        assert failed.error["type"] == "response_too_deep"
         assert types(events)[-1] == "ExecutionFailed"
         await eventually(lambda: stream_empty(c, fresh_settings), timeout=10)
         assert await calls(base, "nested") == 1
+
+
+async def test_an_output_past_the_limit_fails_the_node_without_a_retry(
+    fresh_settings: Settings,
+) -> None:
+    settings = fresh_settings.model_copy(update={"max_output_bytes": 2_000})
+    async with serve_target() as base, roles(settings, "worker") as r:
+        c = r.container
+        retried = {"retry": {"max_attempts": 3, "initial_interval_s": 0.1}}
+        ws, wf = setup_workflow(c, one_call("/big/5000", **retried))
+        execution = await start(c, ws, wf, {"base": base})
+        events = await eventually(lambda: closed_events(c, execution), timeout=15)
+        [failed] = [e for e in events if type(e).__name__ == "NodeFailed"]
+        assert failed.error == {
+            "type": "output_too_large",
+            "message": "the node's output exceeds 2000 bytes",
+        }
+        assert await calls(base, "big") == 1  # not retried
+        ws, wf = setup_workflow(c, one_call("/big/1000"))
+        execution = await start(c, ws, wf, {"base": base})
+        events = await eventually(lambda: closed_events(c, execution), timeout=15)
+        assert types(events)[-1] == "ExecutionCompleted"

@@ -12,6 +12,7 @@ from examples import load_example
 
 from domain.definition import parse_definition
 from domain.execution import Execution
+from domain.limits import DEFAULT_LIMITS, Limits
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -308,7 +309,8 @@ def _chain(nodes: int, reversed_order: bool = False) -> dict[str, Any]:
             "name": "chain",
             "nodes": [{"id": i, "type": "transform", "config": {"set": {"v": i}}} for i in listed],
             "edges": [{"source": a, "target": b} for a, b in zip(ids, ids[1:], strict=False)],
-        }
+        },
+        max_nodes=nodes,
     ).to_json()
 
 
@@ -334,3 +336,77 @@ def test_deciding_a_graph_looks_at_each_node_a_bounded_number_of_times(
     assert set(statuses(ex).values()) == {"completed"}
     assert looks <= 2 * nodes
     assert ex.output == {"v": f"n{nodes - 1}"}
+
+
+def _one_transform(set_: dict[str, Any], limits: Limits) -> Execution:
+    definition = parse_definition(
+        {"name": "t", "nodes": [{"id": "t", "type": "transform", "config": {"set": set_}}]}
+    ).to_json()
+    return Execution.start(uuid4(), "ws", "wf", 1, definition, {"s": "x" * 100}, T0, limits=limits)
+
+
+def test_the_amplifying_expression_of_issue_12_fails_its_node_and_records_little() -> None:
+    """A ~200-byte request whose transform repeated a string with `[@,@,…]` seven times wrote
+    two 132 MB events. Now the expression's result is bounded: the node fails, the events are
+    small."""
+    amplify = " | ".join(["trigger.s"] + ["[@,@,@,@,@,@,@,@,@,@]"] * 7)
+    ex = _one_transform({"big": "{{ " + amplify + " }}"}, DEFAULT_LIMITS)
+    assert ex.status == "failed"
+    assert ex.nodes["t"].error is not None
+    assert ex.nodes["t"].error["type"] in ("expression_too_large", "expression_too_costly")
+    assert sum(len(repr(e.__dict__)) for e in ex.pending_events) < 10_000
+
+
+def test_a_transform_building_past_the_limit_fails_the_node() -> None:
+    limits = Limits(max_output_bytes=1000, max_expression_result_bytes=10_000)
+    many = {f"k{i}": "{{ trigger.s }}" for i in range(20)}  # 20 x 100 characters
+    ex = _one_transform(many, limits)
+    assert ex.status == "failed"
+    assert ex.nodes["t"].error == {
+        "type": "config_too_large",
+        "message": "the rendered config exceeds 1000 bytes",
+    }
+    assert _one_transform({"k": "{{ trigger.s }}"}, limits).status == "completed"
+
+
+def test_a_rendered_config_past_the_limit_fails_the_node() -> None:
+    definition = parse_definition(
+        {
+            "name": "call",
+            "nodes": [
+                {
+                    "id": "call",
+                    "type": "http_request",
+                    "config": {
+                        "url": "http://h",
+                        "headers": {f"h{i}": "{{ trigger.s }}" for i in range(20)},
+                    },
+                }
+            ],
+        }
+    ).to_json()
+    limits = Limits(max_output_bytes=1000)
+    ex = Execution.start(uuid4(), "ws", "wf", 1, definition, {"s": "x" * 100}, T0, limits=limits)
+    assert (ex.status, ex.nodes["call"].error["type"]) == ("failed", "config_too_large")  # type: ignore[index]
+    [scheduled] = [e for e in ex.pending_events if isinstance(e, Execution.NodeScheduled)]
+    assert scheduled.task is None  # nothing of it was recorded
+
+
+def test_leaves_whose_outputs_together_pass_the_limit_fail_the_execution() -> None:
+    definition = parse_definition(
+        {
+            "name": "two leaves",
+            "nodes": [
+                {"id": "a", "type": "transform", "config": {"set": {"v": "{{ trigger.s }}"}}},
+                {"id": "b", "type": "transform", "config": {"set": {"v": "{{ trigger.s }}"}}},
+            ],
+        }
+    ).to_json()
+    limits = Limits(max_output_bytes=150)
+    ex = Execution.start(uuid4(), "ws", "wf", 1, definition, {"s": "x" * 100}, T0, limits=limits)
+    assert statuses(ex) == {"a": "completed", "b": "completed"}
+    assert ex.status == "failed"
+    assert ex.error == {
+        "type": "output_too_large",
+        "message": "the leaves' outputs together exceed 150 bytes",
+    }
