@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate
 from domain.base import TenantAggregate
 from domain.definition import WORKER_NODE_TYPES, Node, WorkflowDefinition
 from domain.expressions import ExpressionError, ExpressionLimits, render, render_task
-from domain.json_limits import json_size
+from domain.json_limits import footprint, json_size
 from domain.limits import DEFAULT_LIMITS, Limits
 from domain.node_logic import apply_transform, evaluate_condition
 
@@ -104,6 +104,7 @@ class Execution(TenantAggregate):
             run = aggregate.nodes[self.node_id]
             run.output = self.output
             aggregate.outputs[self.node_id] = {"output": self.output}
+            aggregate.footprint += footprint(self.output)
             aggregate.settle(self.node_id, "completed", self.timestamp)
 
     class NodeFailed(Aggregate.Event):
@@ -299,6 +300,9 @@ class Execution(TenantAggregate):
         self.outputs: dict[str, dict[str, Any]] = {}
         self.unsettled = len(self.nodes)
         self.newly_settled: list[str] = []
+        # About how many bytes it holds (the aggregate cache's byte budget counts it): what
+        # came with the start, and the outputs since.
+        self.footprint = footprint(definition) + footprint(input) + footprint(self.vars)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Execution:
         """The copy a command changes (the event store copies a cached aggregate for each

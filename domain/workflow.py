@@ -12,6 +12,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainError, TenantAggregate
+from domain.json_limits import footprint
 
 
 class Workflow(TenantAggregate):
@@ -31,6 +32,7 @@ class Workflow(TenantAggregate):
         def apply(self, aggregate: Workflow) -> None:
             aggregate.versions.append(self.definition)
             aggregate.name = self.name
+            aggregate.footprint += footprint(self.definition)
 
     class WorkflowActivated(Aggregate.Event):
         workspace_id: str
@@ -67,6 +69,8 @@ class Workflow(TenantAggregate):
         self.versions: list[dict[str, Any]] = [definition]
         self.active_version: int | None = None
         self.archived = False
+        # About how many bytes its versions hold (the aggregate cache's byte budget).
+        self.footprint = footprint(definition)
 
     @classmethod
     def create(

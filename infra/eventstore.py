@@ -16,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, LRUCa
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
+from infra.aggregate_cache import BoundedCache
 from infra.group_commit import NO_READS, GroupCommit
 from infra.recorder import LinkFlowRecorder
 from infra.settings import Settings
@@ -92,6 +93,10 @@ class EventStore(Application):
 
     def __init__(self, settings: Settings, create_table: bool = False) -> None:
         super().__init__(env=eventsourcing_env(settings, create_table))
+        if self.repository.cache is not None:  # bounded by bytes too (infra.aggregate_cache)
+            self.repository.cache = BoundedCache(
+                settings.aggregate_cache_size, settings.aggregate_cache_bytes
+            )
         if isinstance(self.recorder, LinkFlowRecorder):  # the size backstop (infra.recorder)
             self.recorder.max_event_bytes = settings.max_event_bytes
         self.group_commit = GroupCommit(self._put)

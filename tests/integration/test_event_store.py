@@ -13,6 +13,7 @@ from commands import models as m
 from commands.bus import CommandBus
 from domain.base import DomainError
 from domain.execution import Execution
+from infra.aggregate_cache import BoundedCache
 from infra.eventstore import EventStore
 from infra.settings import Settings
 
@@ -113,3 +114,12 @@ def test_other_workspace_cannot_touch_a_workflow(bus: CommandBus) -> None:
         bus.handle(m.StartExecution(workspace_id=other_ws, workflow_id=wf))
     with pytest.raises(NotFound):
         bus.handle(m.ArchiveWorkflow(workspace_id=other_ws, workflow_id=wf))
+
+
+def test_the_aggregate_cache_is_bounded_by_bytes_from_the_settings(settings: Settings) -> None:
+    store = EventStore(settings.model_copy(update={"aggregate_cache_bytes": 12_345}))
+    try:
+        assert isinstance(store.repository.cache, BoundedCache)
+        assert store.repository.cache.max_bytes == 12_345
+    finally:
+        store.close()
