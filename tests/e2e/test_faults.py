@@ -194,3 +194,41 @@ async def test_sigterm_lets_the_worker_finish_what_it_runs(running: Any) -> None
     for execution_id in ids:
         done = await api.wait_terminal(execution_id)
         assert done["status"] == "completed", done
+
+
+async def test_a_worker_killed_mid_call_runs_each_node_at_most_twice(running: Any) -> None:
+    """Issue 12, defect 1: after a worker's kill -9, a node ran three times (its timeout, counted
+    from the scheduling, retried it while the killed attempt's entry was also reclaimed and run
+    again). Now a node whose worker died runs again once, on the reclaimed entry."""
+    stack, api, target = running
+    calls = {
+        "name": "counted call",
+        "nodes": [
+            {
+                "id": "call",
+                "type": "http_request",
+                "timeout_s": 3,
+                "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                "config": {"url": "{{ trigger.base_url }}/count/{{ execution.id }}?delay_ms=800"},
+            }
+        ],
+    }
+    wf = await api.create_workflow(calls)
+    ids = [(await api.start(wf["id"], {"base_url": target}))["execution_id"] for _ in range(5)]
+
+    async def counts() -> dict[str, int]:
+        async with aiohttp.ClientSession() as session, session.get(f"{target}/counts") as resp:
+            return dict(await resp.json())
+
+    async def all_in_flight() -> bool:
+        return set(ids) <= set(await counts())
+
+    await eventually(all_in_flight, timeout=10)
+    stack.procs["worker"].stop(signal.SIGKILL)  # mid-call: none of them answered
+    await asyncio.sleep(4)  # the scenario: the worker stays dead past the node's timeout
+    stack.procs["worker"].start()
+    for execution_id in ids:
+        done = await api.wait_terminal(execution_id, timeout=60)
+        assert done["status"] == "completed", done
+    seen = await counts()
+    assert all(seen[execution_id] <= 2 for execution_id in ids), seen
