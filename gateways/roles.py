@@ -31,6 +31,7 @@ from gateways.http.ops import add_ops_routes
 from infra.consumer import EventConsumer
 from infra.leader import hold_leadership
 from infra.logging import get_logger, log_event
+from infra.loop_lag import watch_loop
 from infra.memory import trim_loop
 from infra.relay import Relay
 from infra.settings import DEV_JWT_SECRET, Settings
@@ -271,6 +272,7 @@ async def run(role: str, settings: Settings) -> None:
         asyncio.create_task(_supervised(name, runners[name], container, stop)) for name in roles
     ]
     tasks.append(asyncio.create_task(trim_loop(stop)))  # RSS back down after a burst
+    tasks.append(asyncio.create_task(watch_loop(stop)))  # linkflow_event_loop_lag_seconds
     if "gateway" not in roles:
         ops = web.Application()
         add_ops_routes(ops, container, roles)

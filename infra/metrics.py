@@ -58,3 +58,8 @@ SCHEDULE_SKIPPED = Counter(
     "Missed due times a schedule's catch-up policy left out",
     ["catch_up"],
 )
+EVENT_LOOP_LAG = Histogram(
+    "linkflow_event_loop_lag_seconds",
+    "How late the event loop ran a timer that was due (the loop held by other work)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
