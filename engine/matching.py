@@ -48,9 +48,10 @@ class Matching(EventConsumer):
     name = "matching"
     handles = (Execution.NodeScheduled, *ATTEMPT_ENDED, *EXECUTION_CLOSED)
     # The fast path (engine.dispatch) sends tasks; matching records them and sends only what
-    # it missed or held back, so it can let entries gather a little: fewer batches, each a
-    # transaction (held tasks wait for it, so not long).
-    linger_ms = 20
+    # it missed, so it can let entries gather: fewer batches, each a transaction. Not while it
+    # holds tasks back: then the fast path sends nothing, and tasks wait for matching.
+    linger_ms = 100
+    holding_linger_ms = 0
     batch_entries = 50
     feed_interval_s = 0.01
 
@@ -156,6 +157,7 @@ class Matching(EventConsumer):
         if held:
             self.held.add(held)
             self.fed.set()
+            self.reader.linger_ms = self.holding_linger_ms
         for oid, tid in ended:
             remaining = self.outstanding.get(oid)
             self.held.discard([tid])
@@ -179,6 +181,7 @@ class Matching(EventConsumer):
         while not stop.is_set():
             if not self.held:
                 await self._release_queues()
+                self.reader.linger_ms = self.linger_ms
                 self.fed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.fed.wait(), timeout=1.0)

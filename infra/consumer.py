@@ -103,6 +103,7 @@ class GroupReader:
         self.group = group
         self.consumer = consumer_name(group)
         self.handler = handler
+        self.linger_ms = linger_ms  # its owner may change it while it reads
         self._to_ack: list[bytes] = []
         self._flusher: asyncio.Future[None] | None = None
 
@@ -113,10 +114,10 @@ class GroupReader:
             except Exception:
                 # Unacknowledged: the entries stay pending and are reclaimed after the idle time.
                 log.exception("batch_failed", extra={"fields": {"stream": stream, "group": group}})
-            if linger_ms and len(ids) < max_records:
+            if self.linger_ms and len(ids) < max_records:
                 # A short batch: let entries gather before the next read (fewer, larger
                 # batches for a consumer that can wait; each batch costs a transaction).
-                await asyncio.sleep(linger_ms / 1000)
+                await asyncio.sleep(self.linger_ms / 1000)
 
         async def on_message(raw: Any) -> None:
             await handle(handler, raw)
