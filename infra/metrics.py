@@ -46,3 +46,13 @@ SCHEDULE_SKIPPED = Counter(
     "Missed due times a schedule's catch-up policy left out",
     ["catch_up"],
 )
+DEPENDENCY_UP = Gauge(
+    "linkflow_dependency_up",
+    "1 while this process reaches the dependency, 0 from its first failure until it works again",
+    ["dependency"],
+)
+LEADER = Gauge(
+    "linkflow_leader",
+    "1 while this process leads the single-active role (holds its advisory lock)",
+    ["name"],
+)
