@@ -60,7 +60,11 @@ _STANDARD_ERRORS = {
     409: "conflict (the code says which)",
     413: "payload_too_large",
     422: "invalid_request / invalid_definition / invalid_cursor",
-    503: "busy / projection_lag (see Retry-After)",
+    503: (
+        "busy / projection_lag / unavailable (PostgreSQL or Redis away, or the request"
+        " deadline passed: the outcome is unknown, retry with the same Idempotency-Key);"
+        " see Retry-After"
+    ),
 }
 
 
