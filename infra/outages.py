@@ -85,9 +85,9 @@ def _names(exc: BaseException) -> str | None:
     return None
 
 
-def is_outage(exc: BaseException) -> str | None:
-    """The dependency whose unavailability `exc` shows, or None: `exc` itself, what it was
-    raised from (`__cause__`), and the members of an exception group are looked at."""
+def _culprit(exc: BaseException) -> tuple[str, BaseException] | None:
+    """The dependency whose unavailability `exc` shows and the exception that shows it: `exc`
+    itself, what it was raised from (`__cause__`), the members of an exception group."""
     pending: list[BaseException] = [exc]
     seen: set[int] = set()
     while pending:
@@ -97,12 +97,18 @@ def is_outage(exc: BaseException) -> str | None:
         seen.add(id(current))
         name = _names(current)
         if name is not None:
-            return name
+            return name, current
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
         if current.__cause__ is not None:
             pending.append(current.__cause__)
     return None
+
+
+def is_outage(exc: BaseException) -> str | None:
+    """The dependency whose unavailability `exc` shows, or None (see `_culprit`)."""
+    found = _culprit(exc)
+    return found[0] if found else None
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -170,9 +176,11 @@ class Outages:
     def report(self, exc: BaseException, where: str = "") -> str | None:
         """If `exc` is an outage, record it (see `failed`) and return the dependency's name;
         otherwise None, and the caller logs `exc` as it would have."""
-        dependency = is_outage(exc)
-        if dependency is not None:
-            self.failed(dependency, exc, where)
+        found = _culprit(exc)
+        if found is None:
+            return None
+        dependency, culprit = found
+        self.failed(dependency, culprit, where)  # the line names the connection's error
         return dependency
 
     def is_down(self, dependency: str) -> bool:
@@ -216,11 +224,7 @@ class OutageLogFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True
-        dependency = is_outage(exc)
-        if dependency is None:
-            return True
-        self.outages.failed(dependency, exc, where=f"{record.name}: {record.getMessage()}")
-        return False
+        return self.outages.report(exc, where=f"{record.name}: {record.getMessage()}") is None
 
 
 def install_log_filter(outages: Outages = OUTAGES) -> None:

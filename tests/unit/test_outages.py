@@ -152,3 +152,17 @@ def test_the_log_filter_turns_outage_tracebacks_into_the_outage_line() -> None:
     assert [r.getMessage() for r in seen] == ["dependency_down", "task_failed"]
     assert seen[0].fields["where"] == "test.outages.filtered: heartbeat_failed"  # type: ignore[attr-defined]
     assert outages.is_down("redis")
+
+
+def test_the_line_names_the_connection_error_not_its_wrapper(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outages = Outages()
+    caplog.set_level(logging.INFO, logger="infra.outages")
+    wrapped = ExceptionGroup(
+        "unhandled errors in a TaskGroup",
+        [_raised_from(RuntimeError("matching"), psycopg.OperationalError("server closed"))],
+    )
+    assert outages.report(wrapped, where="role matching") == "postgres"
+    [line] = [r for r in caplog.records if r.getMessage() == "dependency_down"]
+    assert line.fields["error"] == "OperationalError: server closed"  # type: ignore[attr-defined]
