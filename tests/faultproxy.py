@@ -10,8 +10,10 @@ from synchronous and asynchronous tests alike:
         proxy.cut()        # every open connection is closed, new ones are refused
         proxy.restore()    # accepted and forwarded again
 
-`cut(hang=True)` simulates a network partition instead: open connections are closed, and new
-ones are accepted but never answered (what connect timeouts are for). Imported by tests only.
+`cut(hang=True)` makes new connections hang instead of being refused (accepted, never answered:
+what connect timeouts are for); `cut(freeze=True)` is a network partition: open connections stay
+open but nothing passes any more, and new ones hang. `restore()` closes whatever a cut held.
+Imported by tests only.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing: asyncio.Event | None = None  # cleared while frozen (on the loop)
 
     # ------------------------------------------------------------ the API (any thread)
 
@@ -50,10 +53,11 @@ class FaultProxy:
         self._call(self._listen)
         return self
 
-    def cut(self, hang: bool = False) -> None:
-        """Close every open connection; refuse new ones (or, with `hang`, accept and ignore
-        them) until `restore()`."""
-        self._call(lambda: self._cut(hang))
+    def cut(self, hang: bool = False, freeze: bool = False) -> None:
+        """Until `restore()`: close every open connection and refuse new ones; with `hang`,
+        accept new ones and never answer them; with `freeze`, also keep open connections open
+        but pass nothing through them."""
+        self._call(lambda: self._cut(hang or freeze, freeze))
 
     def restore(self) -> None:
         """Accept and forward connections again."""
@@ -97,22 +101,31 @@ class FaultProxy:
     # ------------------------------------------------------------ on the proxy's loop
 
     async def _listen(self) -> None:
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+            self._flowing.set()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = int(sock.getsockname()[1])
         self._server = await asyncio.start_server(self._accept, sock=sock)
 
-    async def _cut(self, hang: bool) -> None:
+    async def _cut(self, hang: bool, freeze: bool) -> None:
         self.mode = "hang" if hang else "refuse"
         if not hang and self._server is not None:
             self._server.close()  # the port refuses connections, like a stopped server
             await self._server.wait_closed()
             self._server = None
-        self._drop_all()
+        if freeze:
+            assert self._flowing is not None
+            self._flowing.clear()  # open connections stay, silent
+        else:
+            self._drop_all()
 
     async def _restore(self) -> None:
-        self._drop_all()  # connections held by a "hang" cut never worked: close them
+        self._drop_all()  # connections a "hang" or "freeze" cut held: close them
+        assert self._flowing is not None
+        self._flowing.set()
         self.mode = "open"
         if self._server is None:
             await self._listen()
@@ -160,8 +173,10 @@ class FaultProxy:
         sink: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
     ) -> None:
+        assert self._flowing is not None
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while chunk := await source.read(CHUNK):
+                await self._flowing.wait()  # frozen: held until restore() drops the pair
                 sink.write(chunk)
                 await sink.drain()
         for writer in pair:  # one side ended: end both (a proxy has no half-open pairs)

@@ -5,6 +5,8 @@ the outage on the same port."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import psycopg
 import pytest
@@ -57,3 +59,19 @@ def test_a_hanging_cut_leaves_connects_unanswered(settings: Settings) -> None:
         proxy.restore()
         with _connect(settings, proxy.port) as conn:
             assert _select_one(conn) == 1
+
+
+def test_a_frozen_cut_keeps_connections_open_and_silent(settings: Settings) -> None:
+    with FaultProxy(settings.pg_host, settings.pg_port) as proxy, ThreadPoolExecutor(1) as pool:
+        conn = _connect(settings, proxy.port)
+        proxy.cut(freeze=True)
+        query = pool.submit(_select_one, conn)
+        with pytest.raises(FutureTimeout):
+            query.result(timeout=1.0)  # no answer, no error: a partition
+        assert proxy.open_connections == 1
+        proxy.restore()  # drops what the cut held: the query fails now
+        with pytest.raises(psycopg.OperationalError):
+            query.result(timeout=5.0)
+        with _connect(settings, proxy.port) as again:
+            assert _select_one(again) == 1
+        conn.close()
