@@ -11,9 +11,11 @@ Everything outside `domain/` may import this module.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -25,11 +27,24 @@ DictConnection: TypeAlias = AsyncConnection[DictRow]
 DictPool: TypeAlias = AsyncConnectionPool[DictConnection]
 
 
-async def _check(conn: DictConnection) -> None:
+def _checker(wait_s: float) -> Callable[[DictConnection], Awaitable[None]]:
     """The pool's check before it hands out a connection (one empty query): a dead one is
-    discarded and another taken or made; one that answers shows PostgreSQL is up."""
-    await AsyncConnectionPool.check_connection(conn)
-    OUTAGES.ok(POSTGRES)
+    discarded and another taken or made; one that answers shows PostgreSQL is up. One that does
+    not answer within `wait_s` (a network partition: no error, no answer) is closed and
+    discarded too, instead of holding the checkout until TCP gives up."""
+
+    async def check(conn: DictConnection) -> None:
+        ping = asyncio.ensure_future(AsyncConnectionPool.check_connection(conn))
+        done, _ = await asyncio.wait({ping}, timeout=wait_s)
+        if not done:
+            await conn.close()  # first: cancelling a live query would ask the server
+            ping.cancel()
+            await asyncio.gather(ping, return_exceptions=True)
+            raise OperationalError(f"no answer to the pool's check within {wait_s:g} s")
+        ping.result()
+        OUTAGES.ok(POSTGRES)
+
+    return check
 
 
 async def open_pool(settings: Settings, min_size: int = 1, max_size: int = 8) -> DictPool:
@@ -43,7 +58,7 @@ async def open_pool(settings: Settings, min_size: int = 1, max_size: int = 8) ->
             "connect_timeout": settings.pg_connect_timeout,
         },
         open=False,
-        check=_check,
+        check=_checker(settings.pg_wait_s),
         timeout=settings.pg_wait_s,  # checkout: PoolTimeout (answered 503) past it
         # A lost connection is retried with back-off (1 s, 2 s, …) for this long, then given
         # up; the next checkout that waits makes a new one at once. The library's 5 minutes
