@@ -11,7 +11,9 @@ once rather than in a traceback per loop iteration.
   WARNING line `dependency_down` (dependency, error type and message, where; no traceback) and
   sets the gauge `linkflow_dependency_up{dependency}` to 0; failures while it is down are only
   counted; the first success after it logs one INFO line `dependency_up` (dependency, `down_s`,
-  `failures`) and sets the gauge back to 1. `OUTAGES` is the process's instance.
+  `failures`) and sets the gauge back to 1. A failure within `SETTLE_S` of that success is
+  still counted with that outage (`late_failures`): it began waiting while the dependency was
+  away. `OUTAGES` is the process's instance.
   Loops use it like this:
 
       with OUTAGES.guard("timer loop failed", "postgres"):   # one pass that talks to PostgreSQL
@@ -65,6 +67,10 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.TimeoutError,
 )
 _ERROR_LIMIT = 300
+# A failure reported this soon after its dependency came back is counted with the outage that
+# just ended (an operation that began waiting for it during the outage: a pool checkout waits
+# up to pg_wait_s, a request up to its deadline), not logged as a new outage.
+SETTLE_S = 5.0
 
 
 def _names(exc: BaseException) -> str | None:
@@ -133,21 +139,29 @@ class Outages:
     """Outage state per dependency, its log lines and its gauge (see the module docstring).
     Thread-safe: command threads and log records of any thread may report."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(self, logger: logging.Logger | None = None, settle_s: float = SETTLE_S) -> None:
         self.log = logger or log
+        self.settle_s = settle_s
         self._down: dict[str, _Down] = {}
+        self._up_at: dict[str, float] = {}  # when each outage ended (time.monotonic())
         self._lock = threading.Lock()
+        self.late_failures: dict[str, int] = {}
         for dependency in DEPENDENCIES:
             metrics.DEPENDENCY_UP.labels(dependency).set(1)
 
     def failed(self, dependency: str, exc: BaseException, where: str = "") -> bool:
         """Record a failure of `dependency`; True when it starts an outage (and was logged)."""
+        now = time.monotonic()
         with self._lock:
             state = self._down.get(dependency)
             if state is not None:
                 state.failures += 1
                 return False
-            self._down[dependency] = _Down(time.monotonic(), 1)
+            if now - self._up_at.get(dependency, -self.settle_s) < self.settle_s:
+                # Began waiting during the outage that just ended: part of it, not a new one.
+                self.late_failures[dependency] = self.late_failures.get(dependency, 0) + 1
+                return False
+            self._down[dependency] = _Down(now, 1)
         metrics.DEPENDENCY_UP.labels(dependency).set(0)
         fields = {"dependency": dependency, "error": describe(exc)}
         if where:
@@ -161,8 +175,9 @@ class Outages:
             return False
         with self._lock:
             state = self._down.pop(dependency, None)
-        if state is None:
-            return False
+            if state is None:
+                return False
+            self._up_at[dependency] = time.monotonic()
         metrics.DEPENDENCY_UP.labels(dependency).set(1)
         log_event(
             self.log,

@@ -166,3 +166,20 @@ def test_the_line_names_the_connection_error_not_its_wrapper(
     assert outages.report(wrapped, where="role matching") == "postgres"
     [line] = [r for r in caplog.records if r.getMessage() == "dependency_down"]
     assert line.fields["error"] == "OperationalError: server closed"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("settle_s", "new_outage"), [(60.0, False), (0.0, True)])
+def test_a_failure_right_after_recovery_belongs_to_the_outage_that_ended(
+    caplog: pytest.LogCaptureFixture, settle_s: float, new_outage: bool
+) -> None:
+    outages = Outages(settle_s=settle_s)
+    caplog.set_level(logging.INFO, logger="infra.outages")
+    error = PoolTimeout("couldn't get a connection after 3.00 sec")
+    outages.failed("postgres", error)
+    outages.ok("postgres")
+    # A checkout that began waiting while PostgreSQL was away times out just after it is back.
+    assert outages.failed("postgres", error) is new_outage
+    assert outages.is_down("postgres") is new_outage
+    lines = [r.getMessage() for r in caplog.records if r.name == "infra.outages"]
+    assert lines.count("dependency_down") == (2 if new_outage else 1)
+    assert outages.late_failures.get("postgres", 0) == (0 if new_outage else 1)
