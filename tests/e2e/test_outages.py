@@ -16,8 +16,10 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import psycopg
@@ -35,6 +37,7 @@ from infra.settings import Settings
 pytestmark = pytest.mark.fault
 
 OUTAGE_S = 8.5
+REDIS_OUTAGE_S = 6.0
 ROUNDS_AT = (0.0, 2.5)  # seconds into the outage: each round ends before it does
 REQUEST_LIMIT_S = 6.0  # the deadline (5 s) and a margin for a loaded 2-core machine
 READY_AGAIN_S = 10.0
@@ -52,6 +55,10 @@ PROCESSES = {
     "timers": "timers",
     "worker": "worker",
 }
+# A Redis outage: one process per role.
+REDIS_PROCESSES = {
+    role: role for role in ("gateway", "relay", "projector", "matching", "timers", "worker")
+}
 SINGLE_ACTIVE = ("relay", "projector", "matching", "timers", "schedules")
 LEADER_LINE = re.compile(r'^linkflow_leader\{name="([a-z]+)"\} ([0-9.]+)$', re.M)
 
@@ -64,19 +71,15 @@ class Member:
 
 
 class OutageStack:
-    """The stack's processes, all reaching PostgreSQL through `proxy`."""
+    """The stack's processes (`processes`: name -> role), each reaching PostgreSQL and Redis
+    where `reach` says (the fault proxies' settings); `settings` reach them directly."""
 
-    def __init__(self, settings: Settings, proxy: FaultProxy) -> None:
+    def __init__(self, settings: Settings, processes: dict[str, str], reach: Settings) -> None:
         self.settings = settings
-        proxied = settings.model_copy(update={"pg_port": proxy.port})
         self.members: dict[str, Member] = {}
-        for name, role in PROCESSES.items():
+        for name, role in processes.items():
             port = free_port()
-            env = stack_env(
-                proxied,
-                LINKFLOW_HTTP_PORT=str(port),
-                LINKFLOW_METRICS_PORT=str(port),
-            )
+            env = stack_env(reach, LINKFLOW_HTTP_PORT=str(port), LINKFLOW_METRICS_PORT=str(port))
             base = f"http://127.0.0.1:{port}"
             self.members[name] = Member(name, Process(role, env, f"{base}/health"), base)
 
@@ -99,17 +102,12 @@ class OutageStack:
         return {name: m.process.output() for name, m in self.members.items()}
 
 
-@pytest.fixture
-def proxy(fresh_settings: Settings) -> Iterator[FaultProxy]:
-    with FaultProxy(fresh_settings.pg_host, fresh_settings.pg_port) as running:
-        yield running
-
-
-@pytest.fixture
-async def outage_stack(
-    fresh_settings: Settings, proxy: FaultProxy
+@asynccontextmanager
+async def running(
+    settings: Settings, processes: dict[str, str], reach: Settings, proxy: FaultProxy
 ) -> AsyncIterator[tuple[OutageStack, Api, str]]:
-    stack = OutageStack(fresh_settings, proxy)
+    """The stack started, a signed-up client of its first gateway, the example target."""
+    stack = OutageStack(settings, processes, reach)
     try:
         stack.start_all()
         async with serve_target() as target, aiohttp.ClientSession() as session:
@@ -121,6 +119,40 @@ async def outage_stack(
         codes = stack.stop_all()
         bad = {name: code for name, code in codes.items() if code != 0}
         assert not bad, {name: stack.members[name].process.output()[-3000:] for name in bad}
+
+
+@pytest.fixture
+def pg_proxy(fresh_settings: Settings) -> Iterator[FaultProxy]:
+    with FaultProxy(fresh_settings.pg_host, fresh_settings.pg_port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def redis_proxy(fresh_settings: Settings) -> Iterator[FaultProxy]:
+    url = urlsplit(fresh_settings.redis_url)
+    assert url.hostname is not None and url.port is not None
+    with FaultProxy(url.hostname, url.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def pg_outage_stack(
+    fresh_settings: Settings, pg_proxy: FaultProxy
+) -> AsyncIterator[tuple[OutageStack, Api, str]]:
+    reach = fresh_settings.model_copy(update={"pg_port": pg_proxy.port})
+    async with running(fresh_settings, PROCESSES, reach, pg_proxy) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def redis_outage_stack(
+    fresh_settings: Settings, redis_proxy: FaultProxy
+) -> AsyncIterator[tuple[OutageStack, Api, str]]:
+    url = urlsplit(fresh_settings.redis_url)
+    proxied = f"redis://{url.hostname}:{redis_proxy.port}{url.path}"
+    reach = fresh_settings.model_copy(update={"redis_url": proxied})
+    async with running(fresh_settings, REDIS_PROCESSES, reach, redis_proxy) as stack:
+        yield stack
 
 
 async def leaders(session: aiohttp.ClientSession, stack: OutageStack) -> dict[str, list[str]]:
@@ -151,6 +183,19 @@ def lock_holders(settings: Settings) -> dict[str, list[str]]:
     for name, application in rows:
         holders[name].append(application)
     return holders
+
+
+async def each_lock_held(stack: OutageStack) -> bool:
+    held = await asyncio.to_thread(lock_holders, stack.settings)
+    return all(len(held[role]) == 1 for role in SINGLE_ACTIVE)
+
+
+async def all_ready(session: aiohttp.ClientSession, stack: OutageStack) -> bool:
+    for member in stack.members.values():
+        async with session.get(f"{member.base}/ready") as resp:
+            if resp.status != 200:
+                return False
+    return True
 
 
 async def one_leader_each(session: aiohttp.ClientSession, stack: OutageStack) -> bool:
@@ -233,6 +278,14 @@ def tracebacks(text: str) -> int:
     return sum("Traceback" in line for line in text.splitlines())
 
 
+def assert_one_outage_line(name: str, text: str, dependency: str) -> None:
+    """The process said once that `dependency` went, and once that it came back."""
+    down = [r for r in log_events(text, "dependency_down") if r["dependency"] == dependency]
+    up = [r for r in log_events(text, "dependency_up") if r["dependency"] == dependency]
+    assert len(down) == 1, (name, text[-4000:])
+    assert len(up) == 1 and up[0]["down_s"] > 0, (name, text[-4000:])
+
+
 def log_events(text: str, msg: str) -> list[dict[str, Any]]:
     found = []
     for line in text.splitlines():
@@ -247,16 +300,13 @@ def log_events(text: str, msg: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(300)
-async def test_postgres_outage(outage_stack: Any, proxy: FaultProxy) -> None:
-    stack, api, target = outage_stack
+async def test_postgres_outage(pg_outage_stack: Any, pg_proxy: FaultProxy) -> None:
+    stack, api, target = pg_outage_stack
+    proxy = pg_proxy
     session = api.session
     wf = await api.create_workflow(load_example("order-followup.json"))
 
-    async def each_lock_held() -> bool:
-        held = await asyncio.to_thread(lock_holders, stack.settings)
-        return all(len(held[role]) == 1 for role in SINGLE_ACTIVE)
-
-    await eventually(each_lock_held, timeout=20)  # standbys wait behind the leaders
+    await eventually(lambda: each_lock_held(stack), timeout=20)  # standbys wait behind
     ids = await start_batch(api, wf["id"], target, 10)  # some still running when it goes
 
     # ---- the outage
@@ -311,14 +361,7 @@ async def test_postgres_outage(outage_stack: Any, proxy: FaultProxy) -> None:
         assert 200 <= answer.status < 300, answer
     new_ids = [a.body["execution_id"] for a in first if a.what.endswith("POST executions")]
 
-    async def all_ready() -> bool:
-        for member in stack.members.values():
-            async with session.get(f"{member.base}/ready") as resp:
-                if resp.status != 200:
-                    return False
-        return True
-
-    await eventually(all_ready, timeout=READY_AGAIN_S)
+    await eventually(lambda: all_ready(session, stack), timeout=READY_AGAIN_S)
     ready_after = time.monotonic() - restored_at
     ids += await start_batch(api, wf["id"], target, 10)
 
@@ -331,10 +374,7 @@ async def test_postgres_outage(outage_stack: Any, proxy: FaultProxy) -> None:
     since_cut = {name: text[before[name] :] for name, text in logs.items()}
     for name, text in since_cut.items():
         assert tracebacks(text) <= TRACEBACKS_PER_PROCESS, (name, text[-6000:])
-        down = [r for r in log_events(text, "dependency_down") if r["dependency"] == "postgres"]
-        up = [r for r in log_events(text, "dependency_up") if r["dependency"] == "postgres"]
-        assert down, (name, text[-4000:])
-        assert up and up[-1]["down_s"] > 0, (name, text[-4000:])
+        assert_one_outage_line(name, text, "postgres")
     print(
         "outage measurements:",
         json.dumps(
@@ -358,3 +398,71 @@ async def test_postgres_outage(outage_stack: Any, proxy: FaultProxy) -> None:
     # Every execution (before the outage, the first after it, and a batch after) reaches its
     # terminal state exactly once; the read model equals one rebuilt from the event log.
     await finish_and_compare(cast(Any, stack), api, ids + new_ids)
+
+
+@pytest.mark.timeout(300)
+async def test_redis_outage(redis_outage_stack: Any, redis_proxy: FaultProxy) -> None:
+    """Redis away for a few seconds: PostgreSQL is the truth, so starts are still accepted and
+    reads answered; `/ready` is 503 and `/health` 200; no traceback per second; when Redis is
+    back every process is ready again and every execution (before, during, after) completes
+    exactly once."""
+    stack, api, target = redis_outage_stack
+    session = api.session
+    wf = await api.create_workflow(load_example("order-followup.json"))
+    await eventually(lambda: each_lock_held(stack), timeout=20)
+    ids = await start_batch(api, wf["id"], target, 10)  # some still running when it goes
+
+    before = {name: len(text) for name, text in stack.logs().items()}
+    cut_at = time.monotonic()
+    redis_proxy.cut()
+    [gateway] = stack.gateways
+    answers = list(
+        await asyncio.gather(
+            *api_requests(session, api, gateway, wf["id"], ids[0], target),
+            *(
+                timed(session, f"{m.name} {path}", "GET", f"{m.base}{path}")
+                for m in stack.members.values()
+                for path in ("/ready", "/health")
+            ),
+        )
+    )
+    more = await asyncio.gather(*api_requests(session, api, gateway, wf["id"], ids[0], target))
+    await asyncio.sleep(max(0.0, REDIS_OUTAGE_S - (time.monotonic() - cut_at)))  # it lasts
+    redis_proxy.restore()
+    restored_at = time.monotonic()
+
+    during_ids = []
+    for answer in [*answers, *more]:
+        assert answer.elapsed <= REQUEST_LIMIT_S, (answer.what, answer.elapsed)
+        if answer.what.endswith("/ready"):
+            assert answer.status == 503, answer
+            assert answer.body["checks"]["redis"] == "unreachable", answer
+            assert answer.body["checks"]["postgres"] == "ok", answer
+        elif answer.what.endswith("POST executions"):
+            assert answer.status == 202, answer  # recorded; its tasks go out when Redis is back
+            during_ids.append(answer.body["execution_id"])
+        else:
+            assert answer.status == 200, answer  # /health, and reads of the read models
+
+    await eventually(lambda: all_ready(session, stack), timeout=READY_AGAIN_S)
+    ready_after = time.monotonic() - restored_at
+    ids += await start_batch(api, wf["id"], target, 5)
+    await finish_and_compare(cast(Any, stack), api, ids + during_ids)  # (logs stay readable)
+
+    logs = stack.logs()
+    since_cut = {name: text[before[name] :] for name, text in logs.items()}
+    for name, text in since_cut.items():
+        assert tracebacks(text) <= TRACEBACKS_PER_PROCESS, (name, text[-6000:])
+        assert_one_outage_line(name, text, "redis")
+    print(
+        "redis outage measurements:",
+        json.dumps(
+            {
+                "max_request_s": round(max(a.elapsed for a in [*answers, *more]), 2),
+                "ready_again_s": round(ready_after, 2),
+                "tracebacks_since_cut": {
+                    name: tracebacks(text) for name, text in since_cut.items()
+                },
+            }
+        ),
+    )
