@@ -31,6 +31,7 @@ from commands.registry import HANDLERS
 from infra import metrics
 from infra.eventstore import EventStore
 from infra.group_commit import NO_READS
+from infra.outages import is_unavailable
 from infra.recorder import StaleRead
 
 MAX_CONFLICT_RETRIES = 8
@@ -78,7 +79,11 @@ class CommandBus:
                     continue
                 time.sleep(0.002 * (attempt + 1))
                 continue
-            except Exception:
+            except Exception as exc:
+                if is_unavailable(exc):
+                    # PostgreSQL is away: deciding again on fresh reads would wait for it again.
+                    metrics.COMMANDS.labels(name, "unavailable").inc()
+                    raise
                 if not fresh and self.store.last_held():
                     # A refusal (not found, inactive trigger, stale attempt…) decided on what
                     # this process held is decided again on fresh reads: no save checked it.

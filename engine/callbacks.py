@@ -32,6 +32,7 @@ from infra.crypto import SecretBox
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES
 from infra.outbound import ForbiddenTarget, InvalidTarget, check_url, make_session
 from infra.settings import Settings
 from infra.signing import sign
@@ -220,6 +221,8 @@ class Callbacks(EventConsumer):
                 for row, outcome in zip(due, outcomes, strict=True):
                     if isinstance(outcome, BaseException):
                         # Not recorded: the row stays due and the attempt is made again.
+                        if OUTAGES.report(outcome, where="callback record") is not None:
+                            continue
                         log.error(
                             "callback_record_failed",
                             extra={
@@ -334,13 +337,15 @@ class Callbacks(EventConsumer):
         self.session = make_session(self.settings.allow_private_network)
         try:
             while not stop.is_set():
-                try:
+                failed = True
+                # PostgreSQL away: said once (infra.outages), tried again after a pause.
+                with OUTAGES.guard("callback loop failed", logger=log):
                     if await self.deliver_due() == 0:
                         delay = await self.next_due_in()
                         self.wake.clear()
                         await self._wait(delay or 0.2, stop)  # a failing record must not spin
-                except Exception:
-                    log.exception("callback loop failed")
+                    failed = False
+                if failed:
                     await self._wait(0.5, stop)
         finally:
             await self.session.close()

@@ -39,6 +39,7 @@ from domain.execution import Execution
 from engine.tasks import TaskMessage, task_for, task_id
 from infra import metrics
 from infra.logging import get_logger
+from infra.outages import OUTAGES
 from infra.settings import Settings
 from infra.streams import WORKER_GROUP, ensure_group, task_stream
 
@@ -203,8 +204,9 @@ class Dispatcher:
         self._gathering = None
         try:
             await self.dispatch(tasks)
-        except Exception:  # noqa: BLE001 - matching dispatches them from the log
-            log.warning("fast_dispatch_failed", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - matching dispatches them from the log
+            if OUTAGES.report(exc, where="fast dispatch") is None:
+                log.warning("fast_dispatch_failed", exc_info=True)
 
 
 def _text(entry_id: bytes | str) -> str:

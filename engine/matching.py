@@ -36,6 +36,7 @@ from infra.consumer import EventConsumer
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES, REDIS
 from infra.settings import Settings
 from infra.streams import control_channel, task_stream
 
@@ -186,10 +187,8 @@ class Matching(EventConsumer):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.fed.wait(), timeout=1.0)
                 continue
-            try:
+            with OUTAGES.guard("feed_failed", REDIS, logger=log):
                 await self.feed()
-            except Exception:
-                log.exception("feed_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.feed_interval_s)
 

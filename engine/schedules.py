@@ -33,6 +33,7 @@ from infra.consumer import EventConsumer
 from infra.db import DictConnection, DictPool
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES
 
 log = get_logger(__name__)
 
@@ -200,6 +201,8 @@ class Scheduler:
 
     @staticmethod
     def _failed(row: dict[str, Any], due: datetime, exc: Exception, started: int) -> Outcome:
+        if OUTAGES.report(exc, where="schedule start") is not None:
+            return Outcome("failed", started)
         log.error(
             "schedule_start_failed",
             extra={
@@ -226,13 +229,15 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            failed = True
+            # PostgreSQL away: said once (infra.outages), tried again after a pause.
+            with OUTAGES.guard("schedule loop failed", logger=log):
                 if await self.fire_due() == 0:
                     # A due schedule whose start keeps failing must not spin the loop.
                     delay = await self.next_due_in() or min(0.2, self.poll_s)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=delay)
-            except Exception:
-                log.exception("schedule loop failed")
+                failed = False
+            if failed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=0.5)

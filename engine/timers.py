@@ -10,6 +10,7 @@ Consumer group / position: `timers`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -24,8 +25,11 @@ from infra.consumer import EventConsumer
 from infra.db import DictConnection
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger
+from infra.outages import OUTAGES
 
 log = get_logger(__name__)
+
+RETRY_S = 0.5  # after a failed pass of the firing loop
 
 _CLOSED = (
     Execution.ExecutionCompleted,
@@ -136,10 +140,14 @@ class Timers(EventConsumer):
                 done = []
                 for row, result in zip(due, results, strict=True):
                     if isinstance(result, BaseException):
-                        log.error(
-                            "timer_fire_failed",
-                            extra={"fields": {"timer_id": row["timer_id"], "error": repr(result)}},
-                        )
+                        # The row stays: fired again on the next pass.
+                        if OUTAGES.report(result, where="timer fire") is None:
+                            log.error(
+                                "timer_fire_failed",
+                                extra={
+                                    "fields": {"timer_id": row["timer_id"], "error": repr(result)}
+                                },
+                            )
                         continue
                     done.append(row["timer_id"])
                     if result.fields.get("accepted"):
@@ -162,7 +170,9 @@ class Timers(EventConsumer):
 
     async def fire_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            failed = True
+            # PostgreSQL away: said once (infra.outages), tried again after a pause.
+            with OUTAGES.guard("timer loop failed", logger=log):
                 if await self.fire_due() == 0:
                     delay = await self.next_due_in()
                     self.wake.clear()
@@ -178,6 +188,7 @@ class Timers(EventConsumer):
                         )
                         for fut in pending:
                             fut.cancel()
-            except Exception:
-                log.exception("timer loop failed")
-                await asyncio.sleep(0.5)
+                failed = False
+            if failed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=RETRY_S)

@@ -30,11 +30,7 @@ import time
 from typing import Any
 
 import aiohttp
-import eventsourcing.persistence as es
-import psycopg
-import redis.exceptions
 from faststream.redis import RedisBroker
-from psycopg_pool import PoolTimeout
 from redis.asyncio import Redis
 from redis.typing import StreamIdT
 
@@ -52,6 +48,7 @@ from infra.consumer import GroupReader
 from infra.crypto import SecretBox
 from infra.db import DictPool
 from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES, REDIS
 from infra.outbound import make_session
 from infra.settings import Settings
 from infra.streams import WORKER_GROUP, control_channel, task_stream
@@ -167,9 +164,10 @@ class Worker:
                 self.by_task_id.pop(task.task_id, None)
             if await self._report(command):
                 reader.ack_soon(entry_id)
-        except Exception:
+        except Exception as exc:
             # Left pending: another worker (or this one) reclaims it after the idle time.
-            log.exception("task_failed", extra={"fields": {"entry": entry_id.decode()}})
+            if OUTAGES.report(exc, where="worker task") is None:
+                log.exception("task_failed", extra={"fields": {"entry": entry_id.decode()}})
         finally:
             self.running.pop(entry_id, None)
             self.slots.release()
@@ -226,8 +224,9 @@ class Worker:
             try:
                 return bool(outcome(await self.bus.execute(command)))
             except Exception as exc:
-                if _outage_of(exc) is None:
-                    raise
+                if OUTAGES.report(exc, where="worker result") is None:
+                    if not isinstance(exc, CommandConflict):
+                        raise
                 if self.stopping:
                     return False
                 await asyncio.sleep(delay)
@@ -311,7 +310,7 @@ class Worker:
             for entry_id, (reader, _) in list(self.running.items()):
                 by_reader.setdefault(reader, []).append(entry_id)
             for reader, entry_ids in by_reader.items():
-                try:
+                with OUTAGES.guard("heartbeat_failed", REDIS, logger=log):
                     await self.redis.xclaim(
                         reader.stream,
                         reader.group,
@@ -320,8 +319,6 @@ class Worker:
                         message_ids=entry_ids,
                         justid=True,
                     )
-                except Exception:
-                    log.exception("heartbeat_failed")
 
     async def revive(self) -> None:
         for reader in self.readers:
@@ -348,14 +345,3 @@ def _failed(task: TaskMessage, kind: str, message: str, retryable: bool) -> Fail
         error={"type": kind, "message": message},
         retryable=retryable,
     )
-
-
-def _outage_of(exc: BaseException) -> str | None:
-    """The dependency whose absence `exc` shows (None: another kind of failure)."""
-    if isinstance(exc, psycopg.OperationalError | PoolTimeout | es.OperationalError):
-        return "postgres"
-    if isinstance(exc, es.InterfaceError | CommandConflict):
-        return "postgres"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return "redis"
-    return None

@@ -12,7 +12,7 @@ from commands.bus import CommandBus
 from commands.limits import limits_from
 from engine.dispatch import Dispatcher
 from infra.crypto import SecretBox
-from infra.db import DictPool, open_pool
+from infra.db import DictPool, bound_sync_pool, open_pool
 from infra.eventstore import EventStore
 from infra.settings import Settings
 from infra.streams import redis_client
@@ -37,6 +37,8 @@ class Container:
 async def bootstrap(settings: Settings) -> Container:
     store = EventStore(settings)
     store.limits = limits_from(settings)  # type: ignore[attr-defined]  # see commands.limits
+    # The event store's pool: the bounds its settings cannot express (infra.db).
+    bound_sync_pool(store.factory.datastore.pool, settings)  # type: ignore[attr-defined]
     redis = redis_client(settings)
     # Tasks a command schedules go to the workers as soon as it is durable (engine.dispatch).
     dispatcher = Dispatcher(redis, settings)

@@ -5,6 +5,11 @@ work.
 Event consumers (projector, matching, timers, callbacks) and the relay are single-active per
 role: each holds a PostgreSQL advisory lock (see infra.leader); extra processes wait as standbys.
 Workers and gateways scale out freely.
+
+Outages: a role that stops because PostgreSQL or Redis is away, or because it lost its lock
+with its PostgreSQL session, is started again every second by `_supervised` until it runs; the
+loops inside a role skip a failed pass and try again. Either way the outage is logged once
+(`dependency_down` / `dependency_up`, infra.outages), not as a traceback per pass.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from gateways.bootstrap import Container, bootstrap
 from gateways.http.app import make_app
 from gateways.http.ops import add_ops_routes
 from infra.consumer import EventConsumer
-from infra.leader import hold_leadership
+from infra.leader import LeadershipLost, hold_leadership
 from infra.logging import get_logger, log_event
 from infra.loop_lag import watch_loop
 from infra.memory import trim_loop
+from infra.outages import OUTAGES, REDIS, install_log_filter
 from infra.relay import Relay
 from infra.settings import DEV_JWT_SECRET, Settings
 from infra.streams import Epoch, events_stream
@@ -51,6 +57,8 @@ METRICS_PORTS = {
 }
 
 RoleRunner = Callable[[Container, asyncio.Event], Awaitable[None]]
+# A role stopped by a crash or an outage starts again after this pause.
+RESTART_S = 1.0
 
 
 def _broker(settings: Settings) -> RedisBroker:
@@ -73,21 +81,31 @@ async def _run_event_consumer(
 ) -> None:
     broker = _broker(c.settings)
     consumer = build(broker)
-    async with hold_leadership(c.settings, consumer.name, stop) as leading:
-        if not leading:
-            return
-        await consumer.prepare()
-        # Connected (not yet consuming) before catching up: catching up may publish (matching
-        # tells workers about attempts canceled meanwhile).
-        await broker.connect()
-        try:
-            await consumer.catch_up()
-            await broker.start()
-            log_event(log, "consumer_started", consumer=consumer.name, position=consumer.position)
-            tasks = [consumer.watch(stop)] + (extra(consumer, stop) if extra else [])
-            await asyncio.gather(*tasks)
-        finally:
-            await broker.stop()
+    async with hold_leadership(c.settings, consumer.name, stop) as leadership:
+        if leadership:  # its work is cancelled if the lock goes (LeadershipLost)
+            await leadership.run(_consume(consumer, broker, stop, extra))
+
+
+async def _consume(
+    consumer: EventConsumer,
+    broker: RedisBroker,
+    stop: asyncio.Event,
+    extra: Callable[[EventConsumer, asyncio.Event], list[Awaitable[None]]] | None,
+) -> None:
+    await consumer.prepare()
+    # Connected (not yet consuming) before catching up: catching up may publish (matching
+    # tells workers about attempts canceled meanwhile).
+    await broker.connect()
+    try:
+        await consumer.catch_up()
+        await broker.start()
+        log_event(log, "consumer_started", consumer=consumer.name, position=consumer.position)
+        loops = [consumer.watch(stop)] + (extra(consumer, stop) if extra else [])
+        async with asyncio.TaskGroup() as group:  # one failing stops the others
+            for loop in loops:
+                group.create_task(loop)  # type: ignore[arg-type]
+    finally:
+        await broker.stop()
 
 
 async def run_projector(c: Container, stop: asyncio.Event) -> None:
@@ -114,7 +132,8 @@ async def run_matching(c: Container, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
-            try:
+            # Redis (or PostgreSQL) away: said once (infra.outages), tried again next pass.
+            with OUTAGES.guard("redis watch failed", REDIS, logger=log):
                 if await epoch.changed():
                     log_event(log, "redis_data_lost")
                     consumer.dispatcher.queues_ready.clear()
@@ -122,8 +141,6 @@ async def run_matching(c: Container, stop: asyncio.Event) -> None:
                 elif time.monotonic() - last_sweep >= c.settings.lost_task_after_s / 3:
                     last_sweep = time.monotonic()
                     await consumer.republish_lost(c.settings.lost_task_after_s)
-            except Exception:
-                log.exception("redis watch failed")
 
     def extra(consumer: EventConsumer, stop: asyncio.Event) -> list[Awaitable[None]]:
         assert isinstance(consumer, Matching)
@@ -184,10 +201,9 @@ async def run_worker(c: Container, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
-            try:
+            # Redis away: said once (infra.outages), tried again next pass.
+            with OUTAGES.guard("worker revive failed", logger=log):
                 await worker.revive()
-            except Exception:
-                log.exception("worker revive failed")
 
     try:
         await asyncio.gather(worker.heartbeat(stop), revive_loop())
@@ -255,6 +271,9 @@ async def rebuild_read_models(settings: Settings, wait_s: float = 5.0) -> int | 
 async def run(role: str, settings: Settings) -> None:
     """Run one role (or `all`) until SIGINT/SIGTERM."""
     roles = list(ROLES) if role == "all" else [role]
+    # A traceback of an outage (PostgreSQL or Redis away) logged anywhere in this process is
+    # counted by infra.outages instead of written (one line per outage).
+    install_log_filter()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -288,12 +307,23 @@ async def run(role: str, settings: Settings) -> None:
 async def _supervised(
     name: str, runner: RoleRunner, container: Container, stop: asyncio.Event
 ) -> None:
-    """Run a role; if it crashes, log and restart it after a pause (until stopped)."""
+    """Run a role; if it crashes, log and restart it after a pause (until stopped). A role
+    stopped by an outage of PostgreSQL or Redis, or by losing its lock, is not logged as a
+    crash: the outage is said once (infra.outages; `leadership_lost` by infra.leader), and the
+    role restarts every RESTART_S until the dependency answers again."""
     while not stop.is_set():
         try:
             await runner(container, stop)
             return
-        except Exception:
-            log.exception("role_crashed", extra={"fields": {"role_name": name}})
+        except Exception as exc:
+            if OUTAGES.report(exc, where=f"role {name}") is None and not _lost_lock(exc):
+                log.exception("role_crashed", extra={"fields": {"role_name": name}})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                await asyncio.wait_for(stop.wait(), timeout=RESTART_S)
+
+
+def _lost_lock(exc: BaseException) -> bool:
+    """`exc` is LeadershipLost, or a group of such (TaskGroups of a role's parts)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_lost_lock(inner) for inner in exc.exceptions)
+    return isinstance(exc, LeadershipLost)

@@ -11,6 +11,8 @@ a jump past the position, an idle period with the log ahead, or a Redis flush ma
 missing range from the event store itself. A batch with nothing to apply opens no transaction:
 the position moves in memory and is written with the next applied batch or within a second
 (`save_position`); a restart before that reads those events again and applies nothing.
+A batch or a watch pass that fails because PostgreSQL or Redis is away is not logged with a
+traceback: `infra.outages` says once that the dependency is down (the batch stays pending).
 Imported by `projections/` and `engine/`.
 """
 
@@ -43,6 +45,7 @@ from infra.eventlog import (
 )
 from infra.eventstore import EventStore
 from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES, REDIS
 from infra.streams import ensure_group
 
 log = get_logger(__name__)
@@ -108,12 +111,16 @@ class GroupReader:
         self._flusher: asyncio.Future[None] | None = None
 
         async def handle(handler: BatchHandler, raw: Any) -> None:
+            OUTAGES.ok(REDIS)  # FastStream just read this batch from Redis
             ids = list(raw["message_ids"])
             try:
                 await handler(ids, list(raw["data"]))
-            except Exception:
+            except Exception as exc:
                 # Unacknowledged: the entries stay pending and are reclaimed after the idle time.
-                log.exception("batch_failed", extra={"fields": {"stream": stream, "group": group}})
+                if OUTAGES.report(exc, where=f"{group} batch") is None:
+                    log.exception(
+                        "batch_failed", extra={"fields": {"stream": stream, "group": group}}
+                    )
             if self.linger_ms and len(ids) < max_records:
                 # A short batch: let entries gather before the next read (fewer, larger
                 # batches for a consumer that can wait; each batch costs a transaction).
@@ -186,9 +193,10 @@ class GroupReader:
         ids, self._to_ack = self._to_ack, []
         try:
             await self.ack(ids, delete=True)
-        except Exception:
+        except Exception as exc:
             # Left pending: reclaimed and delivered again after the idle time.
-            log.exception("ack_failed", extra={"fields": {"stream": self.stream}})
+            if OUTAGES.report(exc, where=f"{self.group} ack") is None:
+                log.exception("ack_failed", extra={"fields": {"stream": self.stream}})
 
     async def deliveries(self, ids: Sequence[bytes]) -> dict[bytes, int]:
         """How many times each pending entry was delivered (XPENDING), reclaims included."""
@@ -424,10 +432,15 @@ class EventConsumer:
                             log_event(log, "caught_up", consumer=self.name, events=caught)
                     self.last_activity = time.monotonic()
             except PositionMoved:
-                async with self.lock:
-                    await self._reload_position()
-            except Exception:
-                log.exception("consumer watch failed", extra={"fields": {"consumer": self.name}})
+                with OUTAGES.guard("consumer watch failed", logger=log):
+                    async with self.lock:
+                        await self._reload_position()
+            except Exception as exc:
+                # PostgreSQL or Redis away: said once (infra.outages), tried again next pass.
+                if OUTAGES.report(exc, where=f"{self.name} watch") is None:
+                    log.exception(
+                        "consumer watch failed", extra={"fields": {"consumer": self.name}}
+                    )
 
 
 class PositionMoved(RuntimeError):

@@ -1,16 +1,25 @@
-"""PostgreSQL access for async code: a psycopg 3 async connection pool and small query helpers.
+"""PostgreSQL access for async code: a psycopg 3 async connection pool and small query helpers,
+and the bounds on waiting for PostgreSQL that every pool of a process shares.
+
+While PostgreSQL is away nothing waits longer than `LINKFLOW_PG_WAIT_S` for a connection (pool
+checkout, connect); a pooled connection is checked before use, so one that died with a server
+restart is replaced instead of failing its first query; a pool retries a lost connection for
+`pg_wait_s` at most and then connects again on demand, so it is back as soon as PostgreSQL is.
 
 Everything outside `domain/` may import this module.
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.outages import OUTAGES, POSTGRES
 from infra.settings import Settings
 
 # Every connection LinkFlow opens uses `row_factory=dict_row`: rows are dicts keyed by column.
@@ -18,19 +27,74 @@ DictConnection: TypeAlias = AsyncConnection[DictRow]
 DictPool: TypeAlias = AsyncConnectionPool[DictConnection]
 
 
+def _checker(wait_s: float) -> Callable[[DictConnection], Awaitable[None]]:
+    """The pool's check before it hands out a connection (one empty query): a dead one is
+    discarded and another taken or made; one that answers shows PostgreSQL is up. One that does
+    not answer within `wait_s` (a network partition: no error, no answer) is closed and
+    discarded too, instead of holding the checkout until TCP gives up."""
+
+    async def check(conn: DictConnection) -> None:
+        ping = asyncio.ensure_future(AsyncConnectionPool.check_connection(conn))
+        done, _ = await asyncio.wait({ping}, timeout=wait_s)
+        if not done:
+            await conn.close()  # first: cancelling a live query would ask the server
+            ping.cancel()
+            await asyncio.gather(ping, return_exceptions=True)
+            raise OperationalError(f"no answer to the pool's check within {wait_s:g} s")
+        ping.result()
+        OUTAGES.ok(POSTGRES)
+
+    return check
+
+
 async def open_pool(settings: Settings, min_size: int = 1, max_size: int = 8) -> DictPool:
     pool: DictPool = AsyncConnectionPool(
         settings.conninfo,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row, "autocommit": False},
+        kwargs={
+            "row_factory": dict_row,
+            "autocommit": False,
+            "connect_timeout": settings.pg_connect_timeout,
+        },
         open=False,
+        check=_checker(settings.pg_wait_s),
+        timeout=settings.pg_wait_s,  # checkout: PoolTimeout (answered 503) past it
+        # A lost connection is retried with back-off (1 s, 2 s, …) for this long, then given
+        # up; the next checkout that waits makes a new one at once. The library's 5 minutes
+        # would leave the pool waiting out a long back-off after PostgreSQL is back.
+        reconnect_timeout=settings.pg_wait_s,
     )
     await pool.open(wait=True, timeout=30)
     return pool
 
 
-async def connect(settings: Settings, autocommit: bool = True) -> DictConnection:
-    return await AsyncConnection.connect(
-        settings.conninfo, autocommit=autocommit, row_factory=dict_row
+def bound_sync_pool(pool: Any, settings: Settings) -> None:
+    """The same bounds for a synchronous psycopg_pool.ConnectionPool built by a library (the
+    event store's, `eventsourcing.postgres`), whose settings do not reach these: the connect
+    timeout of each new connection, how long a lost one is retried before the pool connects
+    again on demand, and (on its pre-ping check) telling `OUTAGES` that PostgreSQL answers."""
+    if isinstance(pool.kwargs, dict):
+        pool.kwargs["connect_timeout"] = settings.pg_connect_timeout
+    pool.reconnect_timeout = settings.pg_wait_s
+    check = pool._check  # psycopg_pool keeps the `check` callback here (3.2, 3.3)
+    if check is not None:
+
+        def checked(conn: Any) -> None:
+            check(conn)
+            OUTAGES.ok(POSTGRES)
+
+        pool._check = checked
+
+
+async def connect(settings: Settings, autocommit: bool = True, **kwargs: Any) -> DictConnection:
+    """A connection of its own (not pooled); `kwargs` go to psycopg (e.g. application_name)."""
+    conn = await AsyncConnection.connect(
+        settings.conninfo,
+        autocommit=autocommit,
+        row_factory=dict_row,
+        connect_timeout=settings.pg_connect_timeout,
+        **kwargs,
     )
+    OUTAGES.ok(POSTGRES)
+    return conn

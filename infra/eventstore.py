@@ -51,6 +51,12 @@ def eventsourcing_env(settings: Settings, create_table: bool = False) -> dict[st
         "POSTGRES_POOL_SIZE": str(IDLE_CONNECTIONS),
         "POSTGRES_MAX_OVERFLOW": str(max(settings.pg_pool_size - IDLE_CONNECTIONS, 0)),
         "POSTGRES_LOCK_TIMEOUT": "5",
+        # While PostgreSQL is away: a pooled connection is checked before use (one that died
+        # with a restart is replaced, not failed on), and a command waits at most pg_wait_s
+        # for a connection (the library hands this value to its pool as the checkout timeout;
+        # whole seconds). gateways.bootstrap bounds the connect itself (infra.db).
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_CONNECT_TIMEOUT": str(settings.pg_connect_timeout),
         "CREATE_TABLE": "y" if create_table else "n",
         "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
         "AGGREGATE_CACHE_FASTFORWARD": "y",

@@ -55,6 +55,9 @@ def configure(role: str, level: str = "INFO") -> None:
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     for noisy in ("aiohttp.access", "faststream", "eventsourcing"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # psycopg_pool warns on every failed (re)connection attempt and every discarded connection:
+    # lines per second while PostgreSQL is away. infra.outages says it once per outage.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def get_logger(name: str) -> logging.Logger:

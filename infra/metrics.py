@@ -63,3 +63,13 @@ EVENT_LOOP_LAG = Histogram(
     "How late the event loop ran a timer that was due (the loop held by other work)",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+DEPENDENCY_UP = Gauge(
+    "linkflow_dependency_up",
+    "1 while this process reaches the dependency, 0 from its first failure until it works again",
+    ["dependency"],
+)
+LEADER = Gauge(
+    "linkflow_leader",
+    "1 while this process leads the single-active role (holds its advisory lock)",
+    ["name"],
+)

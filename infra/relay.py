@@ -6,11 +6,15 @@ pages of up to 1,000 events in one pipelined round trip, as entries of up to 100
 events each (`infra.eventlog.pack`), then records the page's last position. A crash
 between the two republishes the page (consumers skip what they already applied). Only one relay
 publishes at a time: it holds a PostgreSQL advisory lock, so a second one waits as a standby.
+While Redis is away the relay keeps its lock and publishes again every half second; when
+PostgreSQL goes (and the lock with its session) it stops, and its supervisor starts it again
+once PostgreSQL answers (infra.leader). Either outage is logged once (infra.outages).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from redis.asyncio import Redis
 
@@ -20,6 +24,7 @@ from infra.eventlog import LoggedEvent, advance_position, load_position, pack, r
 from infra.eventstore import EVENTS_TABLE
 from infra.leader import hold_leadership
 from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES, REDIS, is_outage
 from infra.settings import Settings
 from infra.streams import events_stream
 
@@ -33,6 +38,8 @@ ENTRY_EVENTS = 100
 # After a page, how long to let commits gather before reading again (nothing waits on the
 # relay: tasks reach workers by the fast path, engine.dispatch).
 LINGER_S = 0.005
+# While Redis is away, how long to wait before publishing again.
+REDIS_RETRY_S = 0.5
 
 
 class Relay:
@@ -52,6 +59,7 @@ class Relay:
                     approximate=True,
                 )
             await pipe.execute()
+        OUTAGES.ok(REDIS)
 
     async def pump(self, conn: DictConnection) -> int:
         """Relay everything past the position; returns how many events were published. `conn`
@@ -74,25 +82,44 @@ class Relay:
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with hold_leadership(self.settings, NAME, stop) as leading:
-            if not leading:
-                return
-            conn = await connect(self.settings, autocommit=True)
+        async with hold_leadership(self.settings, NAME, stop) as leadership:
+            if leadership:
+                await leadership.run(self._lead(stop))
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """Relay until stopped. While Redis is away it keeps its lock and tries again every
+        half second; a failure of PostgreSQL (its connections, and its lock with them) ends the
+        run, and the role's supervisor starts it again (gateways.roles)."""
+        conn = await connect(self.settings, autocommit=True)
+        try:
             listener = await connect(self.settings, autocommit=True)
-            try:
-                await listener.execute(f"LISTEN {EVENTS_TABLE}")
-                self.position = await load_position(conn, NAME)
-                log_event(log, "relay_started", position=self.position)
-                while not stop.is_set():
-                    if await self.pump(conn):
-                        # Events are flowing: let the next commits gather (fewer, larger
-                        # entries, and fewer batches for every consumer), then read again.
-                        await asyncio.sleep(LINGER_S)
-                    else:
-                        await self._wait(listener, stop)
-            finally:
-                await listener.close()
-                await conn.close()
+        except BaseException:
+            await conn.close()
+            raise
+        try:
+            await listener.execute(f"LISTEN {EVENTS_TABLE}")
+            self.position = await load_position(conn, NAME)
+            log_event(log, "relay_started", position=self.position)
+            while not stop.is_set():
+                try:
+                    published = await self.pump(conn)
+                except Exception as exc:
+                    if is_outage(exc) != REDIS:
+                        raise
+                    OUTAGES.failed(REDIS, exc, where="relay")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
+                    continue
+                if published:
+                    # Events are flowing: let the next commits gather (fewer, larger
+                    # entries, and fewer batches for every consumer), then read again.
+                    await asyncio.sleep(LINGER_S)
+                else:
+                    await self._wait(listener, stop)
+        finally:
+            for connection in (listener, conn):
+                with contextlib.suppress(Exception):
+                    await connection.close()
 
     async def _wait(self, listener: DictConnection, stop: asyncio.Event) -> None:
         """Until a NOTIFY arrives or half a second passes (so a stop is seen quickly)."""

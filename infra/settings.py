@@ -6,6 +6,8 @@ Defaults work against PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Re
 
 from __future__ import annotations
 
+import math
+
 from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -100,6 +102,11 @@ class Settings(BaseSettings):
                 f"LINKFLOW_{str(info.field_name).upper()} must be at least 32 characters"
             )
         return value
+
+    @property
+    def pg_connect_timeout(self) -> int:
+        """libpq's `connect_timeout` for `pg_wait_s` (whole seconds, at least 1)."""
+        return max(1, math.ceil(self.pg_wait_s))
 
     @property
     def conninfo(self) -> str:

@@ -1,6 +1,6 @@
-"""The gateway's aiohttp application: middlewares (metrics outermost, then error mapping), the
-`/api/v1` routes, the OpenAPI document and the ops endpoints. Imported by `gateways.roles` and
-the tests.
+"""The gateway's aiohttp application: middlewares (metrics outermost, then error mapping, then
+the request deadline), the `/api/v1` routes, the OpenAPI document and the ops endpoints.
+Imported by `gateways.roles` and the tests.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gateways.http import (
 from gateways.http.admission import ADMISSION, Admission
 from gateways.http.auth import KEY_USAGE, KeyUsage
 from gateways.http.context import CONTAINER
+from gateways.http.deadline import deadline_middleware
 from gateways.http.errors import Handler, error_middleware
 from gateways.http.openapi import add_openapi_route
 from gateways.http.routing import Route, add_routes
@@ -71,7 +72,7 @@ def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.A
     """The gateway application. `roles` are the roles this process runs (for `/ready`)."""
     app = web.Application(
         client_max_size=container.settings.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[metrics_middleware, error_middleware, deadline_middleware],
     )
     app[CONTAINER] = container
     app[KEY_USAGE] = KeyUsage()

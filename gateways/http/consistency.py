@@ -1,6 +1,7 @@
 """Read-your-writes for the visibility API: a GET given `?min_position=N` waits until the
 projector has applied position N (every command answer carries its `position`), polling with a
-deadline; past it the answer is 503 `projection_lag`. Imported by the route modules of
+deadline; past it the answer is 503 `projection_lag` (the request deadline is extended by that
+wait, see `gateways.http.deadline`). Imported by the route modules of
 `gateways.http`.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateways.http.context import container, respond
+from gateways.http.deadline import extend_deadline
 from gateways.http.errors import ApiError, invalid
 from gateways.http.routing import Param
 from infra.eventlog import head_position
@@ -50,6 +52,7 @@ async def wait_for_projection(request: web.Request, position: int) -> None:
     """
     if position <= 0:
         return
+    extend_deadline(request, WAIT_DEADLINE_S)  # its own 503 `projection_lag` comes first
     pool = container(request).pool
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_DEADLINE_S

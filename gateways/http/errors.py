@@ -1,7 +1,9 @@
 """Error answers of the HTTP API and request-body validation.
 
 `ApiError` is what route code raises; `error_middleware` turns it, and every other exception a
-handler lets escape, into `{"error": {"code", "message", "details"}}` with the fitting status.
+handler lets escape, into `{"error": {"code", "message", "details"}}` with the fitting status:
+a failure of PostgreSQL or Redis (`infra.outages.is_unavailable`) is 503 `unavailable` with
+`Retry-After`, never a 500.
 `read_json`, `build` and `parse_uuid` validate what a request carries. Imported by the modules of
 `gateways.http` only.
 """
@@ -15,7 +17,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from aiohttp import web
-from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
 from commands.errors import (
@@ -30,6 +31,7 @@ from domain.json_limits import too_deep
 from domain.limits import DEFAULT_LIMITS
 from gateways.http.context import CONTAINER
 from infra.logging import get_logger
+from infra.outages import OUTAGES, is_unavailable
 
 log = get_logger(__name__)
 
@@ -40,6 +42,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # DomainError codes that mean "the request names something invalid" rather than a conflict.
 DOMAIN_STATUS: dict[str, int] = {"unknown_version": 422, "invalid_role": 422, "not_found": 404}
+
+# Retry-After of a 503 `unavailable` (a dependency is away, or the request deadline passed).
+UNAVAILABLE_RETRY_AFTER_S = 2
 
 # Codes for aiohttp's own HTTP exceptions (raised by the router or while reading a request).
 _HTTP_CODES: dict[int, str] = {
@@ -259,9 +264,18 @@ def map_exception(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, EventTooLarge):
         message = f"the request would store an event larger than {exc.limit} bytes"
         return error_response(413, "event_too_large", message)
-    if isinstance(exc, CommandConflict | PoolTimeout):
+    if isinstance(exc, CommandConflict):
         return error_response(
             503, "busy", "the server is busy, retry shortly", headers={"Retry-After": "1"}
+        )
+    if is_unavailable(exc):
+        # PostgreSQL or Redis away (or not answering in time): logged once per outage.
+        OUTAGES.report(exc, where=f"{request.method} {_route_of(request)}")
+        return error_response(
+            503,
+            "unavailable",
+            "a service this request needs is unavailable; retry shortly",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
         )
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return too_large(request.client_max_size).response()

@@ -61,7 +61,12 @@ _STANDARD_ERRORS = {
     413: "payload_too_large / event_too_large (what the request would store is too large)",
     422: "invalid_request / invalid_definition / invalid_cursor / too_deep (JSON nested deeper"
     " than LINKFLOW_MAX_JSON_DEPTH) / too_large",
-    503: "busy / projection_lag (see Retry-After)",
+    429: "too_many_executions / too_many_attempts (see Retry-After)",
+    503: (
+        "busy / projection_lag / unavailable (PostgreSQL or Redis away, or the request"
+        " deadline passed: the outcome is unknown, retry with the same Idempotency-Key);"
+        " see Retry-After"
+    ),
 }
 
 

@@ -1,5 +1,8 @@
-"""Operations endpoints at the server root: `GET /health` (alive), `GET /ready` (PostgreSQL,
-Redis and the event consumers this process runs are reachable), `GET /metrics` (Prometheus).
+"""Operations endpoints at the server root: `GET /health` (liveness: the process answers, 200
+even while a dependency is away — restarting it would not help), `GET /ready` (readiness:
+PostgreSQL and Redis answer and the positions of the event consumers this process runs exist;
+503 otherwise, so a load balancer sends no traffic), `GET /metrics` (Prometheus). A failing
+check counts as a failure of that dependency for `infra.outages`.
 `add_ops_routes` serves them on the gateway's application and, in `gateways.roles`, on the small
 application of a role without a gateway. Imported by `gateways.roles`, `gateways.http.app` and
 `gateways.http.openapi`.
@@ -18,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateways.bootstrap import Container
 from gateways.http.context import respond
 from gateways.http.routing import Route, add_routes
+from infra.outages import OUTAGES, POSTGRES, REDIS
 
 # Roles whose progress is a row in `consumer_positions` (created when the role starts).
 TRACKED_CONSUMERS = ("relay", "projector", "matching", "timers", "callbacks")
@@ -65,21 +69,31 @@ async def _redis(c: Container) -> str:
     return "ok"
 
 
+async def _postgres_checks(c: Container, consumers: list[str]) -> dict[str, str]:
+    try:
+        return await asyncio.wait_for(_postgres(c, consumers), CHECK_TIMEOUT_S + 1)
+    except Exception as exc:
+        OUTAGES.failed(POSTGRES, exc, where="/ready")
+        return {"postgres": "unreachable"} | {f"consumer:{name}": "unknown" for name in consumers}
+
+
+async def _redis_checks(c: Container) -> dict[str, str]:
+    try:
+        checks = {"redis": await asyncio.wait_for(_redis(c), CHECK_TIMEOUT_S)}
+    except Exception as exc:
+        OUTAGES.failed(REDIS, exc, where="/ready")
+        return {"redis": "unreachable"}
+    OUTAGES.ok(REDIS)
+    return checks
+
+
 async def ready(request: web.Request) -> web.Response:
+    """503 while PostgreSQL or Redis does not answer (within 3 s: both are checked at once)."""
     ctx = request.app[OPS]
-    consumers = ctx.consumers
-    checks: dict[str, Any] = {}
-    try:
-        checks.update(
-            await asyncio.wait_for(_postgres(ctx.container, consumers), CHECK_TIMEOUT_S + 1)
-        )
-    except Exception:
-        checks["postgres"] = "unreachable"
-        checks.update({f"consumer:{name}": "unknown" for name in consumers})
-    try:
-        checks["redis"] = await asyncio.wait_for(_redis(ctx.container), CHECK_TIMEOUT_S)
-    except Exception:
-        checks["redis"] = "unreachable"
+    postgres, redis = await asyncio.gather(
+        _postgres_checks(ctx.container, ctx.consumers), _redis_checks(ctx.container)
+    )
+    checks = postgres | redis
     ok = all(value == "ok" for value in checks.values())
     return respond(
         {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503

@@ -39,10 +39,12 @@ from domain.webhook import HOOK_PATH
 from gateways.bootstrap import Container
 from gateways.http.admission import ADMISSION, admit
 from gateways.http.context import container, respond
+from gateways.http.deadline import extend_deadline
 from gateways.http.errors import ApiError, build, nul_path, too_large
 from gateways.http.routing import Handler, Param, Route
 from infra.crypto import SealedValueInvalid
 from infra.logging import get_logger
+from infra.outages import OUTAGES, is_unavailable
 from infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 log = get_logger(__name__)
@@ -267,11 +269,19 @@ async def _authenticate(
 
 async def _outcome(c: Container, execution_id: UUID) -> dict[str, Any] | None:
     """The execution's status, output and error once it is closed; None if it is still running
-    after `webhook_wait_s` (polls the write model with a growing interval until the deadline)."""
+    after `webhook_wait_s` (polls the write model with a growing interval until the deadline),
+    or if PostgreSQL cannot tell (the execution was started: the caller answers 202 with its
+    id rather than 503)."""
     deadline = time.monotonic() + c.settings.webhook_wait_s
     interval = _FIRST_POLL_S
     while True:
-        outcome = await c.bus.run(lookups.execution_outcome, execution_id)
+        try:
+            outcome = await c.bus.run(lookups.execution_outcome, execution_id)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            OUTAGES.report(exc, where="webhook outcome")
+            return None
         remaining = deadline - time.monotonic()
         if outcome["status"] != "running":
             return outcome
@@ -356,6 +366,7 @@ async def receive_hook(request: web.Request) -> web.Response:
     execution_id = result.fields["execution_id"]
     headers = {"Idempotent-Replayed": "true"} if repeated else None
     if target.trigger.respond == "on_completion":
+        extend_deadline(request, c.settings.webhook_wait_s)  # its own 202 comes first
         outcome = await _outcome(c, UUID(execution_id))
         if outcome is not None:
             return respond({"execution_id": execution_id, **outcome}, headers=headers)

@@ -13,10 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import pytest
+import redis.exceptions as redis_errors
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from eventsourcing import persistence as es_errors
 from prometheus_client import REGISTRY
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
 from commands.bus import CommandConflict
@@ -330,6 +334,11 @@ async def test_invalid_query_parameters_are_422(api: tuple[TestClient, FakeBus])
             413,
             "event_too_large",
         ),
+        (PoolTimeout("couldn't get a connection after 3.00 sec"), 503, "unavailable"),
+        (psycopg.OperationalError("server closed the connection"), 503, "unavailable"),
+        (es_errors.OperationalError("connection refused"), 503, "unavailable"),
+        (redis_errors.ConnectionError("Error 111 connecting"), 503, "unavailable"),
+        (redis_errors.TimeoutError("Timeout reading from socket"), 503, "unavailable"),
         (RuntimeError("secret internals"), 500, "internal"),
     ],
 )
@@ -350,6 +359,8 @@ async def test_command_errors_are_mapped(
     assert "secret internals" not in error["message"]
     if code == "busy":
         assert resp.headers["Retry-After"] == "1"
+    if code == "unavailable":
+        assert resp.headers["Retry-After"] == "2"
     if code == "not_found":
         assert error["message"] == "workflow not found"
     if code == "invalid_definition":
