@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from faststream.redis import RedisBroker
@@ -64,6 +65,7 @@ REPORT_BACKOFF_S = (0.1, 5.0)
 MESSAGE_LIMIT = 1000
 
 Result = CompleteNode | FailNode | TimeOutNode
+T = TypeVar("T")
 
 
 class Worker:
@@ -82,6 +84,8 @@ class Worker:
         self.redis = redis
         self.fence = AttemptFence(pool, self._still_current)
         self.stopping = False
+        # Claims are renewed well within the idle time after which others may reclaim them.
+        self.heartbeat_s = min(HEARTBEAT_S, settings.task_claim_idle_ms / 3000)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self.running: dict[bytes, tuple[GroupReader, asyncio.Task[None]]] = {}
         self.by_task_id: dict[str, asyncio.Task[Any]] = {}
@@ -114,7 +118,10 @@ class Worker:
 
         async def handle(ids: list[bytes], entries: list[dict[bytes, bytes]]) -> None:
             reader = next(r for r in self.readers if r.stream == stream)
-            deliveries = await reader.deliveries(ids) if reclaimed else {}
+            if reclaimed:  # this worker's own entries, still running, are not run twice
+                kept = [(i, e) for i, e in zip(ids, entries, strict=True) if i not in self.running]
+                ids, entries = [i for i, _ in kept], [e for _, e in kept]
+            deliveries = await reader.deliveries(ids) if reclaimed and ids else {}
             for entry_id, fields in zip(ids, entries, strict=True):
                 await self.slots.acquire()
                 delivered = deliveries.get(entry_id, 1)
@@ -147,7 +154,7 @@ class Worker:
                 if await self._report(poisoned):
                     reader.ack_soon(entry_id)
                 return
-            if not await self._may_run(task, reclaimed=delivered > 1):
+            if not await self._despite_outages(self._may_run, task, delivered > 1):
                 metrics.TASKS_SKIPPED.inc()
                 reader.ack_soon(entry_id)  # its attempt has ended: nothing to run or report
                 return
@@ -164,6 +171,8 @@ class Worker:
                 self.by_task_id.pop(task.task_id, None)
             if await self._report(command):
                 reader.ack_soon(entry_id)
+        except Stopping:
+            pass  # left pending: another worker takes it over
         except Exception as exc:
             # Left pending: another worker (or this one) reclaims it after the idle time.
             if OUTAGES.report(exc, where="worker task") is None:
@@ -196,9 +205,11 @@ class Worker:
     async def _report(self, command: Result) -> bool:
         """Record a node's result; True once it is durable (or its execution is unknown). A
         result that cannot be recorded for another reason than an outage is replaced by a
-        `worker_error` failure; False if even that fails (the entry stays pending)."""
+        `worker_error` failure (if even that fails, the exception leaves the entry pending)."""
         try:
             return await self._send(command, lambda _: True)
+        except Stopping:
+            raise
         except NotFound:
             log_event(log, "task_for_unknown_execution_dropped", execution=command.execution_id)
             return True
@@ -217,18 +228,29 @@ class Worker:
             return await self._send(failed, lambda _: True)
 
     async def _send(self, command: Any, outcome: Any) -> bool:
-        """Execute a command, trying again (never the node) while PostgreSQL or Redis is away;
-        False if the worker stops meanwhile."""
+        """Execute a command (trying again, never the node, while PostgreSQL or Redis is away)
+        and say what `outcome` makes of its result."""
+
+        async def send() -> bool:
+            return bool(outcome(await self.bus.execute(command)))
+
+        return await self._despite_outages(send)
+
+    async def _despite_outages(self, step: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await step(*args)`, again with back-off while PostgreSQL or Redis is away (or the
+        bus keeps conflicting), holding the entry meanwhile: an outage is neither a reason to
+        run a node again nor a delivery that counts against LINKFLOW_TASK_MAX_DELIVERIES.
+        `Stopping` if the worker stops first (the entry stays pending for another)."""
         delay, longest = REPORT_BACKOFF_S
         while True:
             try:
-                return bool(outcome(await self.bus.execute(command)))
+                return await step(*args)
             except Exception as exc:
-                if OUTAGES.report(exc, where="worker result") is None:
+                if OUTAGES.report(exc, where="worker task") is None:
                     if not isinstance(exc, CommandConflict):
                         raise
                 if self.stopping:
-                    return False
+                    raise Stopping from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, longest)
 
@@ -303,7 +325,7 @@ class Worker:
         """Keep the entries of running tasks from looking idle (and so from being reclaimed)."""
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_S)
+                await asyncio.wait_for(stop.wait(), timeout=self.heartbeat_s)
             except TimeoutError:
                 pass
             by_reader: dict[GroupReader, list[StreamIdT]] = {}
@@ -345,3 +367,7 @@ def _failed(task: TaskMessage, kind: str, message: str, retryable: bool) -> Fail
         error={"type": kind, "message": message},
         retryable=retryable,
     )
+
+
+class Stopping(Exception):
+    """The worker stops while a dependency is away: what it was doing is left pending."""
