@@ -211,17 +211,21 @@ class Matching(EventConsumer):
             except Exception:
                 self.held.add(tasks)  # sent or not, they go again (a claim answers a repeat)
                 raise
-            async with self.pool.connection() as conn:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "UPDATE engine_tasks SET entry_id = %s, published_at = now()"
-                        " WHERE task_id = %s",
-                        [(entry, t.task_id) for t, entry in zip(tasks, entry_ids, strict=True)],
-                    )
-                await conn.commit()
+            await self._record_sent(tasks, entry_ids)
             sent += len(tasks)
         await self._release_queues()
         return sent
+
+    async def _record_sent(self, tasks: list[TaskMessage], entry_ids: list[Any]) -> None:
+        """The tasks' rows: sent now, as these stream entries."""
+        async with self.pool.connection() as conn:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE engine_tasks SET entry_id = %s, published_at = now()"
+                    " WHERE task_id = %s",
+                    [(entry, t.task_id) for t, entry in zip(tasks, entry_ids, strict=True)],
+                )
+            await conn.commit()
 
     async def _release_queues(self) -> None:
         """Let the fast path send to queues that have no held task any more."""
@@ -275,15 +279,7 @@ class Matching(EventConsumer):
         tasks = [TaskMessage.model_validate(row["payload"] | {"republished": True}) for row in rows]
         for start in range(0, len(tasks), 500):
             page = tasks[start : start + 500]
-            entry_ids = await self.publish(page)
-            async with self.pool.connection() as conn:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "UPDATE engine_tasks SET entry_id = %s, published_at = now()"
-                        " WHERE task_id = %s",
-                        [(entry, t.task_id) for t, entry in zip(page, entry_ids, strict=True)],
-                    )
-                await conn.commit()
+            await self._record_sent(page, await self.publish(page))
         if tasks:
             log_event(log, "tasks_republished", count=len(tasks))
         return len(tasks)
