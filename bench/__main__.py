@@ -351,6 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=REPO,
         help="the LinkFlow checkout whose code the stack runs (default: this one)",
     )
+    parser.add_argument("--logs", type=Path, help="keep the fault shapes' process logs here")
     faults = parser.add_argument_group("fault shapes (overload, noisy, chaos)")
     faults.add_argument("--slow-s", type=float, default=1.0, help="overload: target seconds")
     faults.add_argument("--worker-concurrency", type=int, default=64, help="overload: per worker")

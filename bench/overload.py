@@ -103,7 +103,7 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
             await probe_task
             await reads.close()
     finally:
-        stack_errors(stack)
+        stack_errors(stack, args.logs / "overload" if args.logs else None)
         await stack.forget()
     return line
 

@@ -271,9 +271,12 @@ class Reads:
             await asyncio.sleep(0.25)
 
 
-def stack_errors(stack: Stack, limit: int = 10) -> list[str]:
-    """Stop the stack; the first error lines its processes logged (reported on stderr)."""
+def stack_errors(stack: Stack, logs: Path | None, limit: int = 10) -> list[str]:
+    """Stop the stack, keep its logs in `logs`/<shape> (if given); the first error lines its
+    processes logged go to stderr."""
     errors = stack.stop()
+    if logs is not None:
+        stack.save_logs(logs)
     if errors:
         progress(f"the stack logged {len(errors)} error lines; first ones:")
         for line in errors[:limit]:

@@ -129,6 +129,13 @@ class Stack:
             errors += [f"{child.name}: {line[:300]}" for line in child.error_lines()]
         return errors
 
+    def save_logs(self, directory: Path) -> None:
+        """Write each process's output to `directory`/<name>.log (`--logs`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            child.log.seek(0)
+            (directory / f"{child.name}.log").write_bytes(child.log.read())
+
     async def forget(self) -> None:
         """Drop the database and delete the Redis keys under this run's prefix."""
         drop_database(self.settings)
