@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,9 @@ class Stack:
             migrate(self.settings)
         else:  # that checkout's schema
             argv = python_module("gateways.cli", "migrate")
-            done = await asyncio.create_subprocess_exec(*argv, env=self.env, cwd=self.code_root)
+            done = await asyncio.create_subprocess_exec(  # its output is progress: stderr
+                *argv, env=self.env, cwd=self.code_root, stdout=sys.stderr
+            )
             if await done.wait() != 0:
                 raise RuntimeError(f"migrate failed in {self.code_root}")
         for child in self.children:
