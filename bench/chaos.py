@@ -49,25 +49,12 @@ from bench.scenario import (
     stack_errors,
     target_calls,
 )
-from bench.shapes import PURE_3
+from bench.shapes import PURE_3, http_recorded
 from bench.stack import Layout, Stack, bench_settings
 from projections.visibility import READ_MODEL_TABLES
 
 START_DEADLINE_S = 120.0
 REDIS_AT, PG_AT = 0.3, 0.6  # of the load's planned length
-
-
-def http_3_recorded(target: str) -> dict[str, Any]:
-    nodes = [
-        {
-            "id": f"h{i}",
-            "type": "http_request",
-            "config": {"url": f"{target}/call/{{{{ execution.id }}}}/h{i}"},
-        }
-        for i in range(3)
-    ]
-    edges = [{"source": "h0", "target": "h1"}, {"source": "h1", "target": "h2"}]
-    return {"name": "http-3-recorded", "nodes": nodes, "edges": edges}
 
 
 class Load:
@@ -261,7 +248,7 @@ async def _measure(
     ws, headers = await sign_up(session, api)
     workflows = [
         await create_workflow(session, api, ws, headers, PURE_3),
-        await create_workflow(session, api, ws, headers, http_3_recorded(target)),
+        await create_workflow(session, api, ws, headers, http_recorded(target, 3)),
     ]
     urls = [
         [f"{g}/api/v1/workspaces/{ws}/workflows/{wf}/executions" for g in stack.gateways]
@@ -279,7 +266,7 @@ async def _measure(
     driver = Driver(stack, redis, f"http://127.0.0.1:{control_port}", session, args, load_s)
     load_done = asyncio.Event()
     driving = asyncio.create_task(driver.run(load_done))
-    began = time.monotonic()
+    began, load_began_wall = time.monotonic(), time.time()
     try:
         await load.run(total, rate)
     finally:
@@ -305,7 +292,12 @@ async def _measure(
     log = await ExecutionLog.read(reads.conn)
     accepted = set(load.accepted.values())
     closing = log.closing_check(accepted | log.started)
-    calls = check_calls(log, await target_calls(session, target)).summary()
+    call_check = check_calls(log, await target_calls(session, target))
+    calls = call_check.summary()
+    # When the repeats arrived, in seconds since the load began (to set against fault_times_s).
+    calls["repeated_call_times_s"] = sorted(
+        round(t - load_began_wall, 1) for t in call_check.repeated_at
+    )[:50]
     rebuilt = await rebuild_and_compare(stack, args.code_root)
     checks = {
         "every_execution_closed_once": closing["closed_once"] == closing["executions"],

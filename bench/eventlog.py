@@ -119,6 +119,7 @@ class CallCheck:
     attempts_not_called: int = 0  # dispatched attempts no call arrived for
     last_call_after_last_close_s: float | None = None
     ended_late_s: list[float] = field(default_factory=list)  # how long after the end
+    repeated_at: list[float] = field(default_factory=list)  # wall clock of each repeat
 
     def summary(self) -> dict[str, Any]:
         late = sorted(self.ended_late_s)
@@ -132,6 +133,29 @@ class CallCheck:
             "ended_call_late_max_s": round(late[-1], 1) if late else None,
             "last_call_after_last_close_s": self.last_call_after_last_close_s,
         }
+
+
+def hop_times(
+    log: ExecutionLog, calls: list[tuple[str, str, float]], executions: set[str]
+) -> dict[str, list[float]]:
+    """For the dispatched first attempts of `executions` (ms): `wait`, NodeScheduled → the call's
+    arrival at the target (dispatch and queueing), and `node`, NodeScheduled → the attempt's
+    end (the whole hop)."""
+    arrived: dict[tuple[str, str], float] = {}
+    for execution, node, at in calls:
+        if execution in executions:
+            arrived.setdefault((execution, node), at)
+    wait: list[float] = []
+    whole: list[float] = []
+    for key, runs in log.attempts.items():
+        if key[0] not in executions or not runs:
+            continue
+        first = runs[0]
+        if key in arrived:
+            wait.append((arrived[key] - first.scheduled_at) * 1000)
+        if first.ended_at is not None:
+            whole.append((first.ended_at - first.scheduled_at) * 1000)
+    return {"wait": wait, "node": whole}
 
 
 def check_calls(log: ExecutionLog, calls: list[tuple[str, str, float]]) -> CallCheck:
@@ -148,6 +172,7 @@ def check_calls(log: ExecutionLog, calls: list[tuple[str, str, float]]) -> CallC
         run.calls += 1
         if run.calls > 1:
             check.repeated += 1
+            check.repeated_at.append(at)
         ended = [t for t in (run.ended_at, log.closed_at.get(execution)) if t is not None]
         if ended and at > min(ended):
             check.for_ended_attempts += 1

@@ -10,7 +10,10 @@ start the next one as soon as an answer comes, and wait Retry-After on a 429 (ad
 caps A's open executions at LINKFLOW_MAX_QUEUED_PER_WORKSPACE, default 10,000). Once A has
 `--noisy-backlog` (2,000) executions open, B runs the same 200 at the same pace again. The line
 has both p50/p95s and the ratio of the p95s (target ≤ 2), A's throughput and how deep A's
-backlog was while B ran (open executions, task stream, matching's held tasks).
+backlog was while B ran (open executions, task stream, matching's held tasks). The http shapes
+call the target's recording endpoint, so for each of B's nodes the line also has where a hop's
+time went: NodeScheduled → the call's arrival at the target (`hop_wait_*`: dispatch and
+queueing) and NodeScheduled → the node's end (`hop_*`), from the event log.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from typing import Any
 import aiohttp
 
 from bench.api import create_workflow, sign_up, start_once
+from bench.eventlog import ExecutionLog, hop_times
 from bench.load import Starter, ms, open_loop, pct
 from bench.procs import ProcessProbe, progress
-from bench.scenario import QueueSampler, Reads, commit_of, stack_errors
-from bench.shapes import PURE_3, http_3
+from bench.scenario import (
+    QueueSampler,
+    Reads,
+    commit_of,
+    reset_calls,
+    stack_errors,
+    target_calls,
+)
+from bench.shapes import PURE_3, http_recorded
 from bench.stack import Layout, Stack, bench_settings
 
 SHAPES = ("http-3", "http-1", "pure-3")
@@ -35,12 +46,11 @@ WARMUP = 20
 
 
 def definition(shape: str, target: str) -> dict[str, Any]:
+    """The shape, its http calls recorded by the target (`/call/…`: the same tiny answer as
+    http-3's `/ok/…`), so that each hop's dispatch wait can be read."""
     if shape == "pure-3":
         return PURE_3
-    if shape == "http-3":
-        return http_3(target)
-    node = {"id": "h0", "type": "http_request", "config": {"url": f"{target}/ok/0"}}
-    return {"name": "http-1", "nodes": [node]}
+    return http_recorded(target, 3 if shape == "http-3" else 1)
 
 
 class Flood:
@@ -112,8 +122,8 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
 
 async def _b_run(
     args: argparse.Namespace, starter: Starter, reads: Reads, label: str
-) -> dict[str, Any]:
-    """B's executions at its pace; latency send → close (read model)."""
+) -> tuple[dict[str, Any], set[str]]:
+    """B's executions at its pace; latency send → close (read model). Also their ids."""
     n, rate = args.noisy_executions, args.noisy_rate
     progress(f"noisy: B {label}: {n} executions at {rate}/s")
     arrivals, late_ms = await open_loop(starter, rate, 0.0, n / rate)
@@ -141,7 +151,19 @@ async def _b_run(
     }
     starter.errors.clear()
     progress(f"noisy: B {label}: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms")
-    return figures
+    return figures, set(ids)
+
+
+def hop_figures(log: ExecutionLog, calls: list[tuple[str, str, float]], ids: set[str]) -> dict:
+    """Per node of B's executions: NodeScheduled → the call's arrival (`hop_wait`) and →
+    the node's end (`hop`), p50/p95 in ms."""
+    times = hop_times(log, calls, ids)
+    return {
+        "hop_wait_p50_ms": ms(pct(times["wait"], 0.50)),
+        "hop_wait_p95_ms": ms(pct(times["wait"], 0.95)),
+        "hop_p50_ms": ms(pct(times["node"], 0.50)),
+        "hop_p95_ms": ms(pct(times["node"], 0.95)),
+    }
 
 
 async def _measure(
@@ -166,7 +188,8 @@ async def _measure(
         await starter_b.start(-1 - i)
     await reads.wait_closed([ws_b], args.drain_timeout)
     starter_b.errors.clear()
-    alone = await _b_run(args, starter_b, reads, "alone")
+    await reset_calls(session, target)
+    alone, alone_ids = await _b_run(args, starter_b, reads, "alone")
 
     sampler = QueueSampler(stack, session)
     stop_sampling = asyncio.Event()
@@ -183,7 +206,8 @@ async def _measure(
     during_sampler = QueueSampler(stack, session)
     stop_during = asyncio.Event()
     sampling_during = asyncio.create_task(during_sampler.run(stop_during))
-    during = await _b_run(args, starter_b, reads, f"during A's flood (A open: {a_open_before})")
+    label = f"during A's flood (A open: {a_open_before})"
+    during, during_ids = await _b_run(args, starter_b, reads, label)
     stop_during.set()
     await sampling_during
     a_open_after = await reads.open_count(ws_a)
@@ -193,6 +217,11 @@ async def _measure(
     stop_sampling.set()
     await sampling
     cpu = probe.cpu_pct()
+    if args.noisy_shape != "pure-3":
+        log = await ExecutionLog.read(reads.conn)
+        calls = await target_calls(session, target)
+        alone |= hop_figures(log, calls, alone_ids)
+        during |= hop_figures(log, calls, during_ids)
     a_closes = await reads.close_times(flood.ids)
     last_close = max((t for _, t in a_closes.values()), default=None)
     a_seconds = (last_close - flood.first_at) if last_close and flood.first_at else None
