@@ -170,7 +170,7 @@ def layout_of(args: argparse.Namespace) -> Layout:
 async def bench_linkflow(
     args: argparse.Namespace, session: aiohttp.ClientSession, target: Child, target_url: str
 ) -> dict[str, dict[str, Any]]:
-    stack = Stack(bench_settings(), layout_of(args), code_root=args.code_root)
+    stack = Stack(bench_settings(), layout_of(args), args.stack_env, args.code_root)
     lines: dict[str, dict[str, Any]] = {}
     stop_probe = asyncio.Event()
     try:
@@ -352,6 +352,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the LinkFlow checkout whose code the stack runs (default: this one)",
     )
     parser.add_argument("--logs", type=Path, help="keep the fault shapes' process logs here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="LINKFLOW_NAME=VALUE",
+        help="a setting for every LinkFlow process of the run (repeatable; for experiments)",
+    )
     faults = parser.add_argument_group("fault shapes (overload, noisy, chaos)")
     faults.add_argument("--slow-s", type=float, default=1.0, help="overload: target seconds")
     faults.add_argument("--worker-concurrency", type=int, default=64, help="overload: per worker")
@@ -387,6 +394,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rss_idle is None:
         args.rss_idle = 0.0 if args.quick else 30.0
     args.code_root = args.code_root.resolve()
+    args.stack_env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("LINKFLOW_"):
+            parser.error(f"--env takes LINKFLOW_NAME=VALUE, not {item!r}")
+        args.stack_env[name] = value
     if args.duration is None:
         args.duration = 5.0 if args.quick else 60.0
     if args.runs is None:

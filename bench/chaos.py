@@ -206,7 +206,7 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
         "bench.pgproxy", str(listen), str(control), settings.pg_host, str(settings.pg_port)
     )
     proxy = Child("pgproxy", proxy_argv, dict(os.environ), f"http://127.0.0.1:{control}/ready")
-    env = {"LINKFLOW_PG_PORT": str(listen)}
+    env = {**args.stack_env, "LINKFLOW_PG_PORT": str(listen)}
     if args.chaos_claim_idle_ms:
         env["LINKFLOW_TASK_CLAIM_IDLE_MS"] = str(args.chaos_claim_idle_ms)
     layout = Layout("split", gateways=args.gateways, workers=args.workers or 1)
@@ -216,6 +216,7 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
         "system": "linkflow",
         "commit": commit_of(args.code_root),
         "layout": layout.describe(),
+        "env": args.stack_env,
     }
     try:
         proxy.start()

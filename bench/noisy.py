@@ -94,13 +94,14 @@ class Flood:
 
 async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: str) -> dict:
     layout = Layout("split", gateways=args.gateways, workers=args.workers or 1)
-    stack = Stack(bench_settings(), layout, code_root=args.code_root)
+    stack = Stack(bench_settings(), layout, args.stack_env, args.code_root)
     line: dict[str, Any] = {
         "bench": "noisy",
         "system": "linkflow",
         "commit": commit_of(args.code_root),
         "layout": layout.describe(),
         "shape": args.noisy_shape,
+        "env": args.stack_env,
     }
     stop = asyncio.Event()
     try:

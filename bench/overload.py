@@ -81,6 +81,7 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
     env = {
         "LINKFLOW_WORKER_CONCURRENCY": str(args.worker_concurrency),
         "LINKFLOW_MAX_QUEUED_PER_WORKSPACE": str(settings_of_run["max_queued_per_workspace"]),
+        **args.stack_env,
     }
     layout = Layout("split", gateways=args.gateways, workers=args.workers or 1)
     stack = Stack(bench_settings(), layout, env, args.code_root)
@@ -89,6 +90,7 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
         "system": "linkflow",
         "commit": commit_of(args.code_root),
         "layout": layout.describe(),
+        "env": args.stack_env,
     }
     stop = asyncio.Event()
     try:
