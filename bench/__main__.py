@@ -10,6 +10,12 @@ recorded). One JSON line per shape and system (medians of `--runs` runs) and one
 the ratio to DBOS go to stdout; progress goes to stderr. `--gateway-only` measures
 `POST …/executions` alone on one gateway process. Everything runs on a database and Redis prefix
 of its own, removed at the end (also on Ctrl-C).
+
+Opt-in, by name in `--shapes`: the fault shapes of issue 12, each on a stack of its own in the
+`split` layout and printing one JSON line — `overload` (`bench.overload`: a slow target offered
+10× what the workers can do), `noisy` (`bench.noisy`: one workspace's flood against another's
+latency) and `chaos` (`bench.chaos`: kills, a Redis restart and a PostgreSQL cut; the exit status
+is 1 when one of its checks fails). `--code-root` runs another checkout's code with this harness.
 """
 
 from __future__ import annotations
