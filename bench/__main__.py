@@ -10,6 +10,12 @@ recorded). One JSON line per shape and system (medians of `--runs` runs) and one
 the ratio to DBOS go to stdout; progress goes to stderr. `--gateway-only` measures
 `POST …/executions` alone on one gateway process. Everything runs on a database and Redis prefix
 of its own, removed at the end (also on Ctrl-C).
+
+Opt-in, by name in `--shapes`: the fault shapes of issue 12, each on a stack of its own in the
+`split` layout and printing one JSON line — `overload` (`bench.overload`: a slow target offered
+10× what the workers can do), `noisy` (`bench.noisy`: one workspace's flood against another's
+latency) and `chaos` (`bench.chaos`: kills, a Redis restart and a PostgreSQL cut; the exit status
+is 1 when one of its checks fails). `--code-root` runs another checkout's code with this harness.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ import asyncio
 import importlib.util
 import os
 import signal
+import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench import report
+from bench import chaos, noisy, overload, report
+from bench.api import create_workflow, sign_up
 from bench.load import (
     ProjectionLag,
     Starter,
@@ -37,11 +47,20 @@ from bench.load import (
     pct,
     request_loop,
 )
-from bench.procs import Child, ProcessProbe, free_port, progress, python_module
+from bench.procs import REPO, Child, ProcessProbe, free_port, progress, python_module
 from bench.records import DbosRecords, LinkFlowRecords, Records
 from bench.shapes import SHAPES, definition
 from bench.stack import Layout, Stack, bench_settings
 from infra.schema import create_database, drop_database
+
+FAULT_SHAPES = ("overload", "noisy", "chaos")
+NOISY_SHAPES = noisy.SHAPES
+FaultRunner = Callable[[argparse.Namespace, aiohttp.ClientSession, str], Awaitable[dict[str, Any]]]
+FAULT_RUNNERS: dict[str, FaultRunner] = {
+    "overload": overload.run,
+    "noisy": noisy.run,
+    "chaos": chaos.run,
+}
 
 
 def warmup_of(args: argparse.Namespace) -> float:
@@ -53,6 +72,7 @@ async def one_run(
     starter: Starter,
     records: Records,
     lag_records: LinkFlowRecords | None,
+    probe: ProcessProbe | None = None,
 ) -> dict[str, Any]:
     """One closed-loop run, then one open-loop run at half its rate."""
     warmup = warmup_of(args)
@@ -67,6 +87,8 @@ async def one_run(
         stop_lag.set()
         if lag_task:
             await lag_task
+    # Each process's RSS as the full load ends (the maximum over the run is `rss_mb`).
+    rss_full_load = probe.current_rss_mb() if probe else None
     left = await drain(records, args.drain_timeout)
     progress(f"  closed loop: {closed.executions_per_s}/s (starts {closed.started_per_s}/s)")
     rate = max(closed.executions_per_s / 2, 1.0)
@@ -94,6 +116,7 @@ async def one_run(
         "start_errors": dict(starter.errors),
         "left_open_after_drain": left,
         "client_late_max_ms": round(late_ms, 1),
+        "rss_mb_full_load": rss_full_load,
     }
     starter.errors.clear()
     progress(
@@ -117,39 +140,29 @@ async def bench_shape(
     runs = []
     for i in range(args.runs):
         progress(f"{system} {shape} run {i + 1}/{args.runs}")
-        runs.append(await one_run(args, starter, records, lag_records))
+        runs.append(await one_run(args, starter, records, lag_records, probe))
+    rss_max, cpu = probe.rss_mb(), probe.cpu_pct()  # over the runs, not the idle time below
+    if args.rss_idle > 0:
+        # Steady state after the load: each process hands free heap pages back (malloc_trim
+        # every 10 s), so the RSS should fall back from its peak.
+        progress(f"  RSS again in {args.rss_idle:.0f}s")
+        await asyncio.sleep(args.rss_idle)
+    rss_idle = probe.current_rss_mb() if args.rss_idle > 0 else None
     settings = {
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "warmup_s": warmup_of(args),
         "max_backlog": args.max_backlog,
     }
-    line = report.summary(shape, system, layout, runs, probe.rss_mb(), probe.cpu_pct(), settings)
+    line = report.summary(shape, system, layout, runs, rss_max, cpu, settings)
+    full = [run["rss_mb_full_load"] for run in runs if run.get("rss_mb_full_load")]
+    line["rss_mb_full_load"] = (
+        {n: max(f.get(n, 0) for f in full) for n in full[0]} if full else None
+    )
+    line["rss_mb_idle"] = rss_idle
+    line["rss_idle_s"] = args.rss_idle
     report.emit(line)
     return line
-
-
-async def sign_up(session: aiohttp.ClientSession, api: str) -> tuple[str, dict[str, str]]:
-    """A fresh user and workspace: (workspace id, Authorization header)."""
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    user = {"email": email, "password": "benchmark!", "name": "Bench"}
-    async with session.post(f"{api}/auth/register", json=user) as resp:
-        body = await resp.json()
-        assert resp.status == 201, body
-        workspace = body["workspace"]["id"]
-    login = {"email": email, "password": "benchmark!"}
-    async with session.post(f"{api}/auth/login", json=login) as resp:
-        token = (await resp.json())["access_token"]
-    return workspace, {"Authorization": f"Bearer {token}"}
-
-
-async def create_workflow(
-    session: aiohttp.ClientSession, api: str, ws: str, headers: dict[str, str], body: Any
-) -> str:
-    async with session.post(f"{api}/workspaces/{ws}/workflows", json=body, headers=headers) as r:
-        answer = await r.json()
-        assert r.status == 201, answer
-        return str(answer["id"])
 
 
 def layout_of(args: argparse.Namespace) -> Layout:
@@ -163,7 +176,7 @@ def layout_of(args: argparse.Namespace) -> Layout:
 async def bench_linkflow(
     args: argparse.Namespace, session: aiohttp.ClientSession, target: Child, target_url: str
 ) -> dict[str, dict[str, Any]]:
-    stack = Stack(bench_settings(), layout_of(args))
+    stack = Stack(bench_settings(), layout_of(args), args.stack_env, args.code_root)
     lines: dict[str, dict[str, Any]] = {}
     stop_probe = asyncio.Event()
     try:
@@ -279,7 +292,9 @@ async def bench_dbos(
     return lines
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(args: argparse.Namespace) -> int:
+    """Every shape asked for; the exit status (1 when a check of the `chaos` shape failed)."""
+    status = 0
     port = free_port()
     target = Child(
         "target",
@@ -294,18 +309,29 @@ async def bench(args: argparse.Namespace) -> None:
         try:
             target.start()
             await target.wait_ready(session)
-            ours = await bench_linkflow(args, session, target, target_url)
-            if args.peer == "dbos" and not args.gateway_only:
-                theirs = await bench_dbos(args, session, target, target_url)
-                for shape in args.shapes:
-                    report.emit(report.ratio(shape, ours[shape], theirs[shape]))
+            if args.shapes:
+                ours = await bench_linkflow(args, session, target, target_url)
+                if args.peer == "dbos" and not args.gateway_only:
+                    theirs = await bench_dbos(args, session, target, target_url)
+                    for shape in args.shapes:
+                        report.emit(report.ratio(shape, ours[shape], theirs[shape]))
+            for fault in args.faults:
+                line = await FAULT_RUNNERS[fault](args, session, target_url)
+                report.emit(line)
+                if line.get("checks_passed") is False:
+                    status = 1
         finally:
             target.stop()
+    return status
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
+    parser.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help=f"comma-separated shapes: {', '.join(SHAPES)}; opt-in: {', '.join(FAULT_SHAPES)}",
+    )
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 60)")
     parser.add_argument("--runs", type=int, help="runs per shape and system (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke: duration 5, runs 1")
@@ -319,11 +345,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="worker processes (split: 1; all: extra 0)")
     parser.add_argument("--gateway-only", action="store_true", help="POST …/executions alone")
     parser.add_argument("--gateway-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--rss-idle",
+        type=float,
+        help="seconds after a shape's load ends to read each process's RSS again"
+        " (default 30; --quick: 0, not read)",
+    )
+    parser.add_argument(
+        "--code-root",
+        type=Path,
+        default=REPO,
+        help="the LinkFlow checkout whose code the stack runs (default: this one)",
+    )
+    parser.add_argument("--logs", type=Path, help="keep the fault shapes' process logs here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="LINKFLOW_NAME=VALUE",
+        help="a setting for every LinkFlow process of the run (repeatable; for experiments)",
+    )
+    faults = parser.add_argument_group("fault shapes (overload, noisy, chaos)")
+    faults.add_argument("--slow-s", type=float, default=1.0, help="overload: target seconds")
+    faults.add_argument("--worker-concurrency", type=int, default=64, help="overload: per worker")
+    faults.add_argument("--overload-factor", type=float, default=10.0, help="× capacity offered")
+    faults.add_argument("--overload-rate", type=float, help="starts/s offered (overrides factor)")
+    faults.add_argument("--overload-seconds", type=float, default=30.0, help="offered for")
+    faults.add_argument(
+        "--max-queued", type=int, help="overload: open executions cap (default capacity × 30 s)"
+    )
+    faults.add_argument("--watch-after-close", type=float, default=10.0, help="late-call watch")
+    faults.add_argument("--noisy-flood", type=int, default=20_000, help="workspace A's starts")
+    faults.add_argument("--noisy-concurrency", type=int, default=64, help="A's closed-loop clients")
+    faults.add_argument("--noisy-executions", type=int, default=200, help="workspace B's")
+    faults.add_argument("--noisy-rate", type=float, default=10.0, help="B's starts per second")
+    faults.add_argument("--noisy-shape", choices=NOISY_SHAPES, default="http-3")
+    faults.add_argument(
+        "--noisy-backlog", type=int, default=2000, help="A's open executions before B starts"
+    )
+    faults.add_argument("--chaos-executions", type=int, default=10_000)
+    faults.add_argument("--chaos-rate", type=float, default=100.0, help="starts per second")
+    faults.add_argument("--chaos-kill-every", type=float, default=5.0, help="seconds")
+    faults.add_argument("--chaos-pg-cut", type=float, default=10.0, help="seconds")
+    faults.add_argument("--chaos-claim-idle-ms", type=int, help="LINKFLOW_TASK_CLAIM_IDLE_MS")
+    faults.add_argument("--seed", type=int, help="chaos: the kill sequence's random seed")
     args = parser.parse_args(argv)
-    args.shapes = [s for s in args.shapes.split(",") if s]
-    unknown = set(args.shapes) - set(SHAPES)
+    requested = [s for s in args.shapes.split(",") if s]
+    unknown = set(requested) - set(SHAPES) - set(FAULT_SHAPES)
     if unknown:
-        parser.error(f"unknown shapes {sorted(unknown)}; known: {', '.join(SHAPES)}")
+        known = ", ".join(SHAPES + FAULT_SHAPES)
+        parser.error(f"unknown shapes {sorted(unknown)}; known: {known}")
+    args.shapes = [s for s in requested if s in SHAPES]
+    args.faults = [s for s in requested if s in FAULT_SHAPES]
+    if args.rss_idle is None:
+        args.rss_idle = 0.0 if args.quick else 30.0
+    args.code_root = args.code_root.resolve()
+    args.stack_env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("LINKFLOW_"):
+            parser.error(f"--env takes LINKFLOW_NAME=VALUE, not {item!r}")
+        args.stack_env[name] = value
     if args.duration is None:
         args.duration = 5.0 if args.quick else 60.0
     if args.runs is None:
@@ -346,11 +428,13 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    status = 1
     try:
-        asyncio.run(bench(args))
+        status = asyncio.run(bench(args))
     except KeyboardInterrupt:
         progress("interrupted: cleaned up")
     progress(f"done in {time.monotonic() - started:.0f}s")
+    sys.exit(status)
 
 
 if __name__ == "__main__":

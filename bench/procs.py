@@ -55,11 +55,18 @@ class Child:
     ready_url: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] = field(default_factory=lambda: tempfile.TemporaryFile())
+    cwd: Path = REPO  # `python -m` imports the code of this checkout (`--code-root`)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            list(self.argv), env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
+            list(self.argv), env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT
         )
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9) and reap it: it leaves whatever it held as a crash leaves it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     @property
     def pid(self) -> int:
@@ -153,6 +160,11 @@ class ProcessProbe:
 
     def rss_mb(self) -> dict[str, float]:
         return {name: round(kb / 1024, 1) for name, kb in sorted(self.max_kb.items())}
+
+    def current_rss_mb(self) -> dict[str, float]:
+        """VmRSS of each process now (MB), not the maximum."""
+        now = {name: rss_kb(pid) for name, pid in sorted(self.pids.items())}
+        return {name: round(kb / 1024, 1) for name, kb in now.items() if kb is not None}
 
     def cpu_pct(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self.since, 1e-6)

@@ -5,14 +5,17 @@ extra workers) or `split` (one process per role, N gateways on distinct ports, M
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.procs import Child, free_port, progress, python_module
+from bench.procs import REPO, Child, free_port, progress, python_module
 from gateways.cli import ROLE_CHOICES
 from gateways.roles import ROLES
 from infra.schema import drop_database, migrate
@@ -55,19 +58,34 @@ def bench_settings() -> Settings:
 
 
 class Stack:
-    """The processes of one layout; `gateways` are the base URLs the client spreads over."""
+    """The processes of one layout; `gateways` are the base URLs the client spreads over,
+    `ops[name]` the base URL of each process's `/health`, `/ready` and `/metrics`.
 
-    def __init__(self, settings: Settings, layout: Layout) -> None:
+    `env` adds `LINKFLOW_*` settings for every process (it wins over `settings`: the `chaos`
+    shape points the processes at its PostgreSQL proxy while the harness reads PostgreSQL
+    directly); `code_root` is the checkout whose code the processes run (default: this one)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        layout: Layout,
+        env: dict[str, str] | None = None,
+        code_root: Path = REPO,
+    ) -> None:
         self.settings = settings
         self.layout = layout
+        self.code_root = code_root
         self.children: list[Child] = []
         self.gateways: list[str] = []
+        self.ops: dict[str, str] = {}
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("LINKFLOW_")}
         base_env.update(
             settings.process_env(),
             LINKFLOW_ALLOW_PRIVATE_NETWORK="1",
             LINKFLOW_LOG_LEVEL="WARNING",
         )
+        base_env.update(env or {})
+        self.env = base_env
         for name, role in layout.processes():
             port = free_port()
             env = dict(base_env)
@@ -76,11 +94,24 @@ class Stack:
                 self.gateways.append(f"http://127.0.0.1:{port}")
             else:
                 env["LINKFLOW_METRICS_PORT"] = str(port)
+            self.ops[name] = f"http://127.0.0.1:{port}"
             argv = python_module("gateways.cli", "run", role)
-            self.children.append(Child(name, argv, env, f"http://127.0.0.1:{port}/ready"))
+            child = Child(name, argv, env, f"http://127.0.0.1:{port}/ready", cwd=code_root)
+            self.children.append(child)
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        migrate(self.settings)
+        if self.code_root == REPO:
+            migrate(self.settings)
+        else:  # that checkout's schema
+            argv = python_module("gateways.cli", "migrate")
+            done = await asyncio.create_subprocess_exec(  # its output is progress: stderr
+                *argv, env=self.env, cwd=self.code_root, stdout=sys.stderr
+            )
+            if await done.wait() != 0:
+                raise RuntimeError(f"migrate failed in {self.code_root}")
         for child in self.children:
             child.start()
         for child in self.children:
@@ -100,6 +131,13 @@ class Stack:
             child.stop()
             errors += [f"{child.name}: {line[:300]}" for line in child.error_lines()]
         return errors
+
+    def save_logs(self, directory: Path) -> None:
+        """Write each process's output to `directory`/<name>.log (`--logs`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            child.log.seek(0)
+            (directory / f"{child.name}.log").write_bytes(child.log.read())
 
     async def forget(self) -> None:
         """Drop the database and delete the Redis keys under this run's prefix."""
