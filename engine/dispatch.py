@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from domain.execution import Execution
 from engine.tasks import TaskMessage, task_for, task_id
@@ -127,12 +127,20 @@ class Dispatcher:
         await self.ensure_queues(tasks)
         if backlog is None:
             backlog = self.settings.dispatch_backlog
-        try:
-            replies = await self._claim_and_add(tasks, backlog)
-        except NoScriptError:
+        replies = await self._claim_and_add(tasks, backlog)
+        if any(isinstance(r, NoScriptError) for r in replies):
             # Redis lost its script cache (restart, SCRIPT FLUSH): no EVALSHA ran; load, again.
             await self.redis.script_load(_CLAIM_AND_ADD)
             replies = await self._claim_and_add(tasks, backlog)
+        if any(isinstance(r, ResponseError) and "NOGROUP" in str(r) for r in replies):
+            # Redis lost the workers' group (restart, flush) since this process created it:
+            # the script stopped at XPENDING, before sending. Create it again, then send.
+            self.queues_ready.clear()
+            await self.ensure_queues(tasks)
+            replies = await self._claim_and_add(tasks, backlog)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         for task, (_, outcome) in zip(tasks, replies, strict=True):
             if outcome == 1:
                 metrics.TASKS_DISPATCHED.labels(task.queue).inc()
@@ -181,7 +189,7 @@ class Dispatcher:
                     backlog,
                     WORKER_GROUP,
                 )
-            return await pipe.execute()  # type: ignore[no-any-return]
+            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
     async def after_save(self, events: Sequence[Any]) -> None:
         """The fast path: dispatch the tasks a durable command just scheduled. The saves a group

@@ -32,13 +32,15 @@ from engine.timers import Timers
 from engine.worker import Worker
 from gateways.bootstrap import Container, bootstrap
 from gateways.http.app import make_app
+from gateways.http.context import respond
+from gateways.http.errors import error_response
 from gateways.http.ops import add_ops_routes
 from infra.consumer import EventConsumer
 from infra.leader import LeadershipLost, hold_leadership
 from infra.logging import get_logger, log_event
 from infra.loop_lag import watch_loop
 from infra.memory import trim_loop
-from infra.outages import OUTAGES, REDIS, install_log_filter
+from infra.outages import OUTAGES, POSTGRES, REDIS, install_log_filter
 from infra.relay import Relay
 from infra.settings import DEV_JWT_SECRET, Settings
 from infra.streams import Epoch, events_stream
@@ -285,7 +287,9 @@ async def run(role: str, settings: Settings) -> None:
             level=logging.WARNING,
             hint="set LINKFLOW_JWT_SECRET before sharing this deployment",
         )
-    container = await bootstrap(settings)
+    container = await _bootstrap_when_reachable(settings, roles, stop)
+    if container is None:
+        return  # stopped before PostgreSQL answered
     runners = RUNNERS | {"gateway": functools.partial(run_gateway, roles=roles)}
     tasks = [
         asyncio.create_task(_supervised(name, runners[name], container, stop)) for name in roles
@@ -302,6 +306,63 @@ async def run(role: str, settings: Settings) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await container.close()
     log_event(log, "stopped", roles=roles)
+
+
+async def _bootstrap_when_reachable(
+    settings: Settings, roles: Sequence[str], stop: asyncio.Event
+) -> Container | None:
+    """`bootstrap`, again every RESTART_S while PostgreSQL is away (the event store needs it to
+    start), serving meanwhile on the process's port: `/health` 200, anything else 503
+    `unavailable` with Retry-After, so clients see the outage, not a refused connection.
+    None if stopped first."""
+    try:
+        return await bootstrap(settings)
+    except Exception as exc:
+        if OUTAGES.report(exc, where="start") is None:
+            raise
+    port = (
+        settings.http_port
+        if "gateway" in roles
+        else (settings.metrics_port or METRICS_PORTS[roles[0]])
+    )
+    standing_in = asyncio.Event()
+    stand_in = asyncio.create_task(_serve(_starting_app(), settings.http_host, port, standing_in))
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=RESTART_S)
+            if stop.is_set():
+                return None
+            try:
+                container = await bootstrap(settings)
+            except Exception as exc:
+                if OUTAGES.report(exc, where="start") is None:
+                    raise
+                continue
+            OUTAGES.ok(POSTGRES)
+            return container
+        return None
+    finally:
+        standing_in.set()
+        await stand_in
+
+
+def _starting_app() -> web.Application:
+    """What a process answers while it waits for PostgreSQL to start."""
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/health":
+            return respond({"status": "starting", "waiting_for": [POSTGRES]})
+        return error_response(
+            503,
+            "unavailable",
+            "starting: waiting for PostgreSQL",
+            headers={"Retry-After": "2"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    return app
 
 
 async def _supervised(

@@ -65,7 +65,9 @@ async def open_pool(settings: Settings, min_size: int = 1, max_size: int = 8) ->
         # would leave the pool waiting out a long back-off after PostgreSQL is back.
         reconnect_timeout=settings.pg_wait_s,
     )
-    await pool.open(wait=True, timeout=30)
+    # Not waiting for the first connections: a process started while PostgreSQL is away
+    # serves (503 `unavailable` for what needs it) and connects once it is back.
+    await pool.open(wait=False)
     return pool
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import psycopg
 import pytest
-from api import Api
+from api import Api, signed_up
 from e2e.test_faults import finish_and_compare, start_batch
 from examples import load_example
 from faultproxy import FaultProxy
@@ -466,3 +467,41 @@ async def test_redis_outage(redis_outage_stack: Any, redis_proxy: FaultProxy) ->
             }
         ),
     )
+
+
+async def test_a_process_started_while_postgres_is_away_answers_and_comes_up_on_its_own(
+    fresh_settings: Settings, pg_proxy: FaultProxy
+) -> None:
+    """A gateway (re)started during an outage exited (the event store needs PostgreSQL to
+    start), so its clients met refused connections. Now it answers at once — /health 200, the
+    rest 503 `unavailable` with Retry-After — and serves as usual once PostgreSQL is back."""
+    pg_proxy.cut()
+    port = free_port()
+    reach = fresh_settings.model_copy(update={"pg_port": pg_proxy.port})
+    gateway = Process(
+        "gateway",
+        stack_env(reach, LINKFLOW_HTTP_PORT=str(port)),
+        f"http://127.0.0.1:{port}/health",
+    )
+    gateway.start()  # waits for /health to answer 200
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/api/v1/auth/login", json={}) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["error"]["code"] == "unavailable"
+                assert int(resp.headers["Retry-After"]) >= 1
+            pg_proxy.restore()
+
+            async def ready() -> bool:
+                try:
+                    async with session.get(f"{base}/ready") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False  # between the stand-in and the gateway
+
+            await eventually(ready, timeout=20)
+        async with signed_up(base) as api:
+            assert api.workspace
+    finally:
+        assert gateway.stop(signal.SIGTERM) == 0, gateway.output()[-3000:]

@@ -198,3 +198,19 @@ async def test_the_fast_path_stops_at_the_backlog_and_while_matching_holds_tasks
         # Matching's feed sends whatever it measured room for (backlog 0: no check).
         assert (await dispatcher.dispatch(tasks[4:], backlog=0))[0] is not None
         assert len(await _stream_task_ids(c)) == 5
+
+
+async def test_the_fast_path_creates_the_workers_group_again_after_redis_lost_it(
+    fresh_settings: Settings,
+) -> None:
+    """After a Redis restart the group this process created is gone: the send recreates it
+    (it logged a NOGROUP traceback per send until matching did)."""
+    async with roles(fresh_settings) as r:
+        c = r.container
+        dispatcher = Dispatcher(c.redis, c.settings)
+        assert (await dispatcher.dispatch([_task(1)]))[0] is not None
+        await c.redis.flushall()  # as a restart of a Redis that keeps nothing on disk
+        assert (await dispatcher.dispatch([_task(2)]))[0] is not None
+        assert len(await _stream_task_ids(c)) == 1
+        groups = await c.redis.xinfo_groups(task_stream(c.settings, "default"))
+        assert [g["name"] for g in groups] in ([b"workers"], ["workers"])
