@@ -12,6 +12,7 @@ Everything outside `domain/` may import this module.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -21,6 +22,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.outages import OUTAGES, POSTGRES
 from infra.settings import Settings
+
+# A connection handed out this recently is handed out again unchecked (HikariCP's "alive
+# bypass window", 500 ms by default): under load every checkout would otherwise cost a round
+# trip. One that has sat in the pool longer — the ones a restart leaves behind — is checked.
+CHECK_BYPASS_S = 0.5
 
 # Every connection LinkFlow opens uses `row_factory=dict_row`: rows are dicts keyed by column.
 DictConnection: TypeAlias = AsyncConnection[DictRow]
@@ -34,6 +40,8 @@ def _checker(wait_s: float) -> Callable[[DictConnection], Awaitable[None]]:
     discarded too, instead of holding the checkout until TCP gives up."""
 
     async def check(conn: DictConnection) -> None:
+        if _recently_handed_out(conn):
+            return
         ping = asyncio.ensure_future(AsyncConnectionPool.check_connection(conn))
         done, _ = await asyncio.wait({ping}, timeout=wait_s)
         if not done:
@@ -83,10 +91,20 @@ def bound_sync_pool(pool: Any, settings: Settings) -> None:
     if check is not None:
 
         def checked(conn: Any) -> None:
+            if _recently_handed_out(conn):
+                return
             check(conn)
             OUTAGES.ok(POSTGRES)
 
         pool._check = checked
+
+
+def _recently_handed_out(conn: Any) -> bool:
+    """Whether the pool handed `conn` out within CHECK_BYPASS_S; notes that it does now."""
+    now = time.monotonic()
+    recent = now - getattr(conn, "_linkflow_handed_out", float("-inf")) < CHECK_BYPASS_S
+    conn._linkflow_handed_out = now
+    return recent
 
 
 async def connect(settings: Settings, autocommit: bool = True, **kwargs: Any) -> DictConnection:
