@@ -17,11 +17,13 @@ sent twice, the at-least-once delivery the worker and the Execution already tole
 result is ignored).
 
 Back-pressure: the fast path sends a task only while the queue's stream holds fewer than
-LINKFLOW_DISPATCH_BACKLOG entries no worker has read, and matching holds no task of that queue
-back (its key `held:<queue>`). Otherwise the task is not sent: matching records it without an
-entry id and feeds such tasks to the stream as workers read it, round-robin across workspaces
-(`engine.held_tasks`). So a queue never floods the workers beyond what they start soon, and one
-workspace's flood does not stand in front of another's tasks.
+LINKFLOW_DISPATCH_BACKLOG entries no worker has read, and matching holds no task of that
+workspace on that queue back (its key `held:<queue>:<workspace>`). Otherwise the task is not
+sent: matching records it without an entry id and feeds such tasks to the stream as workers
+read it, round-robin across workspaces (`engine.held_tasks`), filling the stream to half the
+backlog only, so that a workspace with nothing held still finds room on the fast path. So a
+queue never floods the workers beyond what they start soon, and one workspace's flood neither
+stands in front of another's tasks nor sends them the long way round.
 
 Imported by `engine.matching` and `gateways.bootstrap`.
 """
@@ -46,7 +48,7 @@ from infra.streams import WORKER_GROUP, ensure_group, task_stream
 log = get_logger(__name__)
 
 CLAIM_TTL_S = 600
-HELD_TTL_S = 5  # the `held:<queue>` key outlives a matching that died by this much
+HELD_TTL_S = 5  # a `held:…` key outlives a matching that died by this much
 # KEYS: claim, stream, held; ARGV: task, claim TTL, backlog (0: send whatever is queued), group.
 # Answers {entry id, 1} sent now, {entry id, 0} sent before, {"", 2} not sent (back-pressure).
 _CLAIM_AND_ADD = """
@@ -153,22 +155,31 @@ class Dispatcher:
         return [_text(claim) if claim is not None else None for claim in claims]
 
     async def room(self, queue: str) -> int:
-        """How many more entries the queue's stream may take before the backlog is full."""
+        """How many more entries matching's feed may put in the queue's stream: up to half the
+        backlog unread (the rest is the fast path's headroom)."""
         stream = task_stream(self.settings, queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(stream)
             pipe.xpending(stream, WORKER_GROUP)
             length, pending = await pipe.execute()
-        return int(self.settings.dispatch_backlog - (length - pending["pending"]))
+        level = max(self.settings.dispatch_backlog // 2, 1)
+        return int(level - (length - pending["pending"]))
 
-    async def hold(self, queue: str, holding: bool) -> None:
-        """Tell the fast path whether matching holds tasks of `queue` back (then it sends none
-        of that queue, so that held tasks go first and in turn)."""
-        key = self.settings.key(f"held:{queue}")
-        if holding:
-            await self.redis.set(key, 1, ex=HELD_TTL_S)
-        else:
-            await self.redis.delete(key)
+    async def hold(self, queue: str, workspaces: dict[str, bool]) -> None:
+        """Tell the fast path which workspaces matching holds tasks of `queue` back for (it then
+        sends none of theirs on that queue, so that their held tasks go first and in turn) and
+        which no longer."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for workspace, holding in workspaces.items():
+                key = self._held_key(queue, workspace)
+                if holding:
+                    pipe.set(key, 1, ex=HELD_TTL_S)
+                else:
+                    pipe.delete(key)
+            await pipe.execute()
+
+    def _held_key(self, queue: str, workspace: str) -> str:
+        return self.settings.key(f"held:{queue}:{workspace}")
 
     def _claim_key(self, task: TaskMessage) -> str:
         return self.settings.key(f"dispatched:{task.task_id}")
@@ -183,7 +194,7 @@ class Dispatcher:
                     3,
                     self._claim_key(task),
                     task_stream(self.settings, task.queue),
-                    self.settings.key(f"held:{task.queue}"),
+                    self._held_key(task.queue, task.workspace_id),
                     task.model_dump_json(),
                     CLAIM_TTL_S,
                     backlog,

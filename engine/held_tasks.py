@@ -88,6 +88,11 @@ class HeldTasks:
     def queues(self) -> list[str]:
         return list(self._queues)
 
+    def workspaces(self, queue: str) -> set[str]:
+        """The workspaces with tasks held on `queue`."""
+        held = self._queues.get(queue)
+        return set(held.by_workspace) if held is not None else set()
+
     def count(self, queue: str) -> int:
         held = self._queues.get(queue)
         return len(held) if held is not None else 0

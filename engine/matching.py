@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +42,8 @@ from infra.settings import Settings
 from infra.streams import control_channel, task_stream
 
 log = get_logger(__name__)
+
+HOLD_REFRESH_S = 1.0  # the `held:…` keys live HELD_TTL_S (5 s): refreshed well before
 
 _SCHEDULED = get_topic(Execution.NodeScheduled)
 
@@ -65,7 +68,10 @@ class Matching(EventConsumer):
         # node, every execution of a pure workflow) are then neither decoded nor applied.
         self.outstanding: dict[UUID, set[str]] = {}
         self.held = HeldTasks()
-        self.holding: set[str] = set()  # queues whose `held:<queue>` key is set
+        # The `held:<queue>:<workspace>` keys set (engine.dispatch), and when they were last
+        # set (they expire unless refreshed: a matching that died lets the fast path go).
+        self.holding: dict[str, set[str]] = {}
+        self.holds_refreshed = 0.0
         self.fed = asyncio.Event()  # set when there are held tasks to feed
         self._changes: tuple[
             list[TaskMessage], list[TaskMessage], list[tuple[UUID, str]], list[UUID]
@@ -178,10 +184,10 @@ class Matching(EventConsumer):
 
     async def feed_loop(self, stop: asyncio.Event) -> None:
         """Send held tasks as the streams' backlogs have room (every `feed_interval_s` while
-        any is held), and keep the fast path off queues with held tasks."""
+        any is held), and keep the fast path off the workspaces with held tasks."""
         while not stop.is_set():
             if not self.held:
-                await self._release_queues()
+                await self._sync_holds()
                 self.reader.linger_ms = self.linger_ms
                 self.fed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -196,10 +202,8 @@ class Matching(EventConsumer):
         """One round: for each queue with held tasks, send as many as its backlog has room
         for, one workspace at a time; returns how many were sent."""
         sent = 0
+        await self._sync_holds()
         for queue in self.held.queues():
-            if queue not in self.holding:
-                await self.dispatcher.hold(queue, True)
-                self.holding.add(queue)
             await self.dispatcher.ensure_queue(queue)
             room = await self.dispatcher.room(queue)
             tasks = self.held.take(queue, room) if room > 0 else []
@@ -213,7 +217,7 @@ class Matching(EventConsumer):
                 raise
             await self._record_sent(tasks, entry_ids)
             sent += len(tasks)
-        await self._release_queues()
+        await self._sync_holds()
         return sent
 
     async def _record_sent(self, tasks: list[TaskMessage], entry_ids: list[Any]) -> None:
@@ -227,15 +231,25 @@ class Matching(EventConsumer):
                 )
             await conn.commit()
 
-    async def _release_queues(self) -> None:
-        """Let the fast path send to queues that have no held task any more."""
-        for queue in list(self.holding):
-            if self.held.count(queue) == 0:
-                await self.dispatcher.hold(queue, False)
-                self.holding.discard(queue)
-                metrics.TASKS_HELD.labels(queue).set(0)
+    async def _sync_holds(self) -> None:
+        """Keep the fast path off exactly the workspaces with tasks held (on each queue): set
+        the keys of new ones, delete those of workspaces with nothing held any more, and
+        refresh the others' expiry once a second."""
+        refresh = time.monotonic() - self.holds_refreshed >= HOLD_REFRESH_S
+        for queue in set(self.holding) | set(self.held.queues()):
+            now_held = self.held.workspaces(queue)
+            was_held = self.holding.get(queue, set())
+            changes = {ws: True for ws in (now_held if refresh else now_held - was_held)}
+            changes.update({ws: False for ws in was_held - now_held})
+            if changes:
+                await self.dispatcher.hold(queue, changes)
+            if now_held:
+                self.holding[queue] = now_held
             else:
-                await self.dispatcher.hold(queue, True)  # refreshes its expiry
+                self.holding.pop(queue, None)
+                metrics.TASKS_HELD.labels(queue).set(0)
+        if refresh:
+            self.holds_refreshed = time.monotonic()
 
     async def publish(self, tasks: list[TaskMessage]) -> list[str]:
         """XADD the tasks again, claimed or not (republishing lost ones); their entry ids."""

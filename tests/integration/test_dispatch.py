@@ -172,32 +172,35 @@ async def test_claimed_tells_which_tasks_someone_sent(fresh_settings: Settings) 
         assert await _stream_task_ids(c) == [sent.task_id]
 
 
-async def test_the_fast_path_stops_at_the_backlog_and_while_matching_holds_tasks(
+async def test_the_fast_path_stops_at_the_backlog_and_for_workspaces_matching_holds(
     fresh_settings: Settings,
 ) -> None:
     """Issue 12, defect 1: every task went into the stream at once (61.5k entries in the issue's
     run, far more than workers could start): now the fast path leaves a task unsent when the
-    stream holds LINKFLOW_DISPATCH_BACKLOG unread entries, or matching holds tasks of the queue
-    back; matching then feeds them (test_matching)."""
-    settings = fresh_settings.model_copy(update={"dispatch_backlog": 3})
+    stream holds LINKFLOW_DISPATCH_BACKLOG unread entries, or matching holds tasks of its
+    workspace back; matching then feeds them (test_matching), to half the backlog."""
+    settings = fresh_settings.model_copy(update={"dispatch_backlog": 4})
     async with roles(settings) as r:
         c = r.container
         dispatcher = Dispatcher(c.redis, settings)
-        tasks = [_task(n) for n in range(5)]
-        entries = await dispatcher.dispatch(tasks)
-        assert [e is not None for e in entries] == [True, True, True, False, False]
-        assert await dispatcher.room("default") == 0
-        # A worker reads two of them: room for two more (read entries no longer count).
-        await c.redis.xreadgroup("workers", "w1", {task_stream(settings, "default"): ">"}, 2)
-        assert await dispatcher.room("default") == 2
-        # While matching holds tasks of the queue, the fast path sends none.
-        await dispatcher.hold("default", True)
-        assert await dispatcher.dispatch(tasks[3:4]) == [None]
-        await dispatcher.hold("default", False)
-        assert (await dispatcher.dispatch(tasks[3:4]))[0] is not None
+        tasks = [_task(n) for n in range(6)]
+        entries = await dispatcher.dispatch(tasks[:5])
+        assert [e is not None for e in entries] == [True, True, True, True, False]
+        assert await dispatcher.room("default") == -2  # the feed fills to 2 (half) only
+        # A worker reads three of them: the feed may add one, the fast path three.
+        await c.redis.xreadgroup("workers", "w1", {task_stream(settings, "default"): ">"}, 3)
+        assert await dispatcher.room("default") == 1
+        # While matching holds tasks of a workspace, the fast path sends none of its tasks…
+        await dispatcher.hold("default", {"ws": True})
+        assert await dispatcher.dispatch(tasks[4:5]) == [None]
+        # … but another workspace's go straight to the stream.
+        other = tasks[5].model_copy(update={"workspace_id": "other"})
+        assert (await dispatcher.dispatch([other]))[0] is not None
+        await dispatcher.hold("default", {"ws": False})
+        assert (await dispatcher.dispatch(tasks[4:5]))[0] is not None
         # Matching's feed sends whatever it measured room for (backlog 0: no check).
-        assert (await dispatcher.dispatch(tasks[4:], backlog=0))[0] is not None
-        assert len(await _stream_task_ids(c)) == 5
+        assert (await dispatcher.dispatch([_task(9)], backlog=0))[0] is not None
+        assert len(await _stream_task_ids(c)) == 7
 
 
 async def test_the_fast_path_creates_the_workers_group_again_after_redis_lost_it(
