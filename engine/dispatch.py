@@ -20,8 +20,9 @@ Back-pressure: the fast path sends a task only while the queue's stream holds fe
 LINKFLOW_DISPATCH_BACKLOG entries no worker has read, and matching holds no task of that
 workspace on that queue back (its key `held:<queue>:<workspace>`). Otherwise the task is not
 sent: matching records it without an entry id and feeds such tasks to the stream as workers
-read it, round-robin across workspaces (`engine.held_tasks`), filling the stream to half the
-backlog only, so that a workspace with nothing held still finds room on the fast path. So a
+read it, round-robin across workspaces (`engine.held_tasks`), filling the stream only to
+LINKFLOW_DISPATCH_FEED_LEVEL unread entries (at most half the backlog), so that a workspace
+with nothing held still finds room on the fast path, behind few of the flood's tasks. So a
 queue never floods the workers beyond what they start soon, and one workspace's flood neither
 stands in front of another's tasks nor sends them the long way round.
 
@@ -155,14 +156,14 @@ class Dispatcher:
         return [_text(claim) if claim is not None else None for claim in claims]
 
     async def room(self, queue: str) -> int:
-        """How many more entries matching's feed may put in the queue's stream: up to half the
-        backlog unread (the rest is the fast path's headroom)."""
+        """How many more entries matching's feed may put in the queue's stream: up to the feed
+        level unread, at most half the backlog (the rest is the fast path's headroom)."""
         stream = task_stream(self.settings, queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(stream)
             pipe.xpending(stream, WORKER_GROUP)
             length, pending = await pipe.execute()
-        level = max(self.settings.dispatch_backlog // 2, 1)
+        level = max(min(self.settings.dispatch_feed_level, self.settings.dispatch_backlog // 2), 1)
         return int(level - (length - pending["pending"]))
 
     async def hold(self, queue: str, workspaces: dict[str, bool]) -> None:

@@ -70,7 +70,10 @@ class Settings(BaseSettings):
     max_queued_per_workspace: int = 10_000
     # Entries a task stream may hold that no worker has read yet; past it the fast path leaves
     # tasks to matching, which feeds them round-robin across workspaces as workers free up.
-    dispatch_backlog: int = 64
+    dispatch_backlog: int = 256
+    # How many unread entries matching's feed of held tasks keeps in a task stream (at most half
+    # the backlog): what a workspace with nothing held waits behind while another's flood is fed.
+    dispatch_feed_level: int = 32
     # Deliveries of one task entry without a recorded result before its node fails with
     # `worker_error` (a worker that dies on it, again and again).
     task_max_deliveries: int = 5

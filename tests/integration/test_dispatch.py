@@ -178,7 +178,8 @@ async def test_the_fast_path_stops_at_the_backlog_and_for_workspaces_matching_ho
     """Issue 12, defect 1: every task went into the stream at once (61.5k entries in the issue's
     run, far more than workers could start): now the fast path leaves a task unsent when the
     stream holds LINKFLOW_DISPATCH_BACKLOG unread entries, or matching holds tasks of its
-    workspace back; matching then feeds them (test_matching), to half the backlog."""
+    workspace back; matching then feeds them (test_matching), to LINKFLOW_DISPATCH_FEED_LEVEL
+    unread entries, at most half the backlog."""
     settings = fresh_settings.model_copy(update={"dispatch_backlog": 4})
     async with roles(settings) as r:
         c = r.container
@@ -190,6 +191,9 @@ async def test_the_fast_path_stops_at_the_backlog_and_for_workspaces_matching_ho
         # A worker reads three of them: the feed may add one, the fast path three.
         await c.redis.xreadgroup("workers", "w1", {task_stream(settings, "default"): ">"}, 3)
         assert await dispatcher.room("default") == 1
+        # A lower feed level keeps fewer of a flood's tasks in front of others' fast path.
+        lower = Dispatcher(c.redis, settings.model_copy(update={"dispatch_feed_level": 1}))
+        assert await lower.room("default") == 0
         # While matching holds tasks of a workspace, the fast path sends none of its tasks…
         await dispatcher.hold("default", {"ws": True})
         assert await dispatcher.dispatch(tasks[4:5]) == [None]
