@@ -34,8 +34,8 @@ from bench.scenario import (
     QueueSampler,
     Reads,
     commit_of,
+    measure_on_stack,
     reset_calls,
-    stack_errors,
     target_calls,
 )
 from bench.shapes import PURE_3, http_recorded
@@ -103,22 +103,13 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
         "shape": args.noisy_shape,
         "env": args.stack_env,
     }
-    stop = asyncio.Event()
-    try:
-        await stack.start(session)
-        probe = ProcessProbe(stack.pids())
-        probe_task = asyncio.create_task(probe.run(stop))
-        reads = await Reads.connect(stack.settings.conninfo)
-        try:
-            line |= await _measure(args, session, target, stack, probe, reads)
-        finally:
-            stop.set()
-            await probe_task
-            await reads.close()
-    finally:
-        stack_errors(stack, args.logs / "noisy" if args.logs else None)
-        await stack.forget()
-    return line
+    logs = args.logs / "noisy" if args.logs else None
+    return line | await measure_on_stack(
+        stack,
+        session,
+        logs,
+        lambda probe, reads: _measure(args, session, target, stack, probe, reads),
+    )
 
 
 async def _b_run(

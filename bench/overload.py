@@ -36,9 +36,9 @@ from bench.scenario import (
     Reads,
     commit_of,
     health_figures,
+    measure_on_stack,
     metric_sum,
     reset_calls,
-    stack_errors,
     target_calls,
 )
 from bench.stack import Layout, Stack, bench_settings
@@ -92,22 +92,13 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
         "layout": layout.describe(),
         "env": args.stack_env,
     }
-    stop = asyncio.Event()
-    try:
-        await stack.start(session)
-        probe = ProcessProbe(stack.pids())
-        probe_task = asyncio.create_task(probe.run(stop))
-        reads = await Reads.connect(stack.settings.conninfo)
-        try:
-            line |= await _measure(args, session, target, stack, probe, reads, settings_of_run)
-        finally:
-            stop.set()
-            await probe_task
-            await reads.close()
-    finally:
-        stack_errors(stack, args.logs / "overload" if args.logs else None)
-        await stack.forget()
-    return line
+    logs = args.logs / "overload" if args.logs else None
+    return line | await measure_on_stack(
+        stack,
+        session,
+        logs,
+        lambda probe, reads: _measure(args, session, target, stack, probe, reads, settings_of_run),
+    )
 
 
 async def _measure(

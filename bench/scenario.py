@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import aiohttp
 import psycopg
 
 from bench.load import ms, pct
-from bench.procs import Child, free_port, progress, python_module
+from bench.procs import Child, ProcessProbe, free_port, progress, python_module
 from bench.stack import Stack
 from infra.streams import redis_client
 
@@ -282,3 +283,29 @@ def stack_errors(stack: Stack, logs: Path | None, limit: int = 10) -> list[str]:
         for line in errors[:limit]:
             progress(f"  {line}")
     return errors
+
+
+async def measure_on_stack(
+    stack: Stack,
+    session: aiohttp.ClientSession,
+    logs: Path | None,
+    measure: Callable[[ProcessProbe, Reads], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Start `stack`, run `measure` with a probe of its processes and a connection reading its
+    read model, then report the stack's error lines (to `logs`) and stop it, whatever
+    happened; `measure`'s figures."""
+    stop = asyncio.Event()
+    try:
+        await stack.start(session)
+        probe = ProcessProbe(stack.pids())
+        probe_task = asyncio.create_task(probe.run(stop))
+        reads = await Reads.connect(stack.settings.conninfo)
+        try:
+            return await measure(probe, reads)
+        finally:
+            stop.set()
+            await probe_task
+            await reads.close()
+    finally:
+        stack_errors(stack, logs)
+        await stack.forget()

@@ -43,6 +43,9 @@ from infra.streams import control_channel, task_stream
 
 log = get_logger(__name__)
 
+# A workspace stays held this long after its last held task went out: a flood that the feed
+# keeps up with would otherwise win the fast path back at each lull and fill the whole backlog.
+HOLD_LINGER_S = 2.0
 HOLD_REFRESH_S = 1.0  # the `held:…` keys live HELD_TTL_S (5 s): refreshed well before
 
 _SCHEDULED = get_topic(Execution.NodeScheduled)
@@ -71,6 +74,7 @@ class Matching(EventConsumer):
         # The `held:<queue>:<workspace>` keys set (engine.dispatch), and when they were last
         # set (they expire unless refreshed: a matching that died lets the fast path go).
         self.holding: dict[str, set[str]] = {}
+        self.last_held: dict[tuple[str, str], float] = {}  # (queue, workspace) -> when
         self.holds_refreshed = 0.0
         self.fed = asyncio.Event()  # set when there are held tasks to feed
         self._changes: tuple[
@@ -188,7 +192,7 @@ class Matching(EventConsumer):
         while not stop.is_set():
             if not self.held:
                 await self._sync_holds()
-                self.reader.linger_ms = self.linger_ms
+                self.reader.linger_ms = self.holding_linger_ms if self.holding else self.linger_ms
                 self.fed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.fed.wait(), timeout=1.0)
@@ -232,24 +236,35 @@ class Matching(EventConsumer):
             await conn.commit()
 
     async def _sync_holds(self) -> None:
-        """Keep the fast path off exactly the workspaces with tasks held (on each queue): set
-        the keys of new ones, delete those of workspaces with nothing held any more, and
-        refresh the others' expiry once a second."""
-        refresh = time.monotonic() - self.holds_refreshed >= HOLD_REFRESH_S
+        """Keep the fast path off the workspaces with tasks held (on each queue) and for
+        HOLD_LINGER_S after their last one went out: set the keys of new ones, delete those of
+        workspaces with nothing held for that long, and refresh the others' expiry once a
+        second."""
+        now = time.monotonic()
+        refresh = now - self.holds_refreshed >= HOLD_REFRESH_S
         for queue in set(self.holding) | set(self.held.queues()):
-            now_held = self.held.workspaces(queue)
+            for ws in self.held.workspaces(queue):
+                self.last_held[(queue, ws)] = now
             was_held = self.holding.get(queue, set())
+            now_held = {
+                ws
+                for ws in was_held | self.held.workspaces(queue)
+                if now - self.last_held.get((queue, ws), now) < HOLD_LINGER_S
+                or ws in self.held.workspaces(queue)
+            }
             changes = {ws: True for ws in (now_held if refresh else now_held - was_held)}
             changes.update({ws: False for ws in was_held - now_held})
             if changes:
                 await self.dispatcher.hold(queue, changes)
+            for ws in was_held - now_held:
+                self.last_held.pop((queue, ws), None)
             if now_held:
                 self.holding[queue] = now_held
             else:
                 self.holding.pop(queue, None)
                 metrics.TASKS_HELD.labels(queue).set(0)
         if refresh:
-            self.holds_refreshed = time.monotonic()
+            self.holds_refreshed = now
 
     async def publish(self, tasks: list[TaskMessage]) -> list[str]:
         """XADD the tasks again, claimed or not (republishing lost ones); their entry ids."""

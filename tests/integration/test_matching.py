@@ -13,6 +13,7 @@ from target import serve_target
 from test_pipeline import closed, setup_workflow, start
 
 from commands import models as m
+from engine.matching import HOLD_LINGER_S
 from gateways.bootstrap import Container
 from infra.eventlog import head_position
 from infra.settings import Settings
@@ -125,12 +126,21 @@ async def test_held_tasks_go_round_robin_across_workspaces_as_the_backlog_drains
         order = await eventually(lambda: _calls_when(base, 9), timeout=20)
         assert sorted(order) == ["a"] * 8 + ["b"]  # each task once
         assert order.index("b") <= 4, order  # B's turn came after at most two more of A's
+        # A stays held a while after its last held task went out (a flood the feed keeps up
+        # with does not win the whole backlog back at each lull), then the fast path is back.
+        held_a = settings.key(f"held:default:{ws_a}")
+        assert await c.redis.exists(held_a) == 1
+        await eventually(lambda: _gone(c, held_a), timeout=HOLD_LINGER_S + 5)
         async with c.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*) AS n FROM engine_tasks WHERE entry_id IS NULL"
             )
             assert (await cur.fetchone())["n"] == 0  # every held task was sent, and recorded
             await conn.commit()
+
+
+async def _gone(c: Container, key: str) -> bool:
+    return await c.redis.exists(key) == 0
 
 
 async def _calls_when(base: str, n: int) -> list[str] | None:
