@@ -6,6 +6,7 @@ SHELL := /bin/bash
 
 VENV := .venv
 LINT_PATHS := domain commands projections engine gateways infra tests bench
+TYPED_PATHS := domain commands projections engine gateways infra
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -36,9 +37,10 @@ test: venv services ## Run the whole test suite (extra pytest options: PYTEST_AR
 unit: venv ## Run only the unit tests (no services needed)
 	$(VENV)/bin/pytest -q tests/unit
 
-lint: venv ## ruff check + ruff format --check
+lint: venv ## ruff check + ruff format --check + mypy on the production packages
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(TYPED_PATHS)
 
 bench: venv services ## Run the benchmarks vs DBOS: python -m bench (options: BENCH_ARGS=...)
 	@$(VENV)/bin/python -c 'import dbos' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[dev,bench]'

@@ -1,7 +1,8 @@
 """The command bus: runs handlers in a thread pool (the event store is synchronous) and retries
-optimistic-concurrency conflicts and stale reads of held state (`EventStore.load`,
-`read_checked`) on fresh reads, so a concurrent writer never surfaces as a 500. Starts and node
-results whose state is held run on the event loop (`_on_loop`).
+optimistic-concurrency conflicts and stale reads of held state on fresh reads, so a concurrent
+writer never surfaces as a 500. Each run of a command gets its own `CommandContext`
+(`commands.context`), which the handler reads and saves through, and from which the bus reads
+the outcome. Starts and node results whose state is held run on the event loop (`_on_loop`).
 
 Imported by the gateways and the engine; wiring happens in `gateways.bootstrap`.
 """
@@ -17,6 +18,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from commands import lookups
+from commands.context import CommandContext
 from commands.handlers import Result
 from commands.models import (
     Command,
@@ -27,7 +30,10 @@ from commands.models import (
     StartNode,
     TimeOutNode,
 )
+from commands.principal import Principal, authorise
 from commands.registry import HANDLERS
+from domain.limits import DEFAULT_LIMITS, Limits
+from domain.roles import Action, permits
 from infra import metrics
 from infra.eventstore import EventStore
 from infra.group_commit import NO_READS
@@ -45,24 +51,29 @@ AfterSave = Callable[[list[Any]], Awaitable[None]]
 
 class CommandBus:
     def __init__(
-        self, store: EventStore, threads: int = 8, after_save: AfterSave | None = None
+        self,
+        store: EventStore,
+        threads: int = 8,
+        after_save: AfterSave | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="command")
         self.after_save = after_save
+        self.limits = limits
 
     def handle(self, cmd: Command, reads: Mapping[UUID, int] = NO_READS) -> Result:
         """Run one command synchronously, retrying on conflicts with a fresh load; its saves
-        are conditional on `reads` (versions the caller read, see `EventStore.require`)."""
+        are conditional on `reads` (versions the caller read, see `CommandContext.check`)."""
         name = type(cmd).__name__
         handler = HANDLERS[type(cmd)]
         started = time.perf_counter()
-        fresh = False  # see EventStore.load: the first run decides on what the process holds
+        fresh = False  # see CommandContext: the first run decides on what the process holds
         for attempt in range(MAX_CONFLICT_RETRIES):
+            ctx = CommandContext(self.store, self.limits, reads, fresh=fresh)
             try:
-                with self.store.capture(reads, fresh) as saved:
-                    result = handler(self.store, cmd)
-                result.saved = saved
+                result = handler(ctx, cmd)
+                result.saved = ctx.saved
             except StaleRead as stale:
                 # What was read changed since: read it again. A stale read from the caller's
                 # `reads` cannot be made fresh here, so it ends the command (the caller retries).
@@ -74,7 +85,7 @@ class CommandBus:
                 continue
             except IntegrityError:
                 metrics.COMMAND_CONFLICTS.labels(name).inc()
-                if not fresh and self.store.last_held():
+                if not fresh and ctx.held:
                     fresh = True  # what it loaded had moved on: no need to wait
                     continue
                 time.sleep(0.002 * (attempt + 1))
@@ -84,14 +95,14 @@ class CommandBus:
                     # PostgreSQL is away: deciding again on fresh reads would wait for it again.
                     metrics.COMMANDS.labels(name, "unavailable").inc()
                     raise
-                if not fresh and self.store.last_held():
+                if not fresh and ctx.held:
                     # A refusal (not found, inactive trigger, stale attempt…) decided on what
                     # this process held is decided again on fresh reads: no save checked it.
                     fresh = True
                     continue
                 metrics.COMMANDS.labels(name, "error").inc()
                 raise
-            if not saved and not fresh and self.store.last_held():
+            if not ctx.saved and not fresh and ctx.held:
                 fresh = True  # nothing saved: nothing checked what it was decided on
                 continue
             metrics.COMMANDS.labels(name, "ok").inc()
@@ -116,25 +127,62 @@ class CommandBus:
         was written); `execute` then runs it in a thread, which decides it again."""
         name = type(cmd).__name__
         started = time.perf_counter()
+        ctx = CommandContext(self.store, self.limits, reads, on_loop=True)
         try:
-            with self.store.capture(reads, on_loop=True):
-                result = HANDLERS[type(cmd)](self.store, cmd)
+            result = HANDLERS[type(cmd)](ctx, cmd)
         except Exception:
             return None
-        deferred = self.store.deferred_saves()
-        if len(deferred) != 1:  # nothing saved on held state: decide it on fresh reads
+        if len(ctx.deferred) != 1:  # nothing saved on held state: decide it on fresh reads
             return None
-        [save] = deferred
+        [save] = ctx.deferred
         try:
             result.position = await self.store.group_commit.save_async(save.events, save.reads)
         except (StaleRead, IntegrityError):
             metrics.COMMAND_CONFLICTS.labels(name).inc()
             return None
-        self.store.saved(save.aggregates)
+        self.store.keep_saved(save.aggregates)
         result.saved = save.events
         metrics.COMMANDS.labels(name, "ok").inc()
         metrics.COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
         return result
+
+    async def execute_as(
+        self,
+        caller: Principal,
+        workspace_id: UUID,
+        action: Action,
+        build: Callable[[], Awaitable[Command]],
+    ) -> Result:
+        """Run the command `await build()` as `caller` in the workspace, if their role there
+        permits `action` (`commands.principal.authorise`: NotFound, Forbidden; decided before
+        `build` runs). A user's role comes from the workspace as this process holds it, asking
+        PostgreSQL nothing, and the command's save checks that the workspace has not changed
+        since; if it has, the role is read again and the command run again (CommandConflict
+        after MAX_CONFLICT_RETRIES)."""
+        command: Command | None = None
+        for _ in range(MAX_CONFLICT_RETRIES):
+            role, reads = await self._role(caller, workspace_id, action)
+            authorise(role, action)
+            command = command or await build()
+            try:
+                return await self.execute(command, reads)
+            except StaleRead:
+                continue  # `handle` forgot the workspace: the next turn reads it again
+        raise CommandConflict(type(command).__name__)
+
+    async def _role(
+        self, caller: Principal, workspace_id: UUID, action: Action
+    ) -> tuple[str | None, dict[UUID, int]]:
+        """The caller's role in the workspace, and the read a command acting on it must check."""
+        if not caller.is_user:
+            return caller.key_role(workspace_id), {}
+        held = lookups.held_role(self.store, workspace_id, caller.id, wait=False)
+        if held is None or held.role is None or not permits(held.role, action):
+            # Not held yet, or a refusal: decided on a fresh read (no save will check it).
+            self.store.forget([workspace_id])
+            held = await self.run(lookups.held_role, workspace_id, caller.id)
+        assert held is not None  # waited for
+        return held.role, {workspace_id: held.version}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a synchronous read of the write model (see commands.lookups) off the loop."""

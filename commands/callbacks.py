@@ -12,10 +12,10 @@ from uuid import UUID
 
 from pydantic import Field
 
+from commands.context import CommandContext
 from commands.handlers import Result, _load, now
 from commands.models import Command
 from domain.execution import Execution
-from infra.eventstore import EventStore
 
 
 class RecordCallbackAttempt(Command):
@@ -30,12 +30,12 @@ class RecordCallbackAttempt(Command):
     next_attempt_at: datetime | None = None
 
 
-def record_callback_attempt(store: EventStore, cmd: RecordCallbackAttempt) -> Result:
-    execution = _load(store, Execution, cmd.execution_id, "execution")
+def record_callback_attempt(ctx: CommandContext, cmd: RecordCallbackAttempt) -> Result:
+    execution = _load(ctx, Execution, cmd.execution_id, "execution")
     accepted = execution.record_callback_attempt(
         cmd.attempt, cmd.status_code, cmd.error, cmd.next_attempt_at, now()
     )
-    position = store.save_all(execution) if accepted else 0
+    position = ctx.save(execution) if accepted else 0
     return Result(
         position,
         {
@@ -47,6 +47,6 @@ def record_callback_attempt(store: EventStore, cmd: RecordCallbackAttempt) -> Re
     )
 
 
-HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
+HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     RecordCallbackAttempt: record_callback_attempt,
 }

@@ -15,11 +15,11 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from pydantic import Field
 
+from commands.context import CommandContext
 from commands.handlers import NotFound, Result, _owned, now
 from commands.models import Command
 from domain.base import DomainError
 from domain.credential import NAME_PATTERN, Credential
-from infra.eventstore import EventStore
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
@@ -58,12 +58,12 @@ def credential_fields(credential: Credential) -> dict[str, Any]:
     }
 
 
-def create_credential(store: EventStore, cmd: CreateCredential) -> Result:
+def create_credential(ctx: CommandContext, cmd: CreateCredential) -> Result:
     ws = str(cmd.workspace_id)
     credential_id = Credential.id_for(ws, cmd.name)
     at = now()
     try:
-        credential = store.load(Credential, credential_id)
+        credential = ctx.load(Credential, credential_id)
     except AggregateNotFoundError:
         credential = Credential.create(ws, cmd.name, cmd.type, cmd.sealed_data, cmd.fields, at)
     else:
@@ -72,29 +72,29 @@ def create_credential(store: EventStore, cmd: CreateCredential) -> Result:
                 f"a credential named {cmd.name!r} already exists", "credential_exists"
             )
         credential.update(cmd.type, cmd.sealed_data, cmd.fields, at)  # a deleted name, reused
-    return Result(store.save_all(credential), credential_fields(credential))
+    return Result(ctx.save(credential), credential_fields(credential))
 
 
-def _live(store: EventStore, workspace_id: UUID, credential_id: UUID) -> Credential:
-    credential: Credential = _owned(store, Credential, credential_id, workspace_id, "credential")
+def _live(ctx: CommandContext, workspace_id: UUID, credential_id: UUID) -> Credential:
+    credential: Credential = _owned(ctx, Credential, credential_id, workspace_id, "credential")
     if credential.deleted:
         raise NotFound("credential")
     return credential
 
 
-def update_credential(store: EventStore, cmd: UpdateCredential) -> Result:
-    credential = _live(store, cmd.workspace_id, cmd.credential_id)
+def update_credential(ctx: CommandContext, cmd: UpdateCredential) -> Result:
+    credential = _live(ctx, cmd.workspace_id, cmd.credential_id)
     credential.update(cmd.type or credential.type, cmd.sealed_data, cmd.fields, now())
-    return Result(store.save_all(credential), credential_fields(credential))
+    return Result(ctx.save(credential), credential_fields(credential))
 
 
-def delete_credential(store: EventStore, cmd: DeleteCredential) -> Result:
-    credential = _live(store, cmd.workspace_id, cmd.credential_id)
+def delete_credential(ctx: CommandContext, cmd: DeleteCredential) -> Result:
+    credential = _live(ctx, cmd.workspace_id, cmd.credential_id)
     credential.delete(now())
-    return Result(store.save_all(credential))
+    return Result(ctx.save(credential))
 
 
-HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
+HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     CreateCredential: create_credential,
     UpdateCredential: update_credential,
     DeleteCredential: delete_credential,

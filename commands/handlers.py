@@ -1,6 +1,7 @@
-"""Command handlers: load aggregate(s) from the event store, call the domain, save in one
-transaction. The only code that appends events. Synchronous (the event store is); `commands.bus`
-runs them in threads and retries optimistic-concurrency conflicts.
+"""Command handlers: read aggregate(s) through the run's `CommandContext`, call the domain,
+save in one transaction. The only code that appends events. Synchronous (the event store is);
+`commands.bus` runs them (in threads, or on the event loop when all they read is held) and
+retries optimistic-concurrency conflicts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from commands import models as m
-from commands.limits import limits_of
+from commands.context import CommandContext
 from domain.base import DomainError, TenantAggregate
 from domain.definition import parse_definition
 from domain.execution import Execution
@@ -57,31 +58,32 @@ def now() -> datetime:
 
 
 def _load(
-    store: EventStore,
+    ctx: CommandContext,
     cls: type[TenantAggregate],
     aggregate_id: UUID,
     kind: str,
     checked: bool = False,
 ) -> Any:
-    """A copy to change and save, or (`checked`) the held instance, only read, whose version
-    the command's save checks (`EventStore.read_checked`)."""
+    """A copy to change and save (`CommandContext.load`), or (`checked`) the held instance,
+    only read, whose version the command's save checks (`CommandContext.read`). NotFound also
+    for an id of another kind (`WrongAggregate` is an AggregateNotFoundError)."""
     try:
         if checked:
-            return store.read_checked(cls, aggregate_id)
-        return store.load(cls, aggregate_id)
-    except (AggregateNotFoundError, TypeError):
+            return ctx.read(cls, aggregate_id)
+        return ctx.load(cls, aggregate_id)
+    except AggregateNotFoundError:
         raise NotFound(kind) from None
 
 
 def _owned(
-    store: EventStore,
+    ctx: CommandContext,
     cls: type[TenantAggregate],
     aggregate_id: UUID,
     workspace_id: UUID,
     kind: str,
     checked: bool = False,
 ) -> Any:
-    aggregate = _load(store, cls, aggregate_id, kind, checked)
+    aggregate = _load(ctx, cls, aggregate_id, kind, checked)
     if aggregate.workspace_id != str(workspace_id):
         raise NotFound(kind)
     return aggregate
@@ -90,7 +92,7 @@ def _owned(
 # ---------------------------------------------------------------- identity
 
 
-def register_user(store: EventStore, cmd: m.RegisterUser) -> Result:
+def register_user(ctx: CommandContext, cmd: m.RegisterUser) -> Result:
     user_id, workspace_id = uuid4(), uuid4()
     at = now()
     user = User.register(
@@ -99,7 +101,7 @@ def register_user(store: EventStore, cmd: m.RegisterUser) -> Result:
     index = EmailIndex.create(cmd.email, user_id, str(workspace_id), at)
     workspace = Workspace.create(workspace_id, f"{cmd.name}'s workspace", str(user_id), at)
     try:
-        position = store.save_all(index, user, workspace)
+        position = ctx.save(index, user, workspace)
     except IntegrityError:
         raise DomainError("a user with this email already exists", "email_taken") from None
     return Result(
@@ -111,12 +113,12 @@ def register_user(store: EventStore, cmd: m.RegisterUser) -> Result:
     )
 
 
-def create_workspace(store: EventStore, cmd: m.CreateWorkspace) -> Result:
-    user = _load(store, User, cmd.actor_id, "user")
+def create_workspace(ctx: CommandContext, cmd: m.CreateWorkspace) -> Result:
+    user = _load(ctx, User, cmd.actor_id, "user")
     at = now()
     workspace = Workspace.create(uuid4(), cmd.name, str(cmd.actor_id), at)
     user.join(str(workspace.id), at)
-    position = store.save_all(workspace, user)
+    position = ctx.save(workspace, user)
     return Result(position, {"id": str(workspace.id), "name": workspace.name, "role": "owner"})
 
 
@@ -139,42 +141,42 @@ def _workflow_fields(workflow: Workflow) -> dict[str, Any]:
     return fields
 
 
-def create_workflow(store: EventStore, cmd: m.CreateWorkflow) -> Result:
+def create_workflow(ctx: CommandContext, cmd: m.CreateWorkflow) -> Result:
     """Every workflow gets an unguessable webhook token (used once its trigger is a webhook)."""
-    definition = parse_definition(cmd.definition, limits_of(store).max_nodes).to_json()
+    definition = parse_definition(cmd.definition, ctx.limits.max_nodes).to_json()
     token, at = secrets.token_urlsafe(24), now()
     workflow = Workflow.create(
         uuid4(), str(cmd.workspace_id), definition, str(cmd.actor_id), at, webhook_token=token
     )
     index = WebhookIndex.create(token, workflow.id, str(cmd.workspace_id), at)
-    position = store.save_all(workflow, index)
+    position = ctx.save(workflow, index)
     return Result(position, _workflow_fields(workflow) | {"definition": definition})
 
 
-def update_workflow(store: EventStore, cmd: m.UpdateWorkflow) -> Result:
-    definition = parse_definition(cmd.definition, limits_of(store).max_nodes).to_json()
-    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+def update_workflow(ctx: CommandContext, cmd: m.UpdateWorkflow) -> Result:
+    definition = parse_definition(cmd.definition, ctx.limits.max_nodes).to_json()
+    workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
     workflow.publish_version(definition, now())
-    position = store.save_all(workflow)
+    position = ctx.save(workflow)
     return Result(position, _workflow_fields(workflow) | {"definition": definition})
 
 
-def activate_workflow(store: EventStore, cmd: m.ActivateWorkflow) -> Result:
-    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+def activate_workflow(ctx: CommandContext, cmd: m.ActivateWorkflow) -> Result:
+    workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
     workflow.activate(cmd.version, now())
-    return Result(store.save_all(workflow), _workflow_fields(workflow))
+    return Result(ctx.save(workflow), _workflow_fields(workflow))
 
 
-def deactivate_workflow(store: EventStore, cmd: m.DeactivateWorkflow) -> Result:
-    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+def deactivate_workflow(ctx: CommandContext, cmd: m.DeactivateWorkflow) -> Result:
+    workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
     workflow.deactivate(now())
-    return Result(store.save_all(workflow), _workflow_fields(workflow))
+    return Result(ctx.save(workflow), _workflow_fields(workflow))
 
 
-def archive_workflow(store: EventStore, cmd: m.ArchiveWorkflow) -> Result:
-    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
+def archive_workflow(ctx: CommandContext, cmd: m.ArchiveWorkflow) -> Result:
+    workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
     workflow.archive(now())
-    return Result(store.save_all(workflow), _workflow_fields(workflow))
+    return Result(ctx.save(workflow), _workflow_fields(workflow))
 
 
 # ---------------------------------------------------------------- executions
@@ -185,15 +187,15 @@ def execution_id_for(workflow_id: UUID, idempotency_key: str) -> UUID:
     return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}:{idempotency_key}")
 
 
-def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
+def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> Result:
     # The workflow and the variables are read as this process holds them, asking PostgreSQL
     # nothing; the save checks that neither changed since (else the bus runs this again).
-    workflow = _owned(store, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow", True)
+    workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow", True)
     execution_id = uuid4()
     if cmd.idempotency_key:
         execution_id = execution_id_for(cmd.workflow_id, cmd.idempotency_key)
-        if _exists(store, execution_id):  # a repeat is answered whatever became of the workflow
-            return _repeated_start(store, cmd, execution_id)
+        if ctx.exists(execution_id):  # a repeat is answered whatever became of the workflow
+            return _repeated_start(ctx, cmd, execution_id)
     if workflow.archived:
         raise DomainError("workflow is archived", "archived")
     if cmd.trigger == "manual":
@@ -202,7 +204,7 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
         version = workflow.triggered_version(cmd.trigger)
     definition = workflow.definition(version)
     if len(definition["nodes"]) > LOOP_NODES:
-        store.leave_loop()
+        ctx.leave_loop()
     execution = Execution.start(
         execution_id,
         str(cmd.workspace_id),
@@ -214,31 +216,23 @@ def start_execution(store: EventStore, cmd: m.StartExecution) -> Result:
         trigger=cmd.trigger,
         callback_url=cmd.callback_url or (definition.get("settings") or {}).get("callback_url"),
         idempotency_key=cmd.idempotency_key,
-        vars=_held_variables(store, cmd.workspace_id),
-        limits=limits_of(store),
+        vars=_held_variables(ctx, cmd.workspace_id),
+        limits=ctx.limits,
     )
     try:
-        position = store.save_all(execution)
+        position = ctx.save(execution)
     except IntegrityError:
         if not cmd.idempotency_key:
             raise
-        return _repeated_start(store, cmd, execution_id)
+        return _repeated_start(ctx, cmd, execution_id)
     return Result(position, {"execution_id": str(execution_id), "status": execution.status})
 
 
 def workspace_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
-    """The workspace's variables (`{}` when it never set one); an execution records them."""
+    """The workspace's variables (`{}` when it never set one), current (a lookup: call it
+    through `CommandBus.run`)."""
     try:
-        variables = store.read(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
-    except AggregateNotFoundError:
-        return {}
-    return dict(variables.values)
-
-
-def _held_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
-    """`workspace_variables` by a checked read (for a start)."""
-    try:
-        variables = store.read_checked(
+        variables = store.read_fresh(
             WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id))
         )
     except AggregateNotFoundError:
@@ -246,78 +240,79 @@ def _held_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
     return dict(variables.values)
 
 
-def _exists(store: EventStore, aggregate_id: UUID) -> bool:
+def _held_variables(ctx: CommandContext, workspace_id: UUID) -> dict[str, Any]:
+    """`workspace_variables` by a checked read (for a start)."""
     try:
-        store.repository.get(aggregate_id, deepcopy_from_cache=False)  # only looked at
+        variables = ctx.read(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
     except AggregateNotFoundError:
-        return False
-    return True
+        return {}
+    return dict(variables.values)
 
 
-def _repeated_start(store: EventStore, cmd: m.StartExecution, execution_id: UUID) -> Result:
-    existing = _owned(store, Execution, execution_id, cmd.workspace_id, "execution")
+def _repeated_start(ctx: CommandContext, cmd: m.StartExecution, execution_id: UUID) -> Result:
+    existing = _owned(ctx, Execution, execution_id, cmd.workspace_id, "execution")
     if existing.input != cmd.input:
         raise DomainError(
             "this Idempotency-Key was used with a different input", "idempotency_key_reused"
         )
     return Result(
-        store.position_of(execution_id),
+        ctx.position_of(execution_id),
         {"execution_id": str(execution_id), "status": existing.status, "repeated": True},
     )
 
 
-def cancel_execution(store: EventStore, cmd: m.CancelExecution) -> Result:
-    execution = _owned(store, Execution, cmd.execution_id, cmd.workspace_id, "execution")
+def cancel_execution(ctx: CommandContext, cmd: m.CancelExecution) -> Result:
+    execution = _owned(ctx, Execution, cmd.execution_id, cmd.workspace_id, "execution")
     execution.cancel(cmd.reason, now())
-    position = store.save_all(execution) if execution.pending_events else 0
+    position = ctx.save(execution) if execution.pending_events else 0
     return Result(position, {"execution_id": str(execution.id), "status": execution.status})
 
 
-def _execution(store: EventStore, execution_id: UUID) -> Execution:
+def _execution(ctx: CommandContext, execution_id: UUID) -> Execution:
     """The execution a worker's result or a timer is for (a copy to change)."""
-    execution: Execution = _load(store, Execution, execution_id, "execution")
+    execution: Execution = _load(ctx, Execution, execution_id, "execution")
     if len(execution.nodes) > LOOP_NODES:
-        store.leave_loop()
-    execution.limits = limits_of(store)
+        ctx.leave_loop()
+    execution.limits = ctx.limits
     return execution
 
 
-def complete_node(store: EventStore, cmd: m.CompleteNode) -> Result:
-    execution = _execution(store, cmd.execution_id)
+def complete_node(ctx: CommandContext, cmd: m.CompleteNode) -> Result:
+    execution = _execution(ctx, cmd.execution_id)
     accepted = execution.complete_node(cmd.node_id, cmd.attempt, cmd.output, now())
-    return _save_if_changed(store, execution, accepted)
+    return _save_if_changed(ctx, execution, accepted)
 
 
-def start_node(store: EventStore, cmd: m.StartNode) -> Result:
-    execution = _execution(store, cmd.execution_id)
+def start_node(ctx: CommandContext, cmd: m.StartNode) -> Result:
+    execution = _execution(ctx, cmd.execution_id)
     accepted = execution.start_node(cmd.node_id, cmd.attempt, now())
-    return _save_if_changed(store, execution, accepted)
+    return _save_if_changed(ctx, execution, accepted)
 
 
-def time_out_node(store: EventStore, cmd: m.TimeOutNode) -> Result:
-    execution = _execution(store, cmd.execution_id)
+def time_out_node(ctx: CommandContext, cmd: m.TimeOutNode) -> Result:
+    execution = _execution(ctx, cmd.execution_id)
     accepted = execution.time_out_node(cmd.node_id, cmd.attempt, now())
-    return _save_if_changed(store, execution, accepted)
+    return _save_if_changed(ctx, execution, accepted)
 
 
-def fail_node(store: EventStore, cmd: m.FailNode) -> Result:
-    execution = _execution(store, cmd.execution_id)
+def fail_node(ctx: CommandContext, cmd: m.FailNode) -> Result:
+    execution = _execution(ctx, cmd.execution_id)
     accepted = execution.fail_node(cmd.node_id, cmd.attempt, cmd.error, now(), cmd.retryable)
-    return _save_if_changed(store, execution, accepted)
+    return _save_if_changed(ctx, execution, accepted)
 
 
-def fire_timer(store: EventStore, cmd: m.FireTimer) -> Result:
-    execution = _execution(store, cmd.execution_id)
+def fire_timer(ctx: CommandContext, cmd: m.FireTimer) -> Result:
+    execution = _execution(ctx, cmd.execution_id)
     accepted = execution.fire_timer(cmd.timer_id, now())
-    return _save_if_changed(store, execution, accepted)
+    return _save_if_changed(ctx, execution, accepted)
 
 
-def _save_if_changed(store: EventStore, execution: Execution, accepted: bool) -> Result:
-    position = store.save_all(execution) if accepted else 0
+def _save_if_changed(ctx: CommandContext, execution: Execution, accepted: bool) -> Result:
+    position = ctx.save(execution) if accepted else 0
     return Result(position, {"accepted": accepted, "status": execution.status})
 
 
-HANDLERS: dict[type[m.Command], Callable[[EventStore, Any], Result]] = {
+HANDLERS: dict[type[m.Command], Callable[[CommandContext, Any], Result]] = {
     m.RegisterUser: register_user,
     m.CreateWorkspace: create_workspace,
     m.CreateWorkflow: create_workflow,

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError
 from pydantic import Field
 
+from commands.context import CommandContext
 from commands.handlers import NotFound, Result, _load, _owned, now
 from commands.models import Command
 from domain.api_key import ApiKey
@@ -21,7 +22,6 @@ from domain.roles import may_change_member
 from domain.token_family import TokenFamily
 from domain.user import EmailIndex, User
 from domain.workspace import Workspace
-from infra.eventstore import EventStore
 from infra.passwords import digest
 
 API_KEY_PREFIX = "lfk_"
@@ -70,8 +70,8 @@ def _parse_refresh_token(token: str) -> tuple[UUID, str] | None:
         return None
 
 
-def start_session(store: EventStore, cmd: StartSession) -> Result:
-    user = _load(store, User, cmd.user_id, "user")
+def start_session(ctx: CommandContext, cmd: StartSession) -> Result:
+    user = _load(ctx, User, cmd.user_id, "user")
     family_id = uuid4()
     token, token_hash = _refresh_token(family_id)
     at = now()
@@ -83,36 +83,36 @@ def start_session(store: EventStore, cmd: StartSession) -> Result:
         at + timedelta(seconds=cmd.ttl_s),
         at,
     )
-    return Result(store.save_all(family), {"refresh_token": token, "user_id": str(user.id)})
+    return Result(ctx.save(family), {"refresh_token": token, "user_id": str(user.id)})
 
 
-def _family(store: EventStore, token: str) -> tuple[TokenFamily, str]:
+def _family(ctx: CommandContext, token: str) -> tuple[TokenFamily, str]:
     parsed = _parse_refresh_token(token)
     if parsed is None:
         raise RefreshRefused("unknown")
     try:
-        return store.load(TokenFamily, parsed[0]), parsed[1]
+        return ctx.load(TokenFamily, parsed[0]), parsed[1]
     except AggregateNotFoundError:
         raise RefreshRefused("unknown") from None
 
 
-def refresh_session(store: EventStore, cmd: RefreshSession) -> Result:
-    family, presented = _family(store, cmd.refresh_token)
+def refresh_session(ctx: CommandContext, cmd: RefreshSession) -> Result:
+    family, presented = _family(ctx, cmd.refresh_token)
     token, token_hash = _refresh_token(family.id)
     at = now()
     outcome = family.rotate(presented, token_hash, at + timedelta(seconds=cmd.ttl_s), at)
-    position = store.save_all(family) if family.pending_events else 0
+    position = ctx.save(family) if family.pending_events else 0
     if outcome != "rotated":
         raise RefreshRefused(outcome)
     return Result(position, {"refresh_token": token, "user_id": family.user_id})
 
 
-def end_session(store: EventStore, cmd: EndSession) -> Result:
-    family, presented = _family(store, cmd.refresh_token)
+def end_session(ctx: CommandContext, cmd: EndSession) -> Result:
+    family, presented = _family(ctx, cmd.refresh_token)
     if presented != family.token_hash and presented not in family.used_hashes:
         raise RefreshRefused("unknown")
     family.revoke("logout", now())
-    return Result(store.save_all(family) if family.pending_events else 0)
+    return Result(ctx.save(family) if family.pending_events else 0)
 
 
 # ---------------------------------------------------------------- members
@@ -142,8 +142,8 @@ class DeleteWorkspace(Command):
     workspace_id: UUID
 
 
-def _workspace(store: EventStore, workspace_id: UUID) -> Workspace:
-    workspace = _load(store, Workspace, workspace_id, "workspace")
+def _workspace(ctx: CommandContext, workspace_id: UUID) -> Workspace:
+    workspace = _load(ctx, Workspace, workspace_id, "workspace")
     if workspace.deleted:
         raise NotFound("workspace")
     return workspace
@@ -162,46 +162,46 @@ def _member_fields(user: User, role: str) -> dict[str, Any]:
     return {"user_id": str(user.id), "email": user.email, "name": user.name, "role": role}
 
 
-def add_member(store: EventStore, cmd: AddMember) -> Result:
-    workspace = _workspace(store, cmd.workspace_id)
+def add_member(ctx: CommandContext, cmd: AddMember) -> Result:
+    workspace = _workspace(ctx, cmd.workspace_id)
     try:
-        index = store.load(EmailIndex, EmailIndex.id_for(cmd.email))
+        index = ctx.load(EmailIndex, EmailIndex.id_for(cmd.email))
     except AggregateNotFoundError:
         raise NotFound("user") from None
-    user = _load(store, User, UUID(index.user_id), "user")
+    user = _load(ctx, User, UUID(index.user_id), "user")
     _may(cmd.actor_role, workspace.role_of(str(user.id)), cmd.role)
     at = now()
     workspace.add_member(str(user.id), cmd.role, at)
     user.join(str(workspace.id), at)
-    return Result(store.save_all(workspace, user), _member_fields(user, cmd.role))
+    return Result(ctx.save(workspace, user), _member_fields(user, cmd.role))
 
 
-def change_member_role(store: EventStore, cmd: ChangeMemberRole) -> Result:
-    workspace = _workspace(store, cmd.workspace_id)
+def change_member_role(ctx: CommandContext, cmd: ChangeMemberRole) -> Result:
+    workspace = _workspace(ctx, cmd.workspace_id)
     _may(cmd.actor_role, workspace.role_of(str(cmd.user_id)), cmd.role)
     workspace.change_role(str(cmd.user_id), cmd.role, now())
-    user = _load(store, User, cmd.user_id, "user")
-    position = store.save_all(workspace) if workspace.pending_events else 0
+    user = _load(ctx, User, cmd.user_id, "user")
+    position = ctx.save(workspace) if workspace.pending_events else 0
     return Result(position, _member_fields(user, cmd.role))
 
 
-def remove_member(store: EventStore, cmd: RemoveMember) -> Result:
-    workspace = _workspace(store, cmd.workspace_id)
+def remove_member(ctx: CommandContext, cmd: RemoveMember) -> Result:
+    workspace = _workspace(ctx, cmd.workspace_id)
     current = workspace.role_of(str(cmd.user_id))
     if current is None:
         raise NotFound("member")
     _may(cmd.actor_role, current, None)
     at = now()
     workspace.remove_member(str(cmd.user_id), at)
-    user = _load(store, User, cmd.user_id, "user")
+    user = _load(ctx, User, cmd.user_id, "user")
     user.leave(str(workspace.id), at)
-    return Result(store.save_all(workspace, user))
+    return Result(ctx.save(workspace, user))
 
 
-def delete_workspace(store: EventStore, cmd: DeleteWorkspace) -> Result:
-    workspace = _workspace(store, cmd.workspace_id)
+def delete_workspace(ctx: CommandContext, cmd: DeleteWorkspace) -> Result:
+    workspace = _workspace(ctx, cmd.workspace_id)
     workspace.delete(now())
-    return Result(store.save_all(workspace))
+    return Result(ctx.save(workspace))
 
 
 # ---------------------------------------------------------------- API keys
@@ -224,8 +224,8 @@ class RecordApiKeyUse(Command):
     key_id: UUID
 
 
-def create_api_key(store: EventStore, cmd: CreateApiKey) -> Result:
-    _workspace(store, cmd.workspace_id)
+def create_api_key(ctx: CommandContext, cmd: CreateApiKey) -> Result:
+    _workspace(ctx, cmd.workspace_id)
     # A key may not hold more than its creator: only owners mint owner keys.
     _may(cmd.actor_role, None, cmd.role)
     key_id = uuid4()
@@ -240,21 +240,21 @@ def create_api_key(store: EventStore, cmd: CreateApiKey) -> Result:
         "key": f"{API_KEY_PREFIX}{key_id.hex}_{secret}",
         "created_at": key.created_on,
     }
-    return Result(store.save_all(key), fields)
+    return Result(ctx.save(key), fields)
 
 
-def revoke_api_key(store: EventStore, cmd: RevokeApiKey) -> Result:
-    key = _owned(store, ApiKey, cmd.key_id, cmd.workspace_id, "api key")
+def revoke_api_key(ctx: CommandContext, cmd: RevokeApiKey) -> Result:
+    key = _owned(ctx, ApiKey, cmd.key_id, cmd.workspace_id, "api key")
     if key.revoked:
         raise NotFound("api key")
     key.revoke(now())
-    return Result(store.save_all(key))
+    return Result(ctx.save(key))
 
 
-def record_api_key_use(store: EventStore, cmd: RecordApiKeyUse) -> Result:
-    key = _load(store, ApiKey, cmd.key_id, "api key")
+def record_api_key_use(ctx: CommandContext, cmd: RecordApiKeyUse) -> Result:
+    key = _load(ctx, ApiKey, cmd.key_id, "api key")
     key.use(now())
-    return Result(store.save_all(key) if key.pending_events else 0)
+    return Result(ctx.save(key) if key.pending_events else 0)
 
 
 def parse_api_key(token: str) -> tuple[UUID, str] | None:
@@ -268,7 +268,7 @@ def parse_api_key(token: str) -> tuple[UUID, str] | None:
         return None
 
 
-HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
+HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     StartSession: start_session,
     RefreshSession: refresh_session,
     EndSession: end_session,

@@ -1,18 +1,16 @@
 """The limits a command applies (`domain.limits.Limits`), from the process settings.
 
-`gateways.bootstrap` sets `store.limits = limits_from(settings)` on the event store a process's
-command handlers share; handlers read them with `limits_of(store)`, which falls back to the
-defaults for a store built without (tests, tools). Imported by `commands/` and the wiring.
+`gateways.bootstrap` gives `limits_from(settings)` to the process's `CommandBus`, which hands
+them to each command in its `CommandContext` (`ctx.limits`; the defaults for a bus built
+without, as in tests and tools). Imported by the wiring.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from domain.limits import DEFAULT_LIMITS, Limits
+from domain.limits import Limits
 from infra.settings import Settings
 
-__all__ = ["limits_from", "limits_of"]
+__all__ = ["limits_from"]
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -25,9 +23,3 @@ def limits_from(settings: Settings) -> Limits:
         max_expression_result_bytes=settings.max_expression_result_bytes,
         max_variables_bytes=settings.max_variables_bytes,
     )
-
-
-def limits_of(store: Any) -> Limits:
-    """The limits set on this event store by the wiring, else the defaults."""
-    limits: Limits = getattr(store, "limits", DEFAULT_LIMITS)
-    return limits

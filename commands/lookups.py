@@ -24,15 +24,15 @@ from domain.user import EmailIndex, User
 from domain.webhook import WebhookIndex
 from domain.workflow import Workflow
 from domain.workspace import Workspace
-from infra.eventstore import EventStore
+from infra.eventstore import EventStore, WrongAggregate
 from infra.passwords import verify_password
 
 
 def authenticate(store: EventStore, email: str, password: str) -> dict[str, Any] | None:
     """The user's identity if the password matches, else None (same answer for unknown e-mail)."""
     try:
-        index = store.read(EmailIndex, EmailIndex.id_for(email))
-        user = store.read(User, UUID(index.user_id))
+        index = store.read_fresh(EmailIndex, EmailIndex.id_for(email))
+        user = store.read_fresh(User, UUID(index.user_id))
     except AggregateNotFoundError:
         verify_password(password, _DUMMY_HASH)  # same cost whether or not the e-mail exists
         return None
@@ -44,12 +44,12 @@ def authenticate(store: EventStore, email: str, password: str) -> dict[str, Any]
 def user_profile(store: EventStore, user_id: UUID) -> dict[str, Any] | None:
     """`/me`: the user and each workspace with the user's role in it."""
     try:
-        user = store.read(User, user_id)
+        user = store.read_fresh(User, user_id)
     except AggregateNotFoundError:
         return None
     workspaces = []
     for ws_id in user.workspaces:
-        workspace = store.read(Workspace, UUID(ws_id))
+        workspace = store.read_fresh(Workspace, UUID(ws_id))
         role = workspace.role_of(str(user_id))
         if role:
             workspaces.append({"id": ws_id, "name": workspace.name, "role": role})
@@ -63,8 +63,8 @@ def started_before(store: EventStore, workflow_id: UUID, idempotency_key: str) -
     """Whether a start of the workflow with this Idempotency-Key was accepted already (its
     repeat is answered even when the workspace is at its cap of open executions)."""
     try:
-        store.read(Execution, execution_id_for(workflow_id, idempotency_key))
-    except (AggregateNotFoundError, TypeError):
+        store.read_fresh(Execution, execution_id_for(workflow_id, idempotency_key))
+    except AggregateNotFoundError:
         return False
     return True
 
@@ -72,7 +72,7 @@ def started_before(store: EventStore, workflow_id: UUID, idempotency_key: str) -
 def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, attempt: int) -> bool:
     """Whether a node attempt still awaits its result (scheduled, or started by a worker)."""
     try:
-        execution = store.read(Execution, execution_id)
+        execution = store.read_fresh(Execution, execution_id)
     except AggregateNotFoundError:
         return False
     run = execution.nodes.get(node_id)
@@ -98,8 +98,8 @@ def webhook_target(store: EventStore, token: str) -> WebhookTarget | None:
     inactive, in a deleted workspace, or whose active version has no webhook trigger (the
     gateway answers all of them alike)."""
     try:
-        index = store.read(WebhookIndex, WebhookIndex.id_for(token))
-        workflow = store.read(Workflow, UUID(index.workflow_id))
+        index = store.read_fresh(WebhookIndex, WebhookIndex.id_for(token))
+        workflow = store.read_fresh(Workflow, UUID(index.workflow_id))
         version = workflow.triggered_version("webhook")
     except (AggregateNotFoundError, DomainError):
         return None
@@ -111,7 +111,7 @@ def webhook_target(store: EventStore, token: str) -> WebhookTarget | None:
 
 def execution_outcome(store: EventStore, execution_id: UUID) -> dict[str, Any]:
     """An execution's `status`, `output` and `error` as the event store has them now."""
-    execution = store.read(Execution, execution_id)
+    execution = store.read_fresh(Execution, execution_id)
     return {"status": execution.status, "output": execution.output, "error": execution.error}
 
 
@@ -129,7 +129,7 @@ class SealedCredential:
 def sealed_credential(store: EventStore, workspace_id: str, name: str) -> SealedCredential | None:
     """The workspace's credential called `name`, or None (unknown, deleted)."""
     try:
-        credential = store.read(Credential, Credential.id_for(workspace_id, name))
+        credential = store.read_fresh(Credential, Credential.id_for(workspace_id, name))
     except AggregateNotFoundError:
         return None
     if credential.deleted or credential.workspace_id != workspace_id:
@@ -151,7 +151,7 @@ def authenticate_api_key(store: EventStore, token: str) -> ApiKeyIdentity | None
         return None
     key_id, presented = parsed
     try:
-        key = store.read(ApiKey, key_id)
+        key = store.read_fresh(ApiKey, key_id)
     except AggregateNotFoundError:
         return None
     if key.revoked or not hmac.compare_digest(key.secret_hash, presented):
@@ -163,10 +163,10 @@ def authenticate_api_key(store: EventStore, token: str) -> ApiKeyIdentity | None
 
 def workspace_members(store: EventStore, workspace_id: UUID) -> list[dict[str, Any]]:
     """Every member of the workspace with their role, ordered by e-mail."""
-    workspace = store.read(Workspace, workspace_id)
+    workspace = store.read_fresh(Workspace, workspace_id)
     members = []
     for user_id, role in workspace.members.items():
-        user = store.read(User, UUID(user_id))
+        user = store.read_fresh(User, UUID(user_id))
         members.append({"user_id": user_id, "email": user.email, "name": user.name, "role": role})
     return sorted(members, key=lambda m: m["email"])
 
@@ -174,38 +174,45 @@ def workspace_members(store: EventStore, workspace_id: UUID) -> list[dict[str, A
 def member_role(store: EventStore, workspace_id: UUID, user_id: UUID) -> str | None:
     """The user's role in the workspace (None: not a member, or no such workspace)."""
     try:
-        workspace = store.read(Workspace, workspace_id)
-    except (AggregateNotFoundError, TypeError):
+        workspace = store.read_fresh(Workspace, workspace_id)
+    except AggregateNotFoundError:
         return None
     return workspace.role_of(str(user_id))
 
 
+@dataclass(frozen=True)
+class HeldRole:
+    """A member's role (None: not a member, or no such workspace) in the workspace as this
+    process holds it at `version` (0: no such workspace)."""
+
+    role: str | None
+    version: int
+
+
 def held_role(
-    store: EventStore, workspace_id: UUID, user_id: UUID, blocking: bool = True
-) -> tuple[str | None, int] | None:
-    """`member_role` from the workspace as this process holds it (`EventStore.hold`; `peek` if
-    not `blocking`), asking PostgreSQL nothing once it is held, and the version that answer
-    comes from: a command acting on the answer passes `{workspace_id: version}` to the bus,
-    whose save checks it. None only when not `blocking` and the workspace is not held."""
-    if blocking:
-        try:
-            peeked = store.hold(Workspace, workspace_id)
-        except TypeError:
-            return None, 0
-    else:
-        peeked = store.peek(workspace_id, blocking=False)
-        if peeked is None:
-            return None
-    workspace = peeked.aggregate
-    role = workspace.role_of(str(user_id)) if isinstance(workspace, Workspace) else None
-    return role, peeked.version
+    store: EventStore, workspace_id: UUID, user_id: UUID, wait: bool = True
+) -> HeldRole | None:
+    """`member_role` from the workspace as this process holds it (`EventStore.read_held`),
+    asking PostgreSQL nothing once it is held, with the version that answer comes from: a
+    command acting on the answer is run with `{workspace_id: version}` as its reads, so that its
+    save checks it. None only when not `wait` and the workspace is not held (then ask again
+    with `wait`, off the event loop)."""
+    try:
+        held = store.read_held(Workspace, workspace_id, wait=wait)
+    except WrongAggregate:
+        return HeldRole(None, 0)
+    if held is None:
+        return None
+    workspace = held.aggregate
+    role = workspace.role_of(str(user_id)) if workspace is not None else None
+    return HeldRole(role, held.version)
 
 
 def workspace_exists(store: EventStore, workspace_id: UUID) -> bool:
     """Whether the workspace exists and was not deleted."""
     try:
-        return not store.read(Workspace, workspace_id).deleted
-    except (AggregateNotFoundError, TypeError):
+        return not store.read_fresh(Workspace, workspace_id).deleted
+    except AggregateNotFoundError:
         return False
 
 

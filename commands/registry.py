@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from commands import callbacks, credentials, handlers, identity, variables
+from commands.context import CommandContext
 from commands.handlers import Result
 from commands.models import Command
-from infra.eventstore import EventStore
 
-HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
+HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     **handlers.HANDLERS,
     **identity.HANDLERS,
     **callbacks.HANDLERS,

@@ -12,13 +12,12 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from pydantic import Field
 
+from commands.context import CommandContext
 from commands.handlers import Result, now
-from commands.limits import limits_of
 from commands.models import Command
 from domain.base import DomainError
 from domain.json_limits import json_size
 from domain.variables import NAME_PATTERN, WorkspaceVariables
-from infra.eventstore import EventStore
 
 
 class SetVariable(Command):
@@ -39,37 +38,37 @@ class DeleteVariable(Command):
     name: str
 
 
-def _variables(store: EventStore, workspace_id: UUID) -> WorkspaceVariables | None:
+def _variables(ctx: CommandContext, workspace_id: UUID) -> WorkspaceVariables | None:
     try:
-        return store.load(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
+        return ctx.load(WorkspaceVariables, WorkspaceVariables.id_for(str(workspace_id)))
     except AggregateNotFoundError:
         return None
 
 
-def set_variable(store: EventStore, cmd: SetVariable) -> Result:
+def set_variable(ctx: CommandContext, cmd: SetVariable) -> Result:
     at = now()
-    variables = _variables(store, cmd.workspace_id) or WorkspaceVariables.create(
+    variables = _variables(ctx, cmd.workspace_id) or WorkspaceVariables.create(
         str(cmd.workspace_id), at
     )
-    limit = limits_of(store).max_variables_bytes
+    limit = ctx.limits.max_variables_bytes
     if json_size({**variables.values, cmd.name: cmd.value}, limit) > limit:
         raise VariablesTooLarge(
             f"the workspace's variables together would be larger than {limit} bytes as JSON"
         )
     variables.set(cmd.name, cmd.value, at)
-    position = store.save_all(variables) if variables.pending_events else 0
+    position = ctx.save(variables) if variables.pending_events else 0
     return Result(position, {"name": cmd.name, "value": cmd.value})
 
 
-def delete_variable(store: EventStore, cmd: DeleteVariable) -> Result:
-    variables = _variables(store, cmd.workspace_id)
+def delete_variable(ctx: CommandContext, cmd: DeleteVariable) -> Result:
+    variables = _variables(ctx, cmd.workspace_id)
     if variables is None or cmd.name not in variables.values:
         raise DomainError(f"variable {cmd.name!r} not found", "not_found")
     variables.delete(cmd.name, now())
-    return Result(store.save_all(variables))
+    return Result(ctx.save(variables))
 
 
-HANDLERS: dict[type[Command], Callable[[EventStore, Any], Result]] = {
+HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     SetVariable: set_variable,
     DeleteVariable: delete_variable,
 }

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from commands.bus import CommandBus
 from commands.limits import limits_from
 from engine.dispatch import Dispatcher
+from infra.compat.eventsourcing import postgres_pool
 from infra.crypto import SecretBox
 from infra.db import DictPool, bound_sync_pool, open_pool
 from infra.eventstore import EventStore
@@ -36,16 +37,20 @@ class Container:
 
 async def bootstrap(settings: Settings) -> Container:
     store = EventStore(settings)
-    store.limits = limits_from(settings)  # type: ignore[attr-defined]  # see commands.limits
     # The event store's pool: the bounds its settings cannot express (infra.db).
-    bound_sync_pool(store.factory.datastore.pool, settings)  # type: ignore[attr-defined]
+    bound_sync_pool(postgres_pool(store), settings)
     redis = redis_client(settings)
     # Tasks a command schedules go to the workers as soon as it is durable (engine.dispatch).
     dispatcher = Dispatcher(redis, settings)
     return Container(
         settings=settings,
         store=store,
-        bus=CommandBus(store, threads=settings.command_threads, after_save=dispatcher.after_save),
+        bus=CommandBus(
+            store,
+            threads=settings.command_threads,
+            after_save=dispatcher.after_save,
+            limits=limits_from(settings),
+        ),
         pool=await open_pool(settings, max_size=settings.pg_pool_size),
         redis=redis,
         box=SecretBox(settings.secret_key),

@@ -1,13 +1,13 @@
 """The event store: an `eventsourcing` Application on PostgreSQL (psycopg 3), the only place
 aggregates live. Synchronous (the library has no asyncio API); async code calls it through a
-thread pool (see commands.bus). Imported by `commands/` (writes) and by readers of the log.
+thread pool (see commands.bus). Imported by `commands/` (writes,
+and the lookups), and by readers of the log.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from copy import deepcopy
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from infra.aggregate_cache import BoundedCache
+from infra.compat.eventsourcing import fastforward_lock, postgres_pool
 from infra.group_commit import NO_READS, GroupCommit
 from infra.recorder import LinkFlowRecorder
 from infra.settings import Settings
@@ -30,7 +31,7 @@ IDLE_CONNECTIONS = 1
 ABSENT_CACHE_SIZE = 10_000
 
 
-class Peeked(NamedTuple):
+class Held(NamedTuple):
     """What this process holds of an aggregate: the cached instance (None: known not to
     exist) and its version then (0: none)."""
 
@@ -73,27 +74,27 @@ def _project(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
+class WrongAggregate(AggregateNotFoundError):
+    """The id names an aggregate of another kind: to the caller, no aggregate of the kind it
+    asked for (a subclass of the library's AggregateNotFoundError, distinct from TypeError)."""
+
+    def __init__(self, aggregate_id: UUID, found: type, wanted: type) -> None:
+        super().__init__(f"{aggregate_id} is a {found.__name__}, not a {wanted.__name__}")
+
+
 def _of_class(cls: type[A], aggregate_id: UUID, aggregate: Any) -> A:
     if not isinstance(aggregate, cls):
-        raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not {cls.__name__}")
+        raise WrongAggregate(aggregate_id, type(aggregate), cls)
     return aggregate
 
 
-class DeferredSave(NamedTuple):
-    """A save recorded on the event loop (see `EventStore.capture`), to write asynchronously."""
-
-    aggregates: Sequence[Aggregate]
-    events: list[Any]
-    reads: dict[UUID, int]
-
-
-class NotHeld(Exception):
-    """A command on the event loop needed an aggregate this process does not hold (reading it
-    would wait): run it in a thread instead."""
-
-
 class EventStore(Application):
-    """LinkFlow's one event-sourced application (table `linkflow_events`)."""
+    """LinkFlow's one event-sourced application (table `linkflow_events`).
+
+    Its reads say what they guarantee: `read_fresh` and `copy_fresh` bring the aggregate up to
+    date (one query for the events after the cached version); `read_held` and `copy_held`
+    answer from what this process holds, asking PostgreSQL nothing. Commands read through their
+    `commands.context.CommandContext`, which checks held reads when it saves."""
 
     name = APP_NAME
 
@@ -106,57 +107,19 @@ class EventStore(Application):
         if isinstance(self.recorder, LinkFlowRecorder):  # the size backstop (infra.recorder)
             self.recorder.max_event_bytes = settings.max_event_bytes
         self.group_commit = GroupCommit(self._put)
-        self._captures = threading.local()
-        # Ids a checked read found without events (the workspace variables of a workspace that
-        # never set one, say): remembered so that the next checked read asks nothing either.
+        # Ids a held read found without events (the workspace variables of a workspace that
+        # never set one, say): remembered so that the next held read asks nothing either.
         self._absent: LRUCache[UUID, bool] = LRUCache(ABSENT_CACHE_SIZE)
 
-    def load(self, cls: type[A], aggregate_id: UUID) -> A:
-        """The aggregate as a copy a command may change and save. Inside a command (`capture`)
-        it is a copy of the aggregate as this process holds it, asking PostgreSQL nothing: if
-        the aggregate has moved on, the save conflicts (IntegrityError: its next version
-        exists), and the bus runs the command again on fresh reads, as it does when such a
-        command fails or saves nothing. Elsewhere, and on those runs, it is brought up to date
-        first."""
-        on_loop = getattr(self._captures, "deferred", None) is not None
-        if on_loop or getattr(self._captures, "fresh", True) is False:
-            held = self._held_copy(aggregate_id, blocking=not on_loop)
-            if held is None and on_loop:
-                raise NotHeld(aggregate_id)
-            if held is not None:
-                self._captures.held.add(aggregate_id)
-                return _of_class(cls, aggregate_id, held)
-        return self._get(cls, aggregate_id, copy=True)
-
-    def _held_copy(self, aggregate_id: UUID, blocking: bool = True) -> Any:
-        """A copy of the cached aggregate (None: not held, or its lock busy and not
-        `blocking`), made under the repository's fast-forward lock so that no event is
-        half-applied to what is copied."""
-        return self._locked(aggregate_id, blocking, deepcopy)
-
-    def _locked(self, aggregate_id: UUID, blocking: bool, look: Callable[[Any], T]) -> T | None:
-        """`look` at the cached aggregate under the repository's fast-forward lock (None: not
-        cached, or the lock busy and not `blocking`)."""
-        try:
-            aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
-        except KeyError:
-            return None
-        repository = self.repository
-        lock = repository._use_fastforward_lock(aggregate_id)
-        try:
-            if not lock.acquire(blocking=blocking):
-                return None
-            try:
-                return look(aggregate)
-            finally:
-                lock.release()
-        finally:
-            repository._disuse_fastforward_lock(aggregate_id)
-
-    def read(self, cls: type[A], aggregate_id: UUID) -> A:
+    def read_fresh(self, cls: type[A], aggregate_id: UUID) -> A:
         """The aggregate, current, for reading only: the cached instance itself (no copy), so
-        the caller must not change it (lookups, and the workflow a start reads)."""
+        the caller must not change it. AggregateNotFoundError (WrongAggregate for another
+        kind)."""
         return self._get(cls, aggregate_id, copy=False)
+
+    def copy_fresh(self, cls: type[A], aggregate_id: UUID) -> A:
+        """The aggregate, current, as a copy the caller may change and save."""
+        return self._get(cls, aggregate_id, copy=True)
 
     def _get(self, cls: type[A], aggregate_id: UUID, copy: bool) -> A:
         aggregate: Aggregate = self.repository.get(
@@ -164,143 +127,97 @@ class EventStore(Application):
         )
         return _of_class(cls, aggregate_id, aggregate)
 
-    def peek(self, aggregate_id: UUID, blocking: bool = True) -> Peeked | None:
-        """The aggregate as this process holds it, asking PostgreSQL nothing (None: not held, or,
-        if not `blocking`, being brought up to date by another thread). Its version is read
-        under the repository's fast-forward lock, so no event is half-applied to it: state read
-        afterwards is at least as new as that version. Safe on the event loop with
-        `blocking=False`."""
-        if self._has_absent(aggregate_id):
-            return Peeked(None, 0)
-        return self._locked(aggregate_id, blocking, lambda a: Peeked(a, a.version))
+    def read_held(
+        self, cls: type[A], aggregate_id: UUID, wait: bool = True, refresh: bool = False
+    ) -> Held | None:
+        """The aggregate as this process holds it and its version then, asking PostgreSQL
+        nothing once it is held; Held(None, 0) when it does not exist (remembered). Its
+        version is read under the repository's fast-forward lock, so no event is half-applied
+        to it: state read afterwards is at least as new as that version. Not held yet (or
+        `refresh`): loaded, or brought up to date, first — unless not `wait`, which answers
+        None instead of waiting for PostgreSQL or for another thread's update (safe on the
+        event loop). WrongAggregate for another kind. The caller must not change it."""
+        held = None if refresh else self._peek(aggregate_id, wait)
+        if held is None:
+            if not wait:
+                return None
+            with suppress(KeyError):
+                self._absent.get(aggregate_id, evict=True)
+            try:
+                self.read_fresh(cls, aggregate_id)  # loads it, or brings it up to date
+            except WrongAggregate:
+                raise
+            except AggregateNotFoundError:
+                self._absent.put(aggregate_id, True)
+            held = self._peek(aggregate_id, wait=True) or Held(None, 0)
+        if held.aggregate is not None:
+            _of_class(cls, aggregate_id, held.aggregate)
+        return held
 
-    def _has_absent(self, aggregate_id: UUID) -> bool:
+    def _peek(self, aggregate_id: UUID, wait: bool) -> Held | None:
+        if self._known_absent(aggregate_id):
+            return Held(None, 0)
+        return self._locked(aggregate_id, wait, lambda a: Held(a, a.version))
+
+    def copy_held(self, cls: type[A], aggregate_id: UUID, wait: bool = True) -> A | None:
+        """A copy of the aggregate as this process holds it, to change and save (None: not
+        held, or its lock busy and not `wait`); made under the repository's fast-forward lock
+        so that no event is half-applied to what is copied. WrongAggregate for another kind."""
+        copy = self._locked(aggregate_id, wait, deepcopy)
+        return None if copy is None else _of_class(cls, aggregate_id, copy)
+
+    def _locked(self, aggregate_id: UUID, wait: bool, look: Callable[[Any], T]) -> T | None:
+        """`look` at the cached aggregate under the repository's fast-forward lock (None: not
+        cached, or the lock busy and not `wait`)."""
+        try:
+            aggregate = self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
+        except KeyError:
+            return None
+        with fastforward_lock(self.repository, aggregate_id, blocking=wait) as locked:
+            return look(aggregate) if locked else None
+
+    def _known_absent(self, aggregate_id: UUID) -> bool:
         try:
             self._absent.get(aggregate_id)
         except KeyError:
             return False
         return True
 
-    def hold(self, cls: type[A], aggregate_id: UUID) -> Peeked:
-        """`peek`, after loading the aggregate (as `read` does) if this process did not hold
-        it; remembers an aggregate that does not exist (version 0). TypeError as `read`. On a
-        command's fresh run (see `load`), brought up to date first."""
-        fresh = getattr(self._captures, "fresh", False)
-        on_loop = getattr(self._captures, "deferred", None) is not None
-        peeked = None if fresh else self.peek(aggregate_id, blocking=not on_loop)
-        if peeked is None:
-            if on_loop:
-                raise NotHeld(aggregate_id)
-            with suppress(KeyError):
-                self._absent.get(aggregate_id, evict=True)
-            try:
-                self.read(cls, aggregate_id)  # loads it, or brings it up to date
-            except AggregateNotFoundError:
-                self._absent.put(aggregate_id, True)
-            peeked = self.peek(aggregate_id) or Peeked(None, 0)
-        if peeked.aggregate is not None:
-            _of_class(cls, aggregate_id, peeked.aggregate)
-        return peeked
-
-    def read_checked(self, cls: type[A], aggregate_id: UUID) -> A:
-        """For a command (inside `capture`): the aggregate as this process holds it, read
-        without asking PostgreSQL whether it changed since (only a first read loads it). The
-        version read is recorded, and the command's save commits only if the aggregate is still
-        at that version (else `infra.recorder.StaleRead`, and the bus runs the command again
-        on fresh reads). Raises AggregateNotFoundError and TypeError as `read` does; like
-        `read`, the caller must not change what it gets."""
-        peeked = self.hold(cls, aggregate_id)
-        self.require({aggregate_id: peeked.version})
-        self._captures.held.add(aggregate_id)
-        if peeked.aggregate is None:
-            raise AggregateNotFoundError(aggregate_id)
-        return peeked.aggregate  # type: ignore[no-any-return]
-
-    def require(self, reads: Mapping[UUID, int]) -> None:
-        """Make this thread's next saves inside `capture` conditional on these versions (checks
-        of reads made elsewhere, like a gateway's role check on the event loop)."""
-        checks: dict[UUID, int] | None = getattr(self._captures, "reads", None)
-        if checks is None:
-            raise RuntimeError("checked reads are for commands, inside EventStore.capture")
-        for aggregate_id, version in reads.items():
-            checks[aggregate_id] = min(version, checks.get(aggregate_id, version))
+    def exists(self, aggregate_id: UUID) -> bool:
+        """Whether any aggregate has this id (asks PostgreSQL unless held)."""
+        try:
+            self.repository.get(aggregate_id, deepcopy_from_cache=False)  # only looked at
+        except AggregateNotFoundError:
+            return False
+        return True
 
     def forget(self, aggregate_ids: Iterable[UUID]) -> None:
-        """Drop what this process holds of these aggregates (a stale role check, a refusal
-        the gateway reads again)."""
+        """Drop what this process holds of these aggregates (a held read found stale)."""
         for aggregate_id in aggregate_ids:
             for cache in (self.repository.cache, self._absent):
                 with suppress(KeyError):
                     cache.get(aggregate_id, evict=True)  # type: ignore[union-attr]
 
-    def save_all(self, *aggregates: Aggregate) -> int:
-        """Save the aggregates' new events atomically (group-committed with other threads'
-        saves, see `infra.group_commit`), if this command's checked reads still hold; the
-        position (notification id) of the last event."""
+    def append(self, *aggregates: Aggregate, reads: Mapping[UUID, int] = NO_READS) -> int:
+        """Save the aggregates' new events through the group commit (tools and tests; commands
+        save through their `CommandContext`), then `keep_saved`. The position of the last
+        event. (Not the library's `save`, which bypasses the group commit.)"""
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        reads: Mapping[UUID, int] = getattr(self._captures, "reads", None) or NO_READS
-        deferred: list[DeferredSave] | None = getattr(self._captures, "deferred", None)
-        if deferred is not None:  # on the event loop: the caller saves it (see capture)
-            deferred.append(DeferredSave(aggregates, events, dict(reads)))
-            return 0
         position = self.group_commit.save(events, reads)
-        self.saved(aggregates)
-        captured: list[Any] | None = getattr(self._captures, "events", None)
-        if captured is not None:
-            captured.extend(events)
+        self.keep_saved(aggregates)
         return position
 
-    def saved(self, aggregates: Sequence[Aggregate]) -> None:
+    def keep_saved(self, aggregates: Sequence[Aggregate]) -> None:
         """Upkeep once aggregates are saved: hold them as saved, forget them as missing."""
         cache = self.repository.cache
         for aggregate in aggregates:
-            if self._has_absent(aggregate.id):
+            if self._known_absent(aggregate.id):
                 self.forget([aggregate.id])  # it exists now
             try:  # held: hold it as saved (a command does not change what it saved)
                 cache.get(aggregate.id)  # type: ignore[union-attr]
             except KeyError:
                 continue
             cache.put(aggregate.id, aggregate)  # type: ignore[union-attr]
-
-    @contextmanager
-    def capture(
-        self, reads: Mapping[UUID, int] = NO_READS, fresh: bool = False, on_loop: bool = False
-    ) -> Iterator[list[Any]]:
-        """One command's block: the events this thread saves inside it, once each save is
-        durable; saves are conditional on `reads` and on the block's `read_checked` calls.
-        `fresh`: every load and checked read asks PostgreSQL (see `load`). `on_loop`: the
-        block runs on an event loop, so nothing in it may wait: reads of what is not held
-        raise NotHeld, and saves are only recorded (`deferred_saves`; the caller writes them
-        with `GroupCommit.save_async`, then calls `saved`)."""
-        events: list[Any] = []
-        self._captures.events = events
-        self._captures.reads = dict(reads)
-        self._captures.held = set()
-        self._captures.fresh = fresh
-        self._captures.deferred = [] if on_loop else None
-        try:
-            yield events
-        finally:
-            self._captures.last_deferred = self._captures.deferred
-            self._captures.events = None
-            self._captures.reads = None
-            self._captures.fresh = None
-            self._captures.deferred = None
-
-    def leave_loop(self) -> None:
-        """Inside `capture(on_loop=True)`: hand the command to a thread (NotHeld), because
-        deciding it would hold the event loop too long (a large workflow). Elsewhere nothing."""
-        if getattr(self._captures, "deferred", None) is not None:
-            raise NotHeld("too large to decide on the event loop")
-
-    def deferred_saves(self) -> list[DeferredSave]:
-        """The saves this thread's last `capture(on_loop=True)` block recorded."""
-        return list(getattr(self._captures, "last_deferred", None) or ())
-
-    def last_held(self) -> set[UUID]:
-        """The ids this thread's last `capture` block read as held, asking PostgreSQL nothing
-        (`load`, `read_checked`)."""
-        return set(getattr(self._captures, "held", ()))
 
     def _put(self, events: Sequence[Any], reads: Mapping[UUID, int]) -> list[int]:
         return [recording.notification.id for recording in self.events.put(events, reads=reads)]
@@ -317,7 +234,7 @@ class EventStore(Application):
 
     def position_of(self, aggregate_id: UUID) -> int:
         """The position of the aggregate's latest event (for idempotent replays of commands)."""
-        with self.factory.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+        with postgres_pool(self).connection() as conn, conn.cursor() as cur:
             cur.execute(
                 f"SELECT max(notification_id) AS p FROM {EVENTS_TABLE} WHERE originator_id = %s",
                 (aggregate_id,),

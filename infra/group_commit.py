@@ -1,5 +1,5 @@
-"""Group commit: concurrent `EventStore.save_all` calls (from the command bus's threads) are
-written together, many aggregates' events in one transaction.
+"""Group commit: concurrent saves (`CommandContext.save`, `EventStore.append`; from the command
+bus's threads) are written together, many aggregates' events in one transaction.
 
 Every append to the event store takes the recorder's table lock (that is what keeps the log
 gap-free), so one transaction per command caps appends near 2–3k commits/s however many threads
@@ -97,7 +97,8 @@ class GroupCommit:
         those versions; the position of the last one."""
         if not events:
             return 0
-        request = _Request(events, frozenset(e.originator_id for e in events), reads)
+        wake = threading.Event()
+        request = _Request(events, frozenset(e.originator_id for e in events), reads, wake)
         with self._lock:
             self._queue.append(request)
             request.lead = not self._leading
@@ -106,8 +107,8 @@ class GroupCommit:
             if request.lead:
                 self._lead(request)
             else:
-                request.wake.wait()
-                request.wake.clear()
+                wake.wait()
+                wake.clear()
         if request.error is not None:
             raise request.error
         return request.position

@@ -1,8 +1,10 @@
-"""Who is calling and what they may do. A caller is a `Principal`: a user (access JWT) or an
-API key (`lfk_…`), both sent as `Authorization: Bearer`. Each workspace route names the
-`domain.roles.Action` it performs; `workspace_access` checks it against the permission matrix
-(`domain.roles.permits`, the one place that decides). Imported by the route modules of
-`gateways.http`.
+"""Who is calling and what they may do. A caller is a `commands.principal.Principal`: a user
+(access JWT) or an API key (`lfk_…`), both sent as `Authorization: Bearer`. Each workspace route
+names the `domain.roles.Action` it performs; `workspace_access` checks it
+(`commands.principal.authorise`, over the permission matrix `domain.roles.permits`), and
+`execute_with_access` asks the command layer to run a command as the caller
+(`CommandBus.execute_as`, which owns the role check and its retries). Imported by the route
+modules of `gateways.http`.
 """
 
 from __future__ import annotations
@@ -10,37 +12,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from uuid import UUID
 
 from aiohttp import web
 
 from commands import lookups
-from commands.bus import MAX_CONFLICT_RETRIES, CommandConflict
 from commands.handlers import Result
 from commands.identity import API_KEY_PREFIX, RecordApiKeyUse
 from commands.models import Command
-from domain.roles import Action, permits
+from commands.principal import Principal, authorise
+from domain.roles import Action
 from gateways.http.context import container
 from gateways.http.errors import ApiError, parse_uuid
 from gateways.http.tokens import decode_access_token
-from infra.recorder import StaleRead
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: a user, or an API key bound to one workspace with one role."""
-
-    id: UUID  # the user id, or the API key id
-    kind: str = "user"  # "user" | "api_key"
-    workspace_id: UUID | None = None  # API keys only
-    role: str | None = None  # API keys only
-
-    @property
-    def is_user(self) -> bool:
-        return self.kind == "user"
 
 
 class KeyUsage:
@@ -112,71 +98,31 @@ async def current_user(request: web.Request) -> UUID:
     return caller.id
 
 
-def _key_role(key: Principal, workspace_id: UUID) -> str | None:
-    """An API key's role: only in the workspace it belongs to."""
-    return key.role if key.workspace_id == workspace_id else None
-
-
-async def role_in(request: web.Request, caller: Principal, workspace_id: UUID) -> str:
-    """The caller's role in the workspace; 404 when it is not theirs (existence not revealed)."""
-    if not caller.is_user:
-        role = _key_role(caller, workspace_id)
-    else:
-        role = await container(request).bus.run(lookups.member_role, workspace_id, caller.id)
-    if role is None:
-        raise ApiError(404, "not_found", "workspace not found")
-    return role
-
-
 async def workspace_access(request: web.Request, action: Action) -> UUID:
     """Authenticate, then check that the caller may do `action` in the workspace `{ws}` of the
-    path: 404 if it is not theirs, 403 `forbidden` if their role does not permit it."""
+    path (`commands.principal.authorise`): 404 if it is not theirs, 403 `forbidden` if their
+    role does not permit it."""
     caller = await principal(request)
     workspace_id = parse_uuid(request.match_info["ws"], "workspace")
-    _permit(request, await role_in(request, caller, workspace_id), action)
+    if caller.is_user:
+        role = await container(request).bus.run(lookups.member_role, workspace_id, caller.id)
+    else:
+        role = caller.key_role(workspace_id)
+    request[ROLE_KEY] = authorise(role, action)
     return workspace_id
-
-
-def _permit(request: web.Request, role: str, action: Action) -> None:
-    if not permits(role, action):
-        raise ApiError(403, "forbidden", f"the role {role!r} may not do this ({action.value})")
-    request[ROLE_KEY] = role
 
 
 async def execute_with_access(
     request: web.Request, action: Action, build: Callable[[UUID], Awaitable[Command]]
 ) -> Result:
-    """`workspace_access`, then the command `await build(workspace_id)`, without asking
-    PostgreSQL for the caller's role: it comes from the workspace as this process holds it, and
-    the command's save checks that the workspace has not changed since (`lookups.held_role`).
-    If it has, the role is read again and the command runs again (503 after
-    `MAX_CONFLICT_RETRIES`)."""
+    """Authenticate, then run the command `await build(workspace_id)` as the caller in the
+    workspace `{ws}` of the path (`CommandBus.execute_as`: 404 if it is not theirs, 403
+    `forbidden` if their role does not permit `action`, both before `build` runs)."""
     caller = await principal(request)
     workspace_id = parse_uuid(request.match_info["ws"], "workspace")
-    c = container(request)
-    bus = c.bus
-    command: Command | None = None
-    for _ in range(MAX_CONFLICT_RETRIES):
-        reads: dict[UUID, int] = {}
-        if not caller.is_user:
-            role = _key_role(caller, workspace_id)
-        else:
-            held = lookups.held_role(c.store, workspace_id, caller.id, blocking=False)
-            if held is None or held[0] is None or not permits(held[0], action):
-                # Not held yet, or a refusal (decided on a fresh read: no save checks it).
-                c.store.forget([workspace_id])
-                held = await bus.run(lookups.held_role, workspace_id, caller.id)
-            role, version = held or (None, 0)
-            reads[workspace_id] = version
-        if role is None:
-            raise ApiError(404, "not_found", "workspace not found")
-        _permit(request, role, action)
-        command = command or await build(workspace_id)
-        try:
-            return await bus.execute(command, reads)
-        except StaleRead:
-            continue  # the bus forgot the workspace: the next turn reads it again
-    raise CommandConflict(type(command).__name__)
+    return await container(request).bus.execute_as(
+        caller, workspace_id, action, lambda: build(workspace_id)
+    )
 
 
 async def actor(request: web.Request) -> UUID:

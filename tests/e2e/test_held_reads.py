@@ -1,4 +1,4 @@
-"""Starts decided on what a gateway holds in memory (`EventStore.read_checked`,
+"""Starts decided on what a gateway holds in memory (`CommandContext.read`,
 `lookups.held_role`) stay correct when another gateway process changes the workflow, the
 variables or the membership: two gateways over real HTTP, one database."""
 

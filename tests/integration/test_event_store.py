@@ -11,10 +11,14 @@ from examples import load_example
 
 from commands import models as m
 from commands.bus import CommandBus
+from commands.handlers import NotFound
 from domain.base import DomainError
+from domain.definition import DefinitionInvalid
 from domain.execution import Execution
+from domain.limits import Limits
+from domain.workflow import Workflow
 from infra.aggregate_cache import BoundedCache
-from infra.eventstore import EventStore
+from infra.eventstore import EventStore, WrongAggregate
 from infra.settings import Settings
 
 
@@ -56,7 +60,7 @@ def test_saved_aggregates_load_back_equal_with_increasing_positions(bus: Command
         m.StartExecution(workspace_id=ws, workflow_id=UUID(created.fields["id"]), input={"a": 1})
     )
     assert started.position > created.position > 0
-    execution = bus.store.load(Execution, UUID(started.fields["execution_id"]))
+    execution = bus.store.copy_fresh(Execution, UUID(started.fields["execution_id"]))
     assert execution.input == {"a": 1} and execution.workspace_id == str(ws)
     assert execution.nodes["slow"].status == "scheduled"
 
@@ -99,7 +103,7 @@ async def test_concurrent_results_for_one_execution_are_all_kept(bus: CommandBus
         results = await asyncio.gather(*jobs)
     assert all(r.fields["accepted"] for r in results)
     for ex in ids:
-        execution = bus.store.load(Execution, ex)
+        execution = bus.store.copy_fresh(Execution, ex)
         assert execution.status == "completed"
         assert execution.output == {"total": 9}
 
@@ -123,3 +127,43 @@ def test_the_aggregate_cache_is_bounded_by_bytes_from_the_settings(settings: Set
         assert store.repository.cache.max_bytes == 12_345
     finally:
         store.close()
+
+
+def test_an_id_of_another_kind_is_not_found_but_a_type_error_is_not_taken_for_it(
+    bus: CommandBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: `TypeError` was the signal for "wrong aggregate class", so a real TypeError
+    while loading (in an event's apply, in a copy) was answered as 404. Now an id of another
+    kind raises `WrongAggregate` (answered NotFound), and a TypeError is an error."""
+    user, ws = new_workspace(bus)
+    wf = new_workflow(bus, ws, user, "timeout.json")
+    with pytest.raises(NotFound):  # a workflow's id where an execution's is expected
+        bus.handle(m.CancelExecution(workspace_id=ws, execution_id=wf, reason="x"))
+    with pytest.raises(WrongAggregate):
+        bus.store.read_fresh(Execution, wf)
+
+    def broken_copy(self: Workflow, memo: dict[int, object]) -> Workflow:
+        raise TypeError("a bug while copying")
+
+    monkeypatch.setattr(Workflow, "__deepcopy__", broken_copy, raising=False)
+    with pytest.raises(TypeError, match="a bug while copying"):
+        bus.handle(m.ArchiveWorkflow(workspace_id=ws, workflow_id=wf))
+
+
+def test_the_limits_given_to_the_bus_reach_the_handlers(settings: Settings) -> None:
+    limited = CommandBus(EventStore(settings), threads=1, limits=Limits(max_nodes=1))
+    try:
+        user, ws = new_workspace(limited)
+        two = {
+            "name": "two nodes",
+            "nodes": [
+                {"id": "a", "type": "transform", "config": {"set": {"x": 1}}},
+                {"id": "b", "type": "transform", "config": {"set": {"y": 2}}},
+            ],
+            "edges": [{"source": "a", "target": "b"}],
+        }
+        with pytest.raises(DefinitionInvalid):
+            limited.handle(m.CreateWorkflow(workspace_id=ws, actor_id=user, definition=two))
+    finally:
+        limited.close()
+        limited.store.close()

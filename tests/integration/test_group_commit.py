@@ -15,6 +15,7 @@ import pytest
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from commands.context import CommandContext
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
 from infra.recorder import StaleRead
@@ -51,7 +52,7 @@ def test_concurrent_saves_share_transactions_and_keep_their_positions(store: Eve
         ws = Workspace.create(uuid4(), f"w{i}", "owner", NOW)
         ws.add_member("u", "viewer", NOW)
         barrier.wait()
-        return ws, store.save_all(ws)
+        return ws, store.append(ws)
 
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -63,15 +64,15 @@ def test_concurrent_saves_share_transactions_and_keep_their_positions(store: Eve
     positions = [position for _, position in results]
     assert len(set(positions)) == 16
     for ws, position in results:
-        loaded = store.load(Workspace, ws.id)
+        loaded = store.copy_fresh(Workspace, ws.id)
         assert loaded.version == 2 and loaded.role_of("u") == "viewer"
         assert store.position_of(ws.id) == position  # its own last event, not the batch's
 
 
 def test_a_conflicting_save_fails_alone(store: EventStore) -> None:
     base = Workspace.create(uuid4(), "w", "owner", NOW)
-    store.save_all(base)
-    first, second = store.load(Workspace, base.id), store.load(Workspace, base.id)
+    store.append(base)
+    first, second = store.copy_fresh(Workspace, base.id), store.copy_fresh(Workspace, base.id)
     first.add_member("a", "viewer", NOW)
     second.add_member("b", "viewer", NOW)  # same version: only one of them can win
     others = [Workspace.create(uuid4(), f"o{i}", "owner", NOW) for i in range(6)]
@@ -80,7 +81,7 @@ def test_a_conflicting_save_fails_alone(store: EventStore) -> None:
     def save(aggregate: Workspace) -> BaseException | int:
         barrier.wait()
         try:
-            return store.save_all(aggregate)
+            return store.append(aggregate)
         except IntegrityError as exc:
             return exc
 
@@ -89,17 +90,17 @@ def test_a_conflicting_save_fails_alone(store: EventStore) -> None:
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(errors) == 1, outcomes
     for other in others:
-        assert store.load(Workspace, other.id).version == 1
-    members = store.load(Workspace, base.id).members
+        assert store.copy_fresh(Workspace, other.id).version == 1
+    members = store.copy_fresh(Workspace, base.id).members
     assert ("a" in members) != ("b" in members)
 
 
 def test_a_save_whose_read_went_stale_fails_alone(store: EventStore) -> None:
     read = Workspace.create(uuid4(), "read", "owner", NOW)
-    store.save_all(read)
-    changed = store.load(Workspace, read.id)
+    store.append(read)
+    changed = store.copy_fresh(Workspace, read.id)
     changed.add_member("c", "viewer", NOW)
-    store.save_all(changed)  # `read` is now at version 2
+    store.append(changed)  # `read` is now at version 2
     stale = Workspace.create(uuid4(), "stale", "owner", NOW)
     others = [Workspace.create(uuid4(), f"o{i}", "owner", NOW) for i in range(6)]
     barrier = threading.Barrier(7)
@@ -108,8 +109,7 @@ def test_a_save_whose_read_went_stale_fails_alone(store: EventStore) -> None:
         barrier.wait()
         checked = {read.id: 1} if aggregate is stale else {read.id: 2}
         try:
-            with store.capture(checked):
-                return store.save_all(aggregate)
+            return CommandContext(store, reads=checked).save(aggregate)
         except StaleRead as exc:
             return exc
 
@@ -118,7 +118,7 @@ def test_a_save_whose_read_went_stale_fails_alone(store: EventStore) -> None:
     assert isinstance(outcomes[0], StaleRead) and outcomes[0].ids == [read.id]
     assert all(isinstance(o, int) for o in outcomes[1:]), outcomes
     with pytest.raises(AggregateNotFoundError):
-        store.load(Workspace, stale.id)
+        store.copy_fresh(Workspace, stale.id)
 
 
 def test_a_checked_read_of_a_held_aggregate_asks_nothing_and_a_stale_one_is_retried(
@@ -128,7 +128,7 @@ def test_a_checked_read_of_a_held_aggregate_asks_nothing_and_a_stale_one_is_retr
     here, there = EventStore(settings), EventStore(settings)
     try:
         ws = Workspace.create(uuid4(), "w", "owner", NOW)
-        here.save_all(ws)
+        here.append(ws)
         loads: list[object] = []
         original = here.recorder.select_events
 
@@ -137,21 +137,19 @@ def test_a_checked_read_of_a_held_aggregate_asks_nothing_and_a_stale_one_is_retr
             return original(*args, **kwargs)
 
         here.recorder.select_events = counting  # type: ignore[method-assign]
-        with here.capture():
-            assert here.read_checked(Workspace, ws.id).version == 1  # loads it
-        with here.capture():
-            assert here.read_checked(Workspace, ws.id).version == 1  # held: no query
+        assert CommandContext(here).read(Workspace, ws.id).version == 1  # loads it
+        assert CommandContext(here).read(Workspace, ws.id).version == 1  # held: no query
         assert len(loads) == 1
 
-        elsewhere = there.load(Workspace, ws.id)
+        elsewhere = there.copy_fresh(Workspace, ws.id)
         elsewhere.add_member("m", "viewer", NOW)
-        there.save_all(elsewhere)
-        with pytest.raises(StaleRead), here.capture():
-            here.read_checked(Workspace, ws.id)
-            here.save_all(Workspace.create(uuid4(), "x", "owner", NOW))
+        there.append(elsewhere)
+        command = CommandContext(here)
+        command.read(Workspace, ws.id)
+        with pytest.raises(StaleRead):
+            command.save(Workspace.create(uuid4(), "x", "owner", NOW))
         here.forget([ws.id])  # what the bus does on StaleRead
-        with here.capture():
-            assert here.read_checked(Workspace, ws.id).role_of("m") == "viewer"
+        assert CommandContext(here).read(Workspace, ws.id).role_of("m") == "viewer"
     finally:
         here.close()
         there.close()
@@ -161,8 +159,8 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
     store: EventStore,
 ) -> None:
     base = Workspace.create(uuid4(), "w", "owner", NOW)
-    store.save_all(base)
-    first, second = store.load(Workspace, base.id), store.load(Workspace, base.id)
+    store.append(base)
+    first, second = store.copy_fresh(Workspace, base.id), store.copy_fresh(Workspace, base.id)
     first.add_member("a", "viewer", NOW)
     second.add_member("b", "viewer", NOW)  # same version: only one of them can win
     others = [Workspace.create(uuid4(), f"l{i}", "owner", NOW) for i in range(12)]
@@ -177,7 +175,7 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
             return exc
 
     try:
-        in_threads = [asyncio.to_thread(store.save_all, ws) for ws in threaded]
+        in_threads = [asyncio.to_thread(store.append, ws) for ws in threaded]
         outcomes = await asyncio.gather(*(save(a) for a in [first, second, *others]), *in_threads)
     finally:
         store.group_commit._put = original
@@ -188,5 +186,5 @@ async def test_event_loop_saves_join_the_batches_and_a_conflict_fails_alone(
     assert len(set(positions)) == len(positions) == 1 + len(others) + len(threaded)
     for aggregate in [*others, *threaded]:
         assert store.position_of(aggregate.id) in positions
-    members = store.load(Workspace, base.id).members
+    members = store.copy_fresh(Workspace, base.id).members
     assert ("a" in members) != ("b" in members)

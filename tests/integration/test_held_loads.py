@@ -1,4 +1,4 @@
-"""Commands decided on aggregates a process holds in memory (`EventStore.load` inside the bus,
+"""Commands decided on aggregates a process holds in memory (`CommandContext.load` inside the bus,
 asking PostgreSQL nothing), on the real PostgreSQL, with two event stores standing for two
 processes (a worker and a gateway): a save on state that moved on conflicts and is decided
 again; so is a command that saved nothing; a held aggregate costs no query; and a start on held
@@ -104,12 +104,12 @@ def test_a_save_on_state_that_moved_on_is_decided_again(two: tuple[Process, Proc
     worker, gateway = two
     execution = started(gateway)
     worker.run(complete("one", execution))  # held, node "two" running
-    workspace = UUID(gateway.store.load(Execution, execution).workspace_id)
+    workspace = UUID(gateway.store.copy_fresh(Execution, execution).workspace_id)
     gateway.run(m.CancelExecution(workspace_id=workspace, execution_id=execution))
     # On the held state the completion is accepted; its save conflicts with the cancel, and
     # on fresh state it is refused.
     assert worker.run(complete("two", execution)) == {"accepted": False, "status": "canceled"}
-    history = gateway.store.load(Execution, execution)
+    history = gateway.store.copy_fresh(Execution, execution)
     assert history.status == "canceled" and history.nodes["two"].status != "completed"
 
 
@@ -119,7 +119,7 @@ def test_a_refusal_on_held_state_is_decided_again(two: tuple[Process, Process]) 
     worker.run(complete("one", execution))  # held: node "two" at attempt 1
     error = {"type": "http_status", "message": "HTTP 500"}
     gateway.run(m.FailNode(execution_id=execution, node_id="two", attempt=1, error=error))
-    [timer] = gateway.store.load(Execution, execution).timers
+    [timer] = gateway.store.copy_fresh(Execution, execution).timers
     gateway.run(m.FireTimer(execution_id=execution, timer_id=timer))  # attempt 2 scheduled
     # The held state knows no attempt 2: refused there, accepted on fresh state.
     assert worker.run(complete("two", execution, attempt=2)) == {
@@ -132,8 +132,8 @@ async def test_a_start_on_held_state_runs_on_the_event_loop(settings: Settings) 
     gateway = Process(settings)
     try:
         execution = started(gateway)
-        workflow = UUID(gateway.store.load(Execution, execution).workflow_id)
-        workspace = UUID(gateway.store.load(Execution, execution).workspace_id)
+        workflow = UUID(gateway.store.copy_fresh(Execution, execution).workflow_id)
+        workspace = UUID(gateway.store.copy_fresh(Execution, execution).workspace_id)
         threaded = gateway.count_threaded()
         gateway.store.forget([workflow])
         start = m.StartExecution(workspace_id=workspace, workflow_id=workflow, input={})

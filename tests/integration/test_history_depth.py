@@ -66,7 +66,7 @@ def start_directly(container: Container, workspace: str, input: Any) -> Executio
     execution = Execution.start(
         uuid4(), workspace, str(uuid4()), 1, DEFINITION, input, datetime.now(UTC)
     )
-    container.store.save_all(execution)
+    container.store.append(execution)
     return execution
 
 

@@ -249,7 +249,7 @@ def test_a_save_through_the_store_is_refused_and_others_of_its_batch_are_written
 
     def save(aggregate: WorkspaceVariables) -> object:
         try:
-            return small_store.save_all(aggregate)
+            return small_store.append(aggregate)
         except EventTooLarge as exc:
             return exc
 

@@ -26,8 +26,10 @@ from pydantic import BaseModel
 from commands.bus import CommandConflict
 from commands.handlers import NotFound, Result
 from commands.identity import RefreshRefused
+from commands.principal import authorise
 from domain.base import DomainError
 from domain.definition import DefinitionInvalid, Problem
+from domain.roles import Action
 from gateways.http.app import make_app
 from gateways.http.errors import ApiError, build, error_middleware, parse_uuid, read_json
 from gateways.http.tokens import issue_access_token
@@ -50,11 +52,15 @@ class FakeBus:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if fn.__name__ == "member_role":
             return self.role
-        if fn.__name__ == "held_role":
-            return self.role, 1
         if fn.__name__ == "authenticate":
             return None
         raise AssertionError(f"unexpected lookup {fn.__name__}")
+
+    async def execute_as(
+        self, caller: Any, workspace_id: Any, action: Action, build: Callable[[], Any]
+    ) -> Result:
+        authorise(self.role, action)  # the command layer's decision, as CommandBus.execute_as
+        return await self.execute(await build())
 
     async def execute(self, cmd: Any, reads: Any = None) -> Result:
         self.commands.append(cmd)
@@ -65,21 +71,11 @@ class FakeBus:
         return self.outcome(cmd)
 
 
-class NothingHeld:
-    """An event store that holds no aggregate (so roles come through `FakeBus.run`)."""
-
-    def peek(self, aggregate_id: Any, blocking: bool = True) -> None:
-        return None
-
-    def forget(self, aggregate_ids: Any) -> None:
-        pass
-
-
 @dataclass
 class FakeContainer:
     settings: Settings
     bus: FakeBus
-    store: Any = field(default_factory=NothingHeld)
+    store: Any = None
     pool: Any = None
     redis: Any = None
 

@@ -1,12 +1,11 @@
 """Unit tests for domain.limits and commands.limits: the defaults are the settings' defaults,
-the settings reach the limits, and a store without limits answers the defaults."""
+and the settings reach the limits."""
 
 from __future__ import annotations
 
 from dataclasses import fields
-from types import SimpleNamespace
 
-from commands.limits import limits_from, limits_of
+from commands.limits import limits_from
 from domain.limits import DEFAULT_LIMITS, Limits
 from infra.settings import Settings
 
@@ -19,9 +18,3 @@ def test_each_setting_reaches_its_limit() -> None:
     values = {f.name: 1000 + i for i, f in enumerate(fields(Limits))}
     limits = limits_from(Settings(**values))  # type: ignore[arg-type]
     assert {f.name: getattr(limits, f.name) for f in fields(Limits)} == values
-
-
-def test_limits_of_a_store_with_and_without_limits() -> None:
-    custom = Limits(max_nodes=3)
-    assert limits_of(SimpleNamespace(limits=custom)) is custom
-    assert limits_of(object()) is DEFAULT_LIMITS
