@@ -38,7 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from domain.execution import Execution
+from domain.execution import EXECUTION_CLOSED, Execution
 from engine.tasks import TaskMessage, task_for, task_id
 from infra import metrics
 from infra.logging import get_logger
@@ -70,12 +70,6 @@ ATTEMPT_ENDED = (
     Execution.NodeFailed,
     Execution.NodeTimedOut,
     Execution.NodeCanceled,
-)
-EXECUTION_CLOSED = (
-    Execution.ExecutionCompleted,
-    Execution.ExecutionFailed,
-    Execution.ExecutionCanceled,
-    Execution.ExecutionTimedOut,
 )
 
 
