@@ -24,24 +24,25 @@ from domain.expressions import ExpressionError, ExpressionLimits, render, render
 from domain.json_limits import footprint, json_size
 from domain.limits import DEFAULT_LIMITS, Limits
 from domain.node_logic import apply_transform, evaluate_condition
+from domain.statuses import (
+    CURRENT,
+    IN_FLIGHT,
+    NODE_TERMINAL,
+    CallbackStatus,
+    ExecutionStatus,
+    NodeStatus,
+    NodeTimeout,
+    TimerKind,
+)
 
 DISPATCHED_TYPES = WORKER_NODE_TYPES
-
-# Node-run statuses (ARCHITECTURE.md section 4) plus the internal "pending" (not reached yet)
-# and "retrying" (waiting on a back-off timer; reported as "scheduled"). A dispatched attempt is
-# "scheduled" until its result, or "running" once a worker records its start (only nodes with a
-# schedule-to-start timeout do: see `start_node`).
-IN_FLIGHT = frozenset({"scheduled", "running", "retrying"})
-START_TO_CLOSE = "start_to_close"
-SCHEDULE_TO_START = "schedule_to_start"
-NODE_TERMINAL = frozenset({"completed", "failed", "skipped", "canceled", "timed_out"})
 
 
 @dataclass
 class NodeRun:
     """What the execution knows about one node of its definition."""
 
-    status: str = "pending"
+    status: NodeStatus = NodeStatus.PENDING
     attempts: int = 0
     started_at: datetime | None = None
     closed_at: datetime | None = None
@@ -50,7 +51,7 @@ class NodeRun:
     failed_for_good: bool = field(default=False)
 
 
-def timer_id(execution_id: UUID, kind: str, node_id: str = "", attempt: int = 0) -> str:
+def timer_id(execution_id: UUID, kind: TimerKind, node_id: str = "", attempt: int = 0) -> str:
     """Deterministic timer ids make scheduling and firing idempotent."""
     return f"{execution_id}:{kind}:{node_id}:{attempt}"
 
@@ -79,7 +80,7 @@ class Execution(TenantAggregate):
 
         def apply(self, aggregate: Execution) -> None:
             run = aggregate.nodes[self.node_id]
-            run.status = "scheduled"
+            run.status = NodeStatus.SCHEDULED
             run.attempts = self.attempt
             run.started_at = run.started_at or self.timestamp
             run.error = None
@@ -92,7 +93,7 @@ class Execution(TenantAggregate):
         attempt: int
 
         def apply(self, aggregate: Execution) -> None:
-            aggregate.nodes[self.node_id].status = "running"
+            aggregate.nodes[self.node_id].status = NodeStatus.RUNNING
 
     class NodeCompleted(Aggregate.Event):
         workspace_id: str
@@ -105,7 +106,7 @@ class Execution(TenantAggregate):
             run.output = self.output
             aggregate.outputs[self.node_id] = {"output": self.output}
             aggregate.footprint += footprint(self.output)
-            aggregate.settle(self.node_id, "completed", self.timestamp)
+            aggregate.settle(self.node_id, NodeStatus.COMPLETED, self.timestamp)
 
     class NodeFailed(Aggregate.Event):
         """An attempt failed; `will_retry` says whether a back-off timer follows."""
@@ -120,25 +121,26 @@ class Execution(TenantAggregate):
             run = aggregate.nodes[self.node_id]
             run.error = self.error
             if self.will_retry:
-                run.status = "retrying"
+                run.status = NodeStatus.RETRYING
             else:
                 run.failed_for_good = True
-                aggregate.settle(self.node_id, "failed", self.timestamp)
+                aggregate.settle(self.node_id, NodeStatus.FAILED, self.timestamp)
 
     class NodeTimedOut(Aggregate.Event):
-        """An attempt ran out of time: `timeout` is "start_to_close" (it ran longer than the
-        node's `timeout_s` once started) or "schedule_to_start" (no worker started it within
-        `schedule_to_start_s`; never retried: another attempt would wait in the same queue)."""
+        """An attempt ran out of time: `timeout` (a `NodeTimeout`) is START_TO_CLOSE (it ran
+        longer than the node's `timeout_s` once started) or SCHEDULE_TO_START (no worker started
+        it within `schedule_to_start_s`; never retried: another attempt would wait in the same
+        queue)."""
 
         workspace_id: str
         node_id: str
         attempt: int
         will_retry: bool
-        timeout: str = START_TO_CLOSE  # events recorded before there were two kinds
+        timeout: str = NodeTimeout.START_TO_CLOSE  # events recorded before there were two kinds
 
         @property
         def error(self) -> dict[str, Any]:
-            if self.timeout == SCHEDULE_TO_START:
+            if self.timeout == NodeTimeout.SCHEDULE_TO_START:
                 message = f"attempt {self.attempt} was not started in time"
                 return {"type": "schedule_to_start_timeout", "message": message}
             return {"type": "timeout", "message": f"attempt {self.attempt} timed out"}
@@ -147,10 +149,10 @@ class Execution(TenantAggregate):
             run = aggregate.nodes[self.node_id]
             run.error = self.error
             if self.will_retry:
-                run.status = "retrying"
+                run.status = NodeStatus.RETRYING
             else:
                 run.failed_for_good = True
-                aggregate.settle(self.node_id, "timed_out", self.timestamp)
+                aggregate.settle(self.node_id, NodeStatus.TIMED_OUT, self.timestamp)
 
     class NodeSkipped(Aggregate.Event):
         workspace_id: str
@@ -158,7 +160,7 @@ class Execution(TenantAggregate):
         node_type: str
 
         def apply(self, aggregate: Execution) -> None:
-            aggregate.settle(self.node_id, "skipped", self.timestamp)
+            aggregate.settle(self.node_id, NodeStatus.SKIPPED, self.timestamp)
 
     class NodeCanceled(Aggregate.Event):
         workspace_id: str
@@ -166,7 +168,7 @@ class Execution(TenantAggregate):
         attempt: int
 
         def apply(self, aggregate: Execution) -> None:
-            aggregate.settle(self.node_id, "canceled", self.timestamp)
+            aggregate.settle(self.node_id, NodeStatus.CANCELED, self.timestamp)
 
     class TimerScheduled(Aggregate.Event):
         workspace_id: str
@@ -195,7 +197,7 @@ class Execution(TenantAggregate):
         output: Any
 
         def apply(self, aggregate: Execution) -> None:
-            aggregate.close("completed", self.timestamp)
+            aggregate.close(ExecutionStatus.COMPLETED, self.timestamp)
             aggregate.output = self.output
 
     class ExecutionFailed(Aggregate.Event):
@@ -203,23 +205,33 @@ class Execution(TenantAggregate):
         error: dict[str, Any]
 
         def apply(self, aggregate: Execution) -> None:
-            aggregate.close("failed", self.timestamp)
+            aggregate.close(ExecutionStatus.FAILED, self.timestamp)
             aggregate.error = self.error
 
     class ExecutionCanceled(Aggregate.Event):
         workspace_id: str
         reason: str
 
+        @property
+        def error(self) -> dict[str, Any]:
+            """The execution's error, as the API, the read model and the callback show it."""
+            return {"type": "canceled", "message": self.reason}
+
         def apply(self, aggregate: Execution) -> None:
-            aggregate.close("canceled", self.timestamp)
-            aggregate.error = {"type": "canceled", "message": self.reason}
+            aggregate.close(ExecutionStatus.CANCELED, self.timestamp)
+            aggregate.error = self.error
 
     class ExecutionTimedOut(Aggregate.Event):
         workspace_id: str
 
+        @property
+        def error(self) -> dict[str, Any]:
+            """The execution's error, as the API, the read model and the callback show it."""
+            return {"type": "timeout", "message": "execution timed out"}
+
         def apply(self, aggregate: Execution) -> None:
-            aggregate.close("timed_out", self.timestamp)
-            aggregate.error = {"type": "timeout", "message": "execution timed out"}
+            aggregate.close(ExecutionStatus.TIMED_OUT, self.timestamp)
+            aggregate.error = self.error
 
     class CallbackDelivered(Aggregate.Event):
         """The callback URL acknowledged the final result (a 2xx answer) at this attempt."""
@@ -230,7 +242,7 @@ class Execution(TenantAggregate):
 
         def apply(self, aggregate: Execution) -> None:
             aggregate.callback_attempts = self.attempt
-            aggregate.callback_status = "delivered"
+            aggregate.callback_status = CallbackStatus.DELIVERED
             aggregate.callback_next_attempt_at = None
 
     class CallbackFailed(Aggregate.Event):
@@ -254,15 +266,15 @@ class Execution(TenantAggregate):
         attempts: int
 
         def apply(self, aggregate: Execution) -> None:
-            aggregate.callback_status = "abandoned"
+            aggregate.callback_status = CallbackStatus.ABANDONED
 
     # What a command may make this execution compute and hold (not state: the handler sets the
     # process's limits on the copy it changes; see `commands.limits`).
     limits: Limits = DEFAULT_LIMITS
 
-    # Delivery of the final result to `callback_url` (set by the Callback* events): "pending"
+    # Delivery of the final result to `callback_url` (set by the Callback* events): PENDING
     # until delivered or abandoned.
-    callback_status = "pending"
+    callback_status = CallbackStatus.PENDING
     callback_attempts = 0
     callback_next_attempt_at: datetime | None = None
 
@@ -287,7 +299,7 @@ class Execution(TenantAggregate):
         self.callback_url = callback_url
         self.idempotency_key = idempotency_key
         self.vars = dict(vars or {})
-        self.status = "running"
+        self.status = ExecutionStatus.RUNNING
         self.output: Any = None
         self.error: dict[str, Any] | None = None
         self.closed_at: datetime | None = None
@@ -322,11 +334,11 @@ class Execution(TenantAggregate):
         memo[id(self)] = clone
         return clone
 
-    def close(self, status: str, at: datetime) -> None:
+    def close(self, status: ExecutionStatus, at: datetime) -> None:
         self.status = status
         self.closed_at = at
 
-    def settle(self, node_id: str, status: str, at: datetime) -> None:
+    def settle(self, node_id: str, status: NodeStatus, at: datetime) -> None:
         """A node reached a terminal status (each node does so once)."""
         run = self.nodes[node_id]
         if run.status not in NODE_TERMINAL:
@@ -370,13 +382,14 @@ class Execution(TenantAggregate):
         execution.limits = limits
         limit = execution.graph.settings.timeout_s
         if limit:
-            execution._schedule_timer("execution_timeout", now + timedelta(seconds=limit), now)
+            fire_at = now + timedelta(seconds=limit)
+            execution._schedule_timer(TimerKind.EXECUTION_TIMEOUT, fire_at, now)
         execution._advance(now, roots=True)
         return execution
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        return self.status == ExecutionStatus.RUNNING
 
     def complete_node(self, node_id: str, attempt: int, output: Any, now: datetime) -> bool:
         """A worker's result. Returns False (and records nothing) for a stale or repeated one."""
@@ -392,13 +405,13 @@ class Execution(TenantAggregate):
         then does not run it. Its start-to-close timeout is kept durably from now on."""
         if not self._is_current_attempt(node_id, attempt):
             return False
-        if self.nodes[node_id].status != "scheduled":
+        if self.nodes[node_id].status != NodeStatus.SCHEDULED:
             return False
         self.record(self.NodeStarted, now, node_id=node_id, attempt=attempt)
         node = self.graph.node(node_id)
         if node.timeout_s:
             fire_at = now + timedelta(seconds=node.timeout_s)
-            self._schedule_timer("node_timeout", fire_at, now, node_id, attempt)
+            self._schedule_timer(TimerKind.NODE_TIMEOUT, fire_at, now, node_id, attempt)
         return True
 
     def time_out_node(self, node_id: str, attempt: int, now: datetime) -> bool:
@@ -406,7 +419,7 @@ class Execution(TenantAggregate):
         recorded) for a stale or repeated report."""
         if not self._is_current_attempt(node_id, attempt):
             return False
-        self._time_out(self.graph.node(node_id), attempt, START_TO_CLOSE, now)
+        self._time_out(self.graph.node(node_id), attempt, NodeTimeout.START_TO_CLOSE, now)
         return True
 
     def fail_node(
@@ -441,24 +454,26 @@ class Execution(TenantAggregate):
         spec = self.timers[timer]
         self.record(self.TimerFired, now, timer_id=timer)
         kind, node_id, attempt = spec["kind"], spec["node_id"], spec["attempt"]
-        if kind == "execution_timeout":
+        if kind == TimerKind.EXECUTION_TIMEOUT:
             self._cancel_in_flight(now)
             self.record(self.ExecutionTimedOut, now)
-        elif kind == "delay":
+        elif kind == TimerKind.DELAY:
             output = {"fired_at": now.isoformat()}
             self.record(self.NodeCompleted, now, node_id=node_id, attempt=attempt, output=output)
             self._advance(now)
-        elif kind == "retry":
+        elif kind == TimerKind.RETRY:
             self._schedule_node(self.graph.node(node_id), attempt, now)
             self._advance(now)
-        elif kind == "schedule_to_start":
-            self._time_out(self.graph.node(node_id), attempt, SCHEDULE_TO_START, now)
+        elif kind == TimerKind.SCHEDULE_TO_START:
+            self._time_out(self.graph.node(node_id), attempt, NodeTimeout.SCHEDULE_TO_START, now)
         else:  # node_timeout: the start-to-close timeout of an attempt a worker started
-            self._time_out(self.graph.node(node_id), attempt, START_TO_CLOSE, now)
+            self._time_out(self.graph.node(node_id), attempt, NodeTimeout.START_TO_CLOSE, now)
         return True
 
-    def _time_out(self, node: Node, attempt: int, timeout: str, now: datetime) -> None:
-        retry_at = self._retry_time(node, attempt, now) if timeout == START_TO_CLOSE else None
+    def _time_out(self, node: Node, attempt: int, timeout: NodeTimeout, now: datetime) -> None:
+        retry_at = (
+            self._retry_time(node, attempt, now) if timeout == NodeTimeout.START_TO_CLOSE else None
+        )
         self.record(
             self.NodeTimedOut,
             now,
@@ -473,12 +488,12 @@ class Execution(TenantAggregate):
         spec = self.timers.get(timer)
         if spec is None:
             return False
-        if spec["kind"] == "execution_timeout":
+        if spec["kind"] == TimerKind.EXECUTION_TIMEOUT:
             return True
-        if spec["kind"] == "retry":
-            return self.nodes[spec["node_id"]].status == "retrying"
-        if spec["kind"] == "schedule_to_start":
-            started = self.nodes[spec["node_id"]].status != "scheduled"
+        if spec["kind"] == TimerKind.RETRY:
+            return self.nodes[spec["node_id"]].status == NodeStatus.RETRYING
+        if spec["kind"] == TimerKind.SCHEDULE_TO_START:
+            started = self.nodes[spec["node_id"]].status != NodeStatus.SCHEDULED
             if started:
                 return False  # in time
         return self._is_current_attempt(spec["node_id"], spec["attempt"])
@@ -505,7 +520,7 @@ class Execution(TenantAggregate):
         if (
             self.running
             or self.callback_url is None
-            or self.callback_status != "pending"
+            or self.callback_status != CallbackStatus.PENDING
             or attempt != self.callback_attempts + 1
         ):
             return False
@@ -530,7 +545,7 @@ class Execution(TenantAggregate):
         if not self.running or node_id not in self.nodes:
             return False
         run = self.nodes[node_id]
-        return run.status in ("scheduled", "running") and run.attempts == attempt
+        return run.status in CURRENT and run.attempts == attempt
 
     def _retry_time(self, node: Node, attempt: int, now: datetime) -> datetime | None:
         if node.retry is None or attempt >= node.retry.max_attempts:
@@ -541,7 +556,7 @@ class Execution(TenantAggregate):
         self, node: Node, attempt: int, retry_at: datetime | None, now: datetime
     ) -> None:
         if retry_at is not None:
-            self._schedule_timer("retry", retry_at, now, node.id, attempt + 1)
+            self._schedule_timer(TimerKind.RETRY, retry_at, now, node.id, attempt + 1)
         elif node.on_error == "stop":
             self._cancel_in_flight(now)
             error = dict(self.nodes[node.id].error or {})
@@ -565,7 +580,7 @@ class Execution(TenantAggregate):
         while self.running:
             for settled in self._drain_settled():
                 for child in self.graph.children(settled):
-                    if self.nodes[child].status == "pending":
+                    if self.nodes[child].status == NodeStatus.PENDING:
                         if order(child) > at:
                             heapq.heappush(sweep, (order(child), child))
                         else:
@@ -577,7 +592,7 @@ class Execution(TenantAggregate):
                 heapq.heapify(sweep)
                 continue
             at, node_id = heapq.heappop(sweep)
-            if self.nodes[node_id].status != "pending":
+            if self.nodes[node_id].status != NodeStatus.PENDING:
                 continue
             verdict = self._readiness(node_id)
             if verdict == "wait":
@@ -614,7 +629,7 @@ class Execution(TenantAggregate):
             parent = self.nodes[edge.source]
             if parent.status not in NODE_TERMINAL:
                 return "wait"
-            if parent.status == "completed":
+            if parent.status == NodeStatus.COMPLETED:
                 branch = (parent.output or {}).get("branch") if edge.branch else None
                 alive = alive or edge.branch is None or branch == edge.branch
             elif parent.failed_for_good:
@@ -654,7 +669,7 @@ class Execution(TenantAggregate):
             self._record_scheduled(node, attempt, task, now)
             if node.schedule_to_start_s:
                 fire_at = now + timedelta(seconds=node.schedule_to_start_s)
-                self._schedule_timer("schedule_to_start", fire_at, now, node.id, attempt)
+                self._schedule_timer(TimerKind.SCHEDULE_TO_START, fire_at, now, node.id, attempt)
         elif node.type == "delay":
             self._record_scheduled(node, attempt, None, now)
             try:
@@ -667,7 +682,7 @@ class Execution(TenantAggregate):
             except OverflowError:
                 self._fail_inline(node, attempt, "invalid_config", "delay is too long", now)
                 return
-            self._schedule_timer("delay", fire_at, now, node.id, attempt)
+            self._schedule_timer(TimerKind.DELAY, fire_at, now, node.id, attempt)
         else:
             self._record_scheduled(node, attempt, None, now)
             try:
@@ -705,7 +720,7 @@ class Execution(TenantAggregate):
 
     def _schedule_timer(
         self,
-        kind: str,
+        kind: TimerKind,
         fire_at: datetime,
         now: datetime,
         node_id: str | None = None,
@@ -727,7 +742,7 @@ class Execution(TenantAggregate):
                 self.record(self.NodeCanceled, now, node_id=node_id, attempt=run.attempts)
 
     def _output(self) -> Any:
-        done = [n for n in self.graph.leaves() if self.nodes[n].status == "completed"]
+        done = [n for n in self.graph.leaves() if self.nodes[n].status == NodeStatus.COMPLETED]
         if not done:
             return None
         if len(done) == 1:
@@ -749,3 +764,13 @@ class Execution(TenantAggregate):
                 "started_at": self.created_on.isoformat(),
             },
         }
+
+
+# Each event that closes an execution, and the status it closes it with.
+CLOSED_STATUS: dict[type[Aggregate.Event], ExecutionStatus] = {
+    Execution.ExecutionCompleted: ExecutionStatus.COMPLETED,
+    Execution.ExecutionFailed: ExecutionStatus.FAILED,
+    Execution.ExecutionCanceled: ExecutionStatus.CANCELED,
+    Execution.ExecutionTimedOut: ExecutionStatus.TIMED_OUT,
+}
+EXECUTION_CLOSED: tuple[type[Aggregate.Event], ...] = tuple(CLOSED_STATUS)

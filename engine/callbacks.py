@@ -25,7 +25,8 @@ from psycopg.types.json import Jsonb
 
 from commands.bus import CommandBus
 from commands.callbacks import RecordCallbackAttempt
-from domain.execution import Execution
+from domain.execution import CLOSED_STATUS, EXECUTION_CLOSED, Execution
+from domain.statuses import CallbackStatus
 from infra import metrics
 from infra.consumer import EventConsumer
 from infra.crypto import SecretBox
@@ -42,15 +43,8 @@ log = get_logger(__name__)
 POST_TIMEOUT_S = 10.0
 ERROR_LIMIT = 500
 
-_CLOSED: dict[type, str] = {
-    Execution.ExecutionCompleted: "completed",
-    Execution.ExecutionFailed: "failed",
-    Execution.ExecutionCanceled: "canceled",
-    Execution.ExecutionTimedOut: "timed_out",
-}
-
 _STARTED = get_topic(Execution.ExecutionStarted)
-_CLOSED_TOPICS = frozenset(get_topic(c) for c in _CLOSED)
+_CLOSED_TOPICS = frozenset(get_topic(c) for c in EXECUTION_CLOSED)
 
 # Callback* events applied to a row no delivery loop holds; never moving it backwards.
 _UNLOCKED = (
@@ -74,15 +68,10 @@ def retry_time(attempt: int, now: datetime, settings: Settings) -> datetime | No
 
 def final_result(event: Any) -> dict[str, Any]:
     """What a close event tells the receiver: status, output, error, closed_at."""
-    error = getattr(event, "error", None)
-    if isinstance(event, Execution.ExecutionCanceled):
-        error = {"type": "canceled", "message": event.reason}
-    elif isinstance(event, Execution.ExecutionTimedOut):
-        error = {"type": "timeout", "message": "execution timed out"}
     return {
-        "status": _CLOSED[type(event)],
+        "status": CLOSED_STATUS[type(event)],
         "output": getattr(event, "output", None),
-        "error": error,
+        "error": getattr(event, "error", None),
         "closed_at": event.timestamp.isoformat(),
     }
 
@@ -125,7 +114,7 @@ class Callbacks(EventConsumer):
     linger_ms = 100
     handles = (
         Execution.ExecutionStarted,
-        *_CLOSED,
+        *EXECUTION_CLOSED,
         Execution.CallbackDelivered,
         Execution.CallbackFailed,
         Execution.CallbackAbandoned,
@@ -182,7 +171,7 @@ class Callbacks(EventConsumer):
                         " url) VALUES (%s, %s, %s, %s) ON CONFLICT (execution_id) DO NOTHING",
                         (e.originator_id, e.workspace_id, e.workflow_id, e.callback_url),
                     )
-            elif type(e) in _CLOSED:
+            elif type(e) in CLOSED_STATUS:
                 closings.append((Jsonb(final_result(e)), e.timestamp, e.originator_id))
             else:
                 await _record_closings(conn, closings)
@@ -194,7 +183,7 @@ class Callbacks(EventConsumer):
         for _, event in events:
             if isinstance(event, Execution.ExecutionStarted):
                 self.awaiting.add(event.originator_id)
-            elif type(event) in _CLOSED:
+            elif type(event) in CLOSED_STATUS:
                 self.awaiting.discard(event.originator_id)
                 closed = True
         if closed:
@@ -301,8 +290,9 @@ class Callbacks(EventConsumer):
     async def _settle(self, conn: DictConnection, execution_id: Any, state: dict[str, Any]) -> None:
         """Write the Execution's delivery state (as the command answered it) to the row."""
         status, at = state["callback_status"], state["at"]
-        next_at = state["next_attempt_at"] if status == "pending" else None
-        if status == "pending" and next_at is None:  # nothing recorded: try again later
+        pending = status == CallbackStatus.PENDING
+        next_at = state["next_attempt_at"] if pending else None
+        if pending and next_at is None:  # nothing recorded: try again later
             next_at = at + timedelta(seconds=self.settings.callback_backoff_s)
         await conn.execute(
             "UPDATE engine_callbacks SET attempts = %s, next_attempt_at = %s,"
@@ -312,9 +302,9 @@ class Callbacks(EventConsumer):
             (
                 state["attempts"],
                 next_at,
-                status == "delivered",
+                status == CallbackStatus.DELIVERED,
                 at,
-                status == "abandoned",
+                status == CallbackStatus.ABANDONED,
                 at,
                 execution_id,
             ),

@@ -2,8 +2,8 @@
 
 Two senders race for each task, and exactly one XADDs it:
 - the fast path: the process whose command scheduled the node, right after that command is
-  durable (`CommandBus.on_saved`, wired in `gateways.bootstrap`), so that a worker can start the
-  node without waiting for the relay and matching;
+  durable (`Dispatcher.after_save`, the `after_save` callable `gateways.bootstrap` gives the
+  `CommandBus`), so that a worker can start the node without waiting for the relay and matching;
 - matching, which sees every NodeScheduled event in the log and records the task in
   `engine_tasks` (it dispatches the tasks the fast path did not: a crash between the commit and
   the XADD, a command run outside the bus's async path).
@@ -38,7 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from domain.execution import Execution
+from domain.execution import EXECUTION_CLOSED, Execution
 from engine.tasks import TaskMessage, task_for, task_id
 from infra import metrics
 from infra.logging import get_logger
@@ -70,12 +70,6 @@ ATTEMPT_ENDED = (
     Execution.NodeFailed,
     Execution.NodeTimedOut,
     Execution.NodeCanceled,
-)
-EXECUTION_CLOSED = (
-    Execution.ExecutionCompleted,
-    Execution.ExecutionFailed,
-    Execution.ExecutionCanceled,
-    Execution.ExecutionTimedOut,
 )
 
 

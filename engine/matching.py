@@ -28,8 +28,8 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 from psycopg.types.json import Jsonb
 
-from domain.execution import Execution
-from engine.dispatch import ATTEMPT_ENDED, EXECUTION_CLOSED, Dispatcher
+from domain.execution import EXECUTION_CLOSED, Execution
+from engine.dispatch import ATTEMPT_ENDED, Dispatcher
 from engine.held_tasks import HeldTasks
 from engine.tasks import TaskMessage, task_for, task_id
 from infra import metrics

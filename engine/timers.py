@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 
 from commands.bus import CommandBus
 from commands.models import FireTimer
-from domain.execution import Execution
+from domain.execution import EXECUTION_CLOSED, Execution
 from infra import metrics
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
@@ -31,21 +31,13 @@ log = get_logger(__name__)
 
 RETRY_S = 0.5  # after a failed pass of the firing loop
 
-_CLOSED = (
-    Execution.ExecutionCompleted,
-    Execution.ExecutionFailed,
-    Execution.ExecutionCanceled,
-    Execution.ExecutionTimedOut,
-)
-
-
 _TIMER_TOPICS = frozenset(get_topic(c) for c in (Execution.TimerScheduled, Execution.TimerFired))
 
 
 class Timers(EventConsumer):
     name = "timers"
     linger_ms = 50
-    handles = (Execution.TimerScheduled, Execution.TimerFired, *_CLOSED)
+    handles = (Execution.TimerScheduled, Execution.TimerFired, *EXECUTION_CLOSED)
 
     def __init__(self, bus: CommandBus, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,7 +71,7 @@ class Timers(EventConsumer):
         return wanted
 
     async def apply(self, conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
-        closed = [e.originator_id for _, e in events if isinstance(e, _CLOSED)]
+        closed = [e.originator_id for _, e in events if isinstance(e, EXECUTION_CLOSED)]
         async with conn.pipeline():  # one round trip for the batch's statements
             await self._apply(conn, events, closed)
 
@@ -112,7 +104,7 @@ class Timers(EventConsumer):
             if isinstance(event, Execution.TimerScheduled):
                 self.timed.add(event.originator_id)
                 scheduled = True
-            elif isinstance(event, _CLOSED):
+            elif isinstance(event, EXECUTION_CLOSED):
                 self.timed.discard(event.originator_id)
         if scheduled:
             self.wake.set()

@@ -1,7 +1,8 @@
 """Structured logging: one JSON object per line on stderr, with a `role` and free fields.
 
 Use `log = get_logger(__name__)` then `log.info("event_name", extra={"fields": {...}})`, or the
-helper `info(log, "event_name", key=value)`. Everything may import this module.
+helper `log_event(log, "event_name", key=value)` (`level=` for another level than INFO).
+Everything may import this module.
 """
 
 from __future__ import annotations

@@ -17,14 +17,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from domain.execution import Execution
+from domain.execution import CLOSED_STATUS, Execution
+from domain.statuses import CallbackStatus, ExecutionStatus, NodeStatus
 
-CLOSED_STATUS: dict[type, str] = {
-    Execution.ExecutionCompleted: "completed",
-    Execution.ExecutionFailed: "failed",
-    Execution.ExecutionCanceled: "canceled",
-    Execution.ExecutionTimedOut: "timed_out",
-}
 NODE_EVENTS = (
     Execution.NodeScheduled,
     Execution.NodeStarted,
@@ -96,30 +91,25 @@ class _Row:
         self.update.update(columns)
 
 
-def _closed_node(e: Any) -> tuple[str, Any, Any]:
+def _closed_node(e: Any) -> tuple[NodeStatus, Any, Any]:
     """Status, error and output a node's closing event records."""
     error = getattr(e, "error", None)
     if isinstance(e, Execution.NodeCompleted):
-        return "completed", error, e.output
+        return NodeStatus.COMPLETED, error, e.output
     if isinstance(e, Execution.NodeFailed):
-        return "failed", error, None
+        return NodeStatus.FAILED, error, None
     if isinstance(e, Execution.NodeTimedOut):
-        return "timed_out", error, None
+        return NodeStatus.TIMED_OUT, error, None
     if isinstance(e, Execution.NodeSkipped):
-        return "skipped", error, None
-    return "canceled", error, None
+        return NodeStatus.SKIPPED, error, None
+    return NodeStatus.CANCELED, error, None
 
 
 def _closed_execution(e: Any) -> dict[str, Any]:
-    error = getattr(e, "error", None)
-    if isinstance(e, Execution.ExecutionCanceled):
-        error = {"type": "canceled", "message": e.reason}
-    elif isinstance(e, Execution.ExecutionTimedOut):
-        error = {"type": "timeout", "message": "execution timed out"}
     return {
         "status": CLOSED_STATUS[type(e)],
         "output": _json(getattr(e, "output", None)),
-        "error": _json(error),
+        "error": _json(getattr(e, "error", None)),
         "closed_at": e.timestamp,
         "event_version": e.originator_version,
     }
@@ -135,13 +125,15 @@ def fold(events: Iterable[Any]) -> list[Statement]:
             row = executions.setdefault(e.originator_id, _Row())
             callback = None
             if e.callback_url:
-                callback = Jsonb({"url": e.callback_url, "status": "pending", "attempts": 0})
+                callback = Jsonb(
+                    {"url": e.callback_url, "status": CallbackStatus.PENDING, "attempts": 0}
+                )
             row.insert = {
                 "id": e.originator_id,
                 "workspace_id": e.workspace_id,
                 "workflow_id": e.workflow_id,
                 "version": e.workflow_version,
-                "status": "running",
+                "status": ExecutionStatus.RUNNING,
                 "trigger": e.trigger,
                 "input": _json(e.input),
                 "started_at": e.timestamp,
@@ -155,7 +147,7 @@ def fold(events: Iterable[Any]) -> list[Statement]:
             executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e))
         elif isinstance(e, Execution.NodeScheduled):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
-            scheduled = {"status": "scheduled", "attempts": e.attempt, "error": None}
+            scheduled = {"status": NodeStatus.SCHEDULED, "attempts": e.attempt, "error": None}
             row.upsert(
                 {
                     "execution_id": e.originator_id,
@@ -170,7 +162,8 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 scheduled,
             )
         elif isinstance(e, Execution.NodeStarted):
-            nodes.setdefault((e.originator_id, e.node_id), _Row()).set({"status": "running"})
+            row = nodes.setdefault((e.originator_id, e.node_id), _Row())
+            row.set({"status": NodeStatus.RUNNING})
         elif isinstance(e, NODE_EVENTS):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
             status, error, output = _closed_node(e)

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from domain.execution import Execution
+from domain.statuses import CallbackStatus
 from domain.workflow import Workflow
 from infra.consumer import EventConsumer
 from infra.db import DictConnection
@@ -84,11 +85,11 @@ async def _workflow_state(conn: DictConnection, logged: LoggedEvent, e: Any) -> 
 
 async def _callback_attempted(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
     """CallbackFailed (still pending, or abandoned next), CallbackDelivered, CallbackAbandoned."""
-    status = "pending"
+    status = CallbackStatus.PENDING
     if isinstance(e, Execution.CallbackDelivered):
-        status = "delivered"
+        status = CallbackStatus.DELIVERED
     elif isinstance(e, Execution.CallbackAbandoned):
-        status = "abandoned"
+        status = CallbackStatus.ABANDONED
     attempts = e.attempts if isinstance(e, Execution.CallbackAbandoned) else e.attempt
     await conn.execute(
         "UPDATE rm_executions SET callback = callback || jsonb_build_object('status', %s::text,"

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from commands import models as m
 from domain.roles import Action
+from domain.statuses import ExecutionStatus
 from gateways.http.admission import ADMISSION, admit
 from gateways.http.auth import execute_with_access, workspace_access
 from gateways.http.consistency import MIN_POSITION, answer_read
@@ -22,7 +23,7 @@ from gateways.http.routing import Param, Route
 from projections import queries
 
 WS = "/api/v1/workspaces/{ws}"
-STATUSES = ("running", "completed", "failed", "canceled", "timed_out")
+STATUSES = tuple(ExecutionStatus)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 IDEMPOTENCY_HEADER = "Idempotency-Key"

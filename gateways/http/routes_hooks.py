@@ -35,6 +35,7 @@ from commands.errors import DomainError, NotFound
 from domain.credential import Credential
 from domain.definition import WebhookAuth
 from domain.json_limits import too_deep
+from domain.statuses import ExecutionStatus
 from domain.webhook import HOOK_PATH
 from gateways.bootstrap import Container
 from gateways.http.admission import ADMISSION, admit
@@ -283,7 +284,7 @@ async def _outcome(c: Container, execution_id: UUID) -> dict[str, Any] | None:
             OUTAGES.report(exc, where="webhook outcome")
             return None
         remaining = deadline - time.monotonic()
-        if outcome["status"] != "running":
+        if outcome["status"] != ExecutionStatus.RUNNING:
             return outcome
         if remaining <= 0:
             return None

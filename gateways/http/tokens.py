@@ -44,35 +44,49 @@ _VERIFIED: dict[tuple[str, str, str], tuple[UUID, float]] = {}
 VERIFIED_CACHE_SIZE = 10_000
 
 
-def decode_access_token(settings: Settings, token: str) -> UUID:
+def decode_access_token(settings: Settings, token: str, now: float | None = None) -> UUID:
     """The user id an access token names; 401 `invalid_token` if it is not one we issued, is
-    expired, or is of another type or algorithm."""
+    expired (at `now`, the current time by default), or is of another type or algorithm."""
+    at = time.time() if now is None else now
     key = (settings.jwt_secret, settings.jwt_issuer, token)
     hit = _VERIFIED.get(key)
     if hit is not None:
-        if time.time() < hit[1]:
+        if at < hit[1]:
             return hit[0]
         del _VERIFIED[key]
-    user_id, expires = _verify(settings, token)
+    user_id, expires = _verify(settings, token, at)
     if len(_VERIFIED) >= VERIFIED_CACHE_SIZE:
         del _VERIFIED[next(iter(_VERIFIED))]
     _VERIFIED[key] = (user_id, expires)
     return user_id
 
 
-def _verify(settings: Settings, token: str) -> tuple[UUID, float]:
+def _verify(settings: Settings, token: str, now: float) -> tuple[UUID, float]:
+    """Signature, algorithm, issuer and required claims by PyJWT; the times against `now` here
+    (PyJWT reads its own clock), as PyJWT checks them: `exp` after now, `iat` and `nbf` (when
+    present) not after it, each an integer."""
     try:
         claims = jwt.decode(
             token,
             settings.jwt_secret,
             algorithms=[ALGORITHM],
             issuer=settings.jwt_issuer,
-            options={"require": _REQUIRED_CLAIMS},
+            options={
+                "require": _REQUIRED_CLAIMS,
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
         if claims.get("typ") != ACCESS_TYPE:
             raise jwt.InvalidTokenError("not an access token")
-        return UUID(claims["sub"]), float(claims["exp"])
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        expires = int(claims["exp"])
+        if expires <= now:
+            raise jwt.ExpiredSignatureError("expired")
+        if int(claims["iat"]) > now or int(claims.get("nbf", now)) > now:
+            raise jwt.ImmatureSignatureError("not yet valid")
+        return UUID(claims["sub"]), float(expires)
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError, KeyError):
         raise ApiError(
             401,
             "invalid_token",

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.definition import parse_definition
-from domain.execution import IN_FLIGHT, NODE_TERMINAL, Execution
+from domain.execution import Execution
+from domain.statuses import IN_FLIGHT, NODE_TERMINAL
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

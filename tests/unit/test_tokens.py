@@ -53,15 +53,39 @@ def test_a_verified_token_is_still_refused_once_it_expires() -> None:
     """Verified tokens are remembered (so repeat requests skip the signature check), with their
     expiry: the remembered one is refused from its expiry on, like a fresh check would."""
     user = uuid.uuid4()
-    token = jwt.encode(claims(sub=str(user), exp=int(time.time()) + 1), SETTINGS.jwt_secret)
-    assert decode_access_token(SETTINGS, token) == user
-    assert decode_access_token(SETTINGS, token) == user  # remembered
-    deadline = time.monotonic() + 5
+    issued = time.time()
+    token, ttl = issue_access_token(SETTINGS, user, now=issued)
+    expiry = int(issued) + ttl
+    assert decode_access_token(SETTINGS, token, now=issued) == user
+    assert decode_access_token(SETTINGS, token, now=expiry - 0.001) == user  # remembered
+    with pytest.raises(ApiError) as info:
+        decode_access_token(SETTINGS, token, now=expiry)
+    assert info.value.code == "invalid_token"
+
+
+@pytest.mark.parametrize("offset", [0, 60])
+def test_a_fresh_check_refuses_a_token_from_its_expiry_on(offset: int) -> None:
+    token, _ = issue_access_token(SETTINGS, uuid.uuid4())
     expiry = jwt.decode(token, options={"verify_signature": False})["exp"]
-    while time.time() < expiry:  # the clock passing the expiry, not a synchronisation
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    with pytest.raises(ApiError) as info:
+        decode_access_token(SETTINGS, token, now=expiry + offset)
+    assert info.value.code == "invalid_token"
+
+
+def test_a_token_is_refused_before_it_was_issued() -> None:
+    issued = time.time()
+    token, _ = issue_access_token(SETTINGS, uuid.uuid4(), now=issued)
+    with pytest.raises(ApiError) as info:
+        decode_access_token(SETTINGS, token, now=int(issued) - 1)
+    assert info.value.code == "invalid_token"
+
+
+def test_a_token_is_refused_before_its_not_before_time() -> None:
+    user = uuid.uuid4()
+    now = int(time.time())
+    token = jwt.encode(claims(sub=str(user), nbf=now + 10), SETTINGS.jwt_secret)
     refused(token)
+    assert decode_access_token(SETTINGS, token, now=now + 10) == user
 
 
 def test_a_token_verified_under_one_secret_is_refused_under_another() -> None:
