@@ -17,7 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from infra.aggregate_cache import BoundedCache
-from infra.compat.eventsourcing import fastforward_lock, postgres_pool
+from infra.compat.eventsourcing import fastforward_lock
 from infra.group_commit import NO_READS, GroupCommit
 from infra.recorder import LinkFlowRecorder
 from infra.settings import Settings
@@ -39,7 +39,17 @@ class Held(NamedTuple):
     version: int
 
 
-def eventsourcing_env(settings: Settings, create_table: bool = False) -> dict[str, str]:
+def eventsourcing_env(
+    settings: Settings, create_table: bool = False, *, memory: bool = False
+) -> dict[str, str]:
+    if memory:  # in memory, for tests (infra/memory_recorder.py): no PostgreSQL
+        return {
+            "PERSISTENCE_MODULE": "infra.memory_recorder:MemoryFactory",
+            "APPLICATION_RECORDER_TOPIC": "infra.memory_recorder:MemoryRecorder",
+            "RECORDER_MAX_EVENT_BYTES": str(settings.max_event_bytes),
+            "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
+        }
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": settings.pg_db,
@@ -98,8 +108,10 @@ class EventStore(Application):
 
     name = APP_NAME
 
-    def __init__(self, settings: Settings, create_table: bool = False) -> None:
-        super().__init__(env=eventsourcing_env(settings, create_table))
+    def __init__(
+        self, settings: Settings, create_table: bool = False, *, memory: bool = False
+    ) -> None:
+        super().__init__(env=eventsourcing_env(settings, create_table, memory=memory))
         if self.repository.cache is not None:  # bounded by bytes too (infra.aggregate_cache)
             self.repository.cache = BoundedCache(
                 settings.aggregate_cache_size, settings.aggregate_cache_bytes
@@ -234,10 +246,4 @@ class EventStore(Application):
 
     def position_of(self, aggregate_id: UUID) -> int:
         """The position of the aggregate's latest event (for idempotent replays of commands)."""
-        with postgres_pool(self).connection() as conn, conn.cursor() as cur:
-            cur.execute(
-                f"SELECT max(notification_id) AS p FROM {EVENTS_TABLE} WHERE originator_id = %s",
-                (aggregate_id,),
-            )
-            row = cur.fetchone()
-        return int(row["p"] or 0)
+        return self.recorder.position_of(aggregate_id)  # type: ignore[attr-defined]

@@ -19,6 +19,9 @@ Read checks (migration 009): `insert_events(..., reads={id: version})` writes no
 raises `StaleRead` if any of those aggregates has an event after that version, checked under
 the table lock.
 
+`position_of(id)`: the notification id of the aggregate's latest event (0: none), as
+`infra.memory_recorder.MemoryRecorder` answers it too.
+
 Size backstop: an append holding an event whose stored state is longer than
 `max_event_bytes` (`LINKFLOW_MAX_EVENT_BYTES`, set by `infra.eventstore`) writes nothing and
 raises `EventTooLarge` (imported by `commands.errors` for the gateway: 413).
@@ -35,7 +38,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg.sql import SQL, Composed
+from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import PoolTimeout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,6 +94,10 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+        # Unqualified, like the append function's (and EventStore.position_of's, before it).
+        self._position_statement = SQL(
+            "SELECT max(notification_id) AS p FROM {table} WHERE originator_id = %s"
+        ).format(table=Identifier(self.events_table_name))
 
     @retry_broken_connection
     def insert_events(
@@ -161,6 +168,13 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
                 )
                 for row in curs.fetchall()
             ]
+
+    def position_of(self, originator_id: UUID) -> int:
+        """The notification id of the aggregate's latest event (0: it has none)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._position_statement, (originator_id,))
+            row = curs.fetchone()
+        return int(row["p"] or 0) if row else 0
 
     def _select_statement(self, shape: tuple[bool, bool, bool, bool]) -> Composed:
         gt, lte, desc, limit = shape

@@ -6,8 +6,7 @@
   event is half-applied to what a command reads. The public API has no way to look at a cached
   aggregate without bringing it up to date (a query to PostgreSQL).
 - `postgres_pool`: the psycopg pool of the library's PostgreSQL datastore
-  (`Application.factory.datastore.pool`), which the wiring bounds (`infra.db`) and the event
-  store queries directly (`EventStore.position_of`).
+  (`Application.factory.datastore.pool`), which the wiring bounds (`infra.db`).
 
 Contract tests: tests/unit/test_compat_eventsourcing.py (the names and their behaviour), and
 tests/integration/test_compat_eventsourcing_pool.py (the datastore's pool). Imported by

@@ -1,6 +1,6 @@
 """Contract test of `infra.compat.eventsourcing.postgres_pool` on the real PostgreSQL: the
 library's PostgreSQL datastore still keeps a psycopg pool at `factory.datastore.pool`, giving
-dict rows (what `EventStore.position_of` and `infra.db.bound_sync_pool` rely on)."""
+dict rows (what `infra.db.bound_sync_pool` relies on)."""
 
 from __future__ import annotations
 
