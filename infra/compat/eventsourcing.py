@@ -9,7 +9,7 @@
   (`Application.factory.datastore.pool`), which the wiring bounds (`infra.db`).
 
 Contract tests: tests/unit/test_compat_eventsourcing.py (the names and their behaviour), and
-tests/integration/test_compat_eventsourcing_pool.py (the datastore's pool). Imported by
+tests/integration/test_seam_eventsourcing.py (the datastore's pool). Imported by
 `infra.eventstore` and `gateways.bootstrap`.
 """
 
