@@ -4,6 +4,7 @@
 new entries (XREADGROUP, batches, manual ack) and one that reclaims entries left pending by a dead
 consumer (XAUTOCLAIM, `min_idle_time`). FastStream stops a subscriber for good when its group
 vanishes (Redis flushed); the reader's supervisor recreates the group at id 0 and restarts it.
+What it relies on in FastStream beyond the documented API is in `infra.compat.faststream`.
 
 `EventConsumer` applies the relayed event log exactly once: its read-model/engine change and its
 position commit in one PostgreSQL transaction; entries at or below the position are duplicates;
@@ -30,10 +31,10 @@ from eventsourcing.persistence import MapperDeserialisationError
 from eventsourcing.utils import get_topic
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 from redis.asyncio import Redis
 
 from infra import metrics
+from infra.compat.faststream import entries, raw_entries, raw_message, stopped
 from infra.db import DictConnection, DictPool
 from infra.eventlog import (
     LoggedEvent,
@@ -54,29 +55,6 @@ log = get_logger(__name__)
 ACK_GATHER_S = 0.002
 
 BatchHandler = Callable[[list[bytes], list[dict[bytes, bytes]]], Awaitable[None]]
-
-
-async def raw_entries(message: Any, original_parser: Any) -> RedisBatchStreamMessage:
-    """FastStream parser that leaves entries as they are: our handlers read the raw fields, so
-    FastStream's JSON re-encoding of every entry is skipped (and cannot fail on odd bytes)."""
-    return RedisBatchStreamMessage(
-        raw_message=message,
-        body=b"",
-        headers={},
-        batch_headers=[],
-        path={},
-        reply_to="",
-        content_type=None,
-        message_id="",
-        correlation_id="",
-        consumer=FAKE_CONSUMER,  # we acknowledge ourselves (XACK), never through the message
-        group=None,
-    )
-
-
-async def raw_message(message: RedisBatchStreamMessage, original_decoder: Any) -> Any:
-    """FastStream decoder that hands the handler the XREADGROUP reply itself (ids and fields)."""
-    return message.raw_message
 
 
 def consumer_name(group: str) -> str:
@@ -112,9 +90,9 @@ class GroupReader:
 
         async def handle(handler: BatchHandler, raw: Any) -> None:
             OUTAGES.ok(REDIS)  # FastStream just read this batch from Redis
-            ids = list(raw["message_ids"])
+            ids, fields = entries(raw)
             try:
-                await handler(ids, list(raw["data"]))
+                await handler(ids, fields)
             except Exception as exc:
                 # Unacknowledged: the entries stay pending and are reclaimed after the idle time.
                 if OUTAGES.report(exc, where=f"{group} batch") is None:
@@ -169,7 +147,7 @@ class GroupReader:
         """Recreate the group and restart subscribers FastStream stopped; True if any was."""
         revived = False
         for sub in (self.reader, self.claimer):
-            if not sub.running:
+            if stopped(sub):
                 await ensure_group(self.redis, self.stream, self.group)
                 await sub.start()
                 revived = True

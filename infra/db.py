@@ -20,6 +20,7 @@ from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.compat.psycopg_pool import Check, set_connect_kwarg, set_reconnect_timeout, wrap_check
 from infra.outages import OUTAGES, POSTGRES
 from infra.settings import Settings
 
@@ -83,20 +84,24 @@ def bound_sync_pool(pool: Any, settings: Settings) -> None:
     """The same bounds for a synchronous psycopg_pool.ConnectionPool built by a library (the
     event store's, `eventsourcing.postgres`), whose settings do not reach these: the connect
     timeout of each new connection, how long a lost one is retried before the pool connects
-    again on demand, and (on its pre-ping check) telling `OUTAGES` that PostgreSQL answers."""
-    if isinstance(pool.kwargs, dict):
-        pool.kwargs["connect_timeout"] = settings.pg_connect_timeout
-    pool.reconnect_timeout = settings.pg_wait_s
-    check = pool._check  # psycopg_pool keeps the `check` callback here (3.2, 3.3)
-    if check is not None:
+    again on demand, and (on its pre-ping check) telling `OUTAGES` that PostgreSQL answers.
+    Set after the fact through `infra.compat.psycopg_pool`."""
+    set_connect_kwarg(pool, "connect_timeout", settings.pg_connect_timeout)
+    set_reconnect_timeout(pool, settings.pg_wait_s)
+    wrap_check(pool, _bypassed_and_reported)
 
-        def checked(conn: Any) -> None:
-            if _recently_handed_out(conn):
-                return
-            check(conn)
-            OUTAGES.ok(POSTGRES)
 
-        pool._check = checked
+def _bypassed_and_reported(check: Check) -> Check:
+    """`check`, skipped for a connection handed out within CHECK_BYPASS_S; a connection that
+    passes it shows PostgreSQL is up."""
+
+    def checked(conn: Any) -> None:
+        if _recently_handed_out(conn):
+            return
+        check(conn)
+        OUTAGES.ok(POSTGRES)
+
+    return checked
 
 
 def _recently_handed_out(conn: Any) -> bool:
