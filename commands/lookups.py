@@ -20,6 +20,7 @@ from domain.base import DomainError
 from domain.credential import Credential
 from domain.definition import Trigger
 from domain.execution import Execution
+from domain.statuses import CURRENT
 from domain.user import EmailIndex, User
 from domain.webhook import WebhookIndex
 from domain.workflow import Workflow
@@ -79,7 +80,7 @@ def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, atte
     return (
         execution.running
         and run is not None
-        and run.status in ("scheduled", "running")
+        and run.status in CURRENT
         and run.attempts == attempt
     )
 
