@@ -53,6 +53,24 @@ class Result:
     saved: list[Any] = field(default_factory=list, repr=False)
 
 
+@dataclass(kw_only=True)
+class ExecutionAnswer(Result):
+    """A start's or a cancel's answer: the execution and its status then."""
+
+    execution_id: UUID
+    status: str
+    repeated: bool = False  # a start answered by an earlier one with the same Idempotency-Key
+
+
+@dataclass(kw_only=True)
+class Decision(Result):
+    """A node result's, a node start's or a timer's answer: whether the execution took it
+    (False: a stale or repeated one, nothing recorded), and its status then."""
+
+    accepted: bool
+    status: str
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -187,7 +205,7 @@ def execution_id_for(workflow_id: UUID, idempotency_key: str) -> UUID:
     return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}:{idempotency_key}")
 
 
-def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> Result:
+def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnswer:
     # The workflow and the variables are read as this process holds them, asking PostgreSQL
     # nothing; the save checks that neither changed since (else the bus runs this again).
     workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow", True)
@@ -225,7 +243,7 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> Result:
         if not cmd.idempotency_key:
             raise
         return _repeated_start(ctx, cmd, execution_id)
-    return Result(position, {"execution_id": str(execution_id), "status": execution.status})
+    return ExecutionAnswer(position, execution_id=execution_id, status=execution.status)
 
 
 def workspace_variables(store: EventStore, workspace_id: UUID) -> dict[str, Any]:
@@ -249,23 +267,27 @@ def _held_variables(ctx: CommandContext, workspace_id: UUID) -> dict[str, Any]:
     return dict(variables.values)
 
 
-def _repeated_start(ctx: CommandContext, cmd: m.StartExecution, execution_id: UUID) -> Result:
+def _repeated_start(
+    ctx: CommandContext, cmd: m.StartExecution, execution_id: UUID
+) -> ExecutionAnswer:
     existing = _owned(ctx, Execution, execution_id, cmd.workspace_id, "execution")
     if existing.input != cmd.input:
         raise DomainError(
             "this Idempotency-Key was used with a different input", "idempotency_key_reused"
         )
-    return Result(
+    return ExecutionAnswer(
         ctx.position_of(execution_id),
-        {"execution_id": str(execution_id), "status": existing.status, "repeated": True},
+        execution_id=execution_id,
+        status=existing.status,
+        repeated=True,
     )
 
 
-def cancel_execution(ctx: CommandContext, cmd: m.CancelExecution) -> Result:
+def cancel_execution(ctx: CommandContext, cmd: m.CancelExecution) -> ExecutionAnswer:
     execution = _owned(ctx, Execution, cmd.execution_id, cmd.workspace_id, "execution")
     execution.cancel(cmd.reason, now())
     position = ctx.save(execution) if execution.pending_events else 0
-    return Result(position, {"execution_id": str(execution.id), "status": execution.status})
+    return ExecutionAnswer(position, execution_id=execution.id, status=execution.status)
 
 
 def _execution(ctx: CommandContext, execution_id: UUID) -> Execution:
@@ -277,39 +299,39 @@ def _execution(ctx: CommandContext, execution_id: UUID) -> Execution:
     return execution
 
 
-def complete_node(ctx: CommandContext, cmd: m.CompleteNode) -> Result:
+def complete_node(ctx: CommandContext, cmd: m.CompleteNode) -> Decision:
     execution = _execution(ctx, cmd.execution_id)
     accepted = execution.complete_node(cmd.node_id, cmd.attempt, cmd.output, now())
     return _save_if_changed(ctx, execution, accepted)
 
 
-def start_node(ctx: CommandContext, cmd: m.StartNode) -> Result:
+def start_node(ctx: CommandContext, cmd: m.StartNode) -> Decision:
     execution = _execution(ctx, cmd.execution_id)
     accepted = execution.start_node(cmd.node_id, cmd.attempt, now())
     return _save_if_changed(ctx, execution, accepted)
 
 
-def time_out_node(ctx: CommandContext, cmd: m.TimeOutNode) -> Result:
+def time_out_node(ctx: CommandContext, cmd: m.TimeOutNode) -> Decision:
     execution = _execution(ctx, cmd.execution_id)
     accepted = execution.time_out_node(cmd.node_id, cmd.attempt, now())
     return _save_if_changed(ctx, execution, accepted)
 
 
-def fail_node(ctx: CommandContext, cmd: m.FailNode) -> Result:
+def fail_node(ctx: CommandContext, cmd: m.FailNode) -> Decision:
     execution = _execution(ctx, cmd.execution_id)
     accepted = execution.fail_node(cmd.node_id, cmd.attempt, cmd.error, now(), cmd.retryable)
     return _save_if_changed(ctx, execution, accepted)
 
 
-def fire_timer(ctx: CommandContext, cmd: m.FireTimer) -> Result:
+def fire_timer(ctx: CommandContext, cmd: m.FireTimer) -> Decision:
     execution = _execution(ctx, cmd.execution_id)
     accepted = execution.fire_timer(cmd.timer_id, now())
     return _save_if_changed(ctx, execution, accepted)
 
 
-def _save_if_changed(ctx: CommandContext, execution: Execution, accepted: bool) -> Result:
+def _save_if_changed(ctx: CommandContext, execution: Execution, accepted: bool) -> Decision:
     position = ctx.save(execution) if accepted else 0
-    return Result(position, {"accepted": accepted, "status": execution.status})
+    return Decision(position, accepted=accepted, status=execution.status)
 
 
 HANDLERS: dict[type[m.Command], Callable[[CommandContext, Any], Result]] = {

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from commands.bus import CommandBus
+from commands.handlers import ExecutionAnswer
 from commands.models import StartExecution
 from domain.base import DomainError
 from domain.schedule import Schedule, iso_utc, plan
@@ -178,7 +179,8 @@ class Scheduler:
                 continue
             except Exception as exc:
                 return self._failed(row, due, exc, started)
-            if not result.fields.get("repeated"):
+            assert isinstance(result, ExecutionAnswer)
+            if not result.repeated:
                 started += 1
                 metrics.SCHEDULE_RUNS.inc()
                 log_event(
@@ -186,7 +188,7 @@ class Scheduler:
                     "schedule_fired",
                     workflow_id=row["workflow_id"],
                     scheduled_at=iso_utc(due),
-                    execution_id=result.fields["execution_id"],
+                    execution_id=str(result.execution_id),
                 )
         if todo.skipped:
             metrics.SCHEDULE_SKIPPED.labels(schedule.catch_up).inc(todo.skipped)

@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from commands.bus import CommandBus
+from commands.handlers import Decision
 from commands.models import FireTimer
 from domain.execution import EXECUTION_CLOSED, Execution
 from infra import metrics
@@ -142,7 +143,7 @@ class Timers(EventConsumer):
                             )
                         continue
                     done.append(row["timer_id"])
-                    if result.fields.get("accepted"):
+                    if isinstance(result, Decision) and result.accepted:
                         fired += 1
                         metrics.TIMERS_FIRED.labels(row["kind"]).inc()
                 if done:

@@ -37,7 +37,7 @@ from redis.typing import StreamIdT
 
 from commands import lookups
 from commands.bus import CommandBus, CommandConflict
-from commands.handlers import NotFound
+from commands.handlers import Decision, NotFound
 from commands.models import CompleteNode, FailNode, StartNode, TimeOutNode
 from domain.json_limits import json_size
 from engine.fence import AttemptFence
@@ -200,7 +200,9 @@ class Worker:
         command = StartNode(
             execution_id=task.execution_id, node_id=task.node_id, attempt=task.attempt
         )
-        return await self._send(command, lambda result: bool(result.fields.get("accepted")))
+        return await self._send(
+            command, lambda result: isinstance(result, Decision) and result.accepted
+        )
 
     async def _report(self, command: Result) -> bool:
         """Record a node's result; True once it is durable (or its execution is unknown). A

@@ -12,6 +12,7 @@ from uuid import UUID
 from aiohttp import web
 
 from commands import models as m
+from commands.handlers import ExecutionAnswer
 from domain.roles import Action
 from domain.statuses import ExecutionStatus
 from gateways.http.admission import ADMISSION, admit
@@ -55,15 +56,16 @@ async def start_execution(request: web.Request) -> web.Response:
         return cmd
 
     result = await execute_with_access(request, Action.RUN_EXECUTIONS, command)
+    assert isinstance(result, ExecutionAnswer)
     ws = parse_uuid(request.match_info["ws"], "workspace")
     request.app[ADMISSION].started(ws, result.position)
-    execution_id = result.fields["execution_id"]
+    execution_id = str(result.execution_id)
     headers = {"Location": _location(ws, execution_id)}
-    if result.fields.get("repeated"):
+    if result.repeated:
         headers["Idempotent-Replayed"] = "true"
     answer = {
         "execution_id": execution_id,
-        "status": result.fields["status"],
+        "status": result.status,
         "position": result.position,
     }
     return respond(answer, status=202, headers=headers)
@@ -154,9 +156,10 @@ async def cancel_execution(request: web.Request) -> web.Response:
     body = await read_json(request, optional=True)
     cmd = build(m.CancelExecution, body, workspace_id=ws, execution_id=execution_id)
     result = await container(request).bus.execute(cmd)
+    assert isinstance(result, ExecutionAnswer)
     answer = {
-        "execution_id": result.fields["execution_id"],
-        "status": result.fields["status"],
+        "execution_id": str(result.execution_id),
+        "status": result.status,
         "position": result.position,
     }
     return respond(answer, status=202)

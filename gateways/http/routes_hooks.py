@@ -32,6 +32,7 @@ from aiohttp import web
 from commands import lookups
 from commands import models as m
 from commands.errors import DomainError, NotFound
+from commands.handlers import ExecutionAnswer
 from domain.credential import Credential
 from domain.definition import WebhookAuth
 from domain.json_limits import too_deep
@@ -360,20 +361,21 @@ async def receive_hook(request: web.Request) -> web.Response:
         if replay_guarded and exc.code == "idempotency_key_reused":
             raise _replayed() from None
         raise
-    repeated = bool(result.fields.get("repeated"))
+    assert isinstance(result, ExecutionAnswer)
+    repeated = result.repeated
     if repeated and replay_guarded:
         raise _replayed()
     request.app[ADMISSION].started(target.workspace_id, result.position)
-    execution_id = result.fields["execution_id"]
+    execution_id = str(result.execution_id)
     headers = {"Idempotent-Replayed": "true"} if repeated else None
     if target.trigger.respond == "on_completion":
         extend_deadline(request, c.settings.webhook_wait_s)  # its own 202 comes first
-        outcome = await _outcome(c, UUID(execution_id))
+        outcome = await _outcome(c, result.execution_id)
         if outcome is not None:
             return respond({"execution_id": execution_id, **outcome}, headers=headers)
     answer = {
         "execution_id": execution_id,
-        "status": result.fields["status"],
+        "status": result.status,
         "position": result.position,
     }
     return respond(answer, status=202, headers=headers)

@@ -29,7 +29,7 @@ async def start_with_callback(c: Container, url: str) -> UUID:
     result = await c.bus.execute(
         m.StartExecution(workspace_id=ws, workflow_id=UUID(wf.fields["id"]), callback_url=url)
     )
-    return UUID(result.fields["execution_id"])
+    return result.execution_id
 
 
 async def row(c: Container, execution_id: UUID) -> dict[str, Any] | None:

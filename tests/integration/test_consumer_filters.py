@@ -39,7 +39,7 @@ async def rows(c: Container, query: str, execution: UUID) -> list[dict[str, Any]
 
 async def started(c: Container, wf: UUID, ws: UUID, **extra: Any) -> UUID:
     cmd = m.StartExecution(workspace_id=ws, workflow_id=wf, input={}, **extra)
-    return UUID((await c.bus.execute(cmd)).fields["execution_id"])
+    return (await c.bus.execute(cmd)).execution_id
 
 
 async def complete_call(c: Container, execution: UUID) -> None:

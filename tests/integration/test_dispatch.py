@@ -34,7 +34,7 @@ async def test_a_started_execution_reaches_the_task_stream_without_relay_or_matc
         c = r.container
         ws, wf = setup_workflow(c, ONE_CALL)
         result = await c.bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
-        execution = UUID(result.fields["execution_id"])
+        execution = result.execution_id
         [(entry_id, task)] = await entries_for(c, execution)  # there at once, not eventually
         assert (task["node_id"], task["attempt"]) == ("call", 1)
 
@@ -60,7 +60,7 @@ async def test_when_matching_sends_first_the_fast_path_does_not_send_again(
         ws, wf = setup_workflow(c, ONE_CALL)
         # bus.handle is the synchronous path: no fast dispatch, so matching sends the task.
         result = c.bus.handle(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
-        execution = UUID(result.fields["execution_id"])
+        execution = result.execution_id
         await eventually(lambda: task_rows(c, execution), timeout=10)
         assert len(await entries_for(c, execution)) == 1
         assert c.bus.after_save is not None
@@ -78,7 +78,7 @@ async def test_the_fast_path_still_sends_after_redis_lost_its_scripts(
         # As after a Redis restart: the claim script is no longer cached (EVALSHA would fail).
         await c.redis.script_flush()
         result = await c.bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
-        execution = UUID(result.fields["execution_id"])
+        execution = result.execution_id
         [(_, task)] = await entries_for(c, execution)
         assert task["node_id"] == "call"
 

@@ -60,7 +60,7 @@ def test_saved_aggregates_load_back_equal_with_increasing_positions(bus: Command
         m.StartExecution(workspace_id=ws, workflow_id=UUID(created.fields["id"]), input={"a": 1})
     )
     assert started.position > created.position > 0
-    execution = bus.store.copy_fresh(Execution, UUID(started.fields["execution_id"]))
+    execution = bus.store.copy_fresh(Execution, started.execution_id)
     assert execution.input == {"a": 1} and execution.workspace_id == str(ws)
     assert execution.nodes["slow"].status == "scheduled"
 
@@ -71,7 +71,7 @@ def test_idempotency_key_names_one_execution(bus: CommandBus) -> None:
     cmd = m.StartExecution(workspace_id=ws, workflow_id=wf, input={"x": 1}, idempotency_key="k1")
     first = bus.handle(cmd)
     again = bus.handle(cmd)
-    assert first.fields["execution_id"] == again.fields["execution_id"]
+    assert first.execution_id == again.execution_id
     assert again.position == first.position
     with pytest.raises(DomainError) as exc:
         bus.handle(cmd.model_copy(update={"input": {"x": 2}}))
@@ -84,11 +84,7 @@ async def test_concurrent_results_for_one_execution_are_all_kept(bus: CommandBus
     user, ws = new_workspace(bus)
     wf = new_workflow(bus, ws, user, "fan-out-join.json")
     ids = [
-        UUID(
-            bus.handle(m.StartExecution(workspace_id=ws, workflow_id=wf, input={})).fields[
-                "execution_id"
-            ]
-        )
+        bus.handle(m.StartExecution(workspace_id=ws, workflow_id=wf, input={})).execution_id
         for _ in range(20)
     ]
     loop = asyncio.get_running_loop()
@@ -101,7 +97,7 @@ async def test_concurrent_results_for_one_execution_are_all_kept(bus: CommandBus
                 )
                 jobs.append(loop.run_in_executor(pool, bus.handle, cmd))
         results = await asyncio.gather(*jobs)
-    assert all(r.fields["accepted"] for r in results)
+    assert all(r.accepted for r in results)
     for ex in ids:
         execution = bus.store.copy_fresh(Execution, ex)
         assert execution.status == "completed"

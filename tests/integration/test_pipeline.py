@@ -34,7 +34,7 @@ def setup_workflow(c: Container, example: str | dict[str, Any]) -> tuple[UUID, U
 
 async def start(c: Container, ws: UUID, wf: UUID, input: Any) -> UUID:
     result = await c.bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf, input=input))
-    return UUID(result.fields["execution_id"])
+    return result.execution_id
 
 
 async def closed(c: Container, execution_id: UUID) -> dict[str, Any] | None:

@@ -92,7 +92,7 @@ def test_register_create_and_start_through_the_bus(bus: CommandBus) -> None:
     )
     assert isinstance(started, Result)
     assert started.position > created.position > 0
-    execution_id = UUID(started.fields["execution_id"])
+    execution_id = started.execution_id
     assert started.position == bus.store.position_of(execution_id)
     assert [type(e).__name__ for e in started.saved] == ["ExecutionStarted", "NodeScheduled"]
     execution = bus.store.copy_fresh(Execution, execution_id)
@@ -115,8 +115,8 @@ def test_an_idempotency_key_names_one_execution(bus: CommandBus) -> None:
     cmd = m.StartExecution(workspace_id=ws, workflow_id=wf, input={"x": 1}, idempotency_key="k1")
     first = bus.handle(cmd)
     again = bus.handle(cmd)
-    assert again.fields["execution_id"] == first.fields["execution_id"]
-    assert again.fields["repeated"] is True
+    assert again.execution_id == first.execution_id
+    assert again.repeated is True
     assert again.position == first.position  # the recorder's position_of
     with pytest.raises(DomainError) as exc:
         bus.handle(cmd.model_copy(update={"input": {"x": 2}}))
@@ -131,7 +131,7 @@ def test_a_start_decided_on_a_stale_workflow_runs_again_on_fresh_reads(bus: Comm
     started = bus.handle(m.StartExecution(workspace_id=ws, workflow_id=wf))
     [stale] = refused  # decided on the held version 1 once: its save was refused
     assert isinstance(stale, StaleRead) and wf in stale.ids
-    execution = bus.store.copy_fresh(Execution, UUID(started.fields["execution_id"]))
+    execution = bus.store.copy_fresh(Execution, started.execution_id)
     assert execution.workflow_version == 2  # decided again on the workflow as it is
     assert list(execution.nodes) == ["slow"]
 
@@ -146,7 +146,7 @@ async def test_a_start_on_the_event_loop_decided_on_a_stale_workflow_runs_again(
     started = await bus.execute(m.StartExecution(workspace_id=ws, workflow_id=wf))
     assert refused and all(isinstance(r, StaleRead) for r in refused)
     assert started.position > first.position
-    execution = bus.store.copy_fresh(Execution, UUID(started.fields["execution_id"]))
+    execution = bus.store.copy_fresh(Execution, started.execution_id)
     assert execution.workflow_version == 2
     assert started.saved and started.position == bus.store.position_of(execution.id)
 
@@ -174,7 +174,7 @@ def test_two_results_for_one_execution_conflict_and_both_are_kept(bus: CommandBu
     on a fresh load."""
     ws, wf = new_workflow(bus, "fan-out-join.json")
     started = bus.handle(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
-    execution_id = UUID(started.fields["execution_id"])
+    execution_id = started.execution_id
     store = bus.store
     both_loaded = threading.Barrier(2, timeout=WAIT_S)
     loads: list[int] = []
@@ -208,7 +208,7 @@ def test_two_results_for_one_execution_conflict_and_both_are_kept(bus: CommandBu
     ]
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(bus.handle, commands))
-    assert all(r.fields["accepted"] for r in results)
+    assert all(r.accepted for r in results)
     assert loads[0] == loads[1] and len(loads) == 3  # the loser loaded once more, fresh
     assert loads[2] > loads[0]  # with the winner's events
     assert len(refused) == 1  # the loser's first save
