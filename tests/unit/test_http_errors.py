@@ -24,7 +24,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
 from commands.bus import CommandConflict
-from commands.handlers import NotFound, Result
+from commands.handlers import ExecutionAnswer, NotFound, Result
 from commands.identity import RefreshRefused
 from commands.principal import authorise
 from domain.base import DomainError
@@ -365,9 +365,9 @@ async def test_command_errors_are_mapped(
 
 async def test_start_execution_answer(api: tuple[TestClient, FakeBus]) -> None:
     client, bus = api
-    execution_id = str(uuid.uuid4())
-    bus.outcome = lambda cmd: Result(
-        42, {"execution_id": execution_id, "status": "running", "repeated": True}
+    execution_id = uuid.uuid4()
+    bus.outcome = lambda cmd: ExecutionAnswer(
+        42, execution_id=execution_id, status="running", repeated=True
     )
     ws, wf = uuid.uuid4(), uuid.uuid4()
     resp = await client.post(
@@ -375,7 +375,8 @@ async def test_start_execution_answer(api: tuple[TestClient, FakeBus]) -> None:
         headers={**auth_header(), "Idempotency-Key": "abc"},
     )
     assert resp.status == 202
-    assert await resp.json() == {"execution_id": execution_id, "status": "running", "position": 42}
+    answer = {"execution_id": str(execution_id), "status": "running", "position": 42}
+    assert await resp.json() == answer
     assert resp.headers["Idempotent-Replayed"] == "true"
     (cmd,) = bus.commands
     assert (cmd.workspace_id, cmd.workflow_id, cmd.idempotency_key) == (ws, wf, "abc")
