@@ -78,10 +78,7 @@ def attempt_is_current(store: EventStore, execution_id: UUID, node_id: str, atte
         return False
     run = execution.nodes.get(node_id)
     return (
-        execution.running
-        and run is not None
-        and run.status in CURRENT
-        and run.attempts == attempt
+        execution.running and run is not None and run.status in CURRENT and run.attempts == attempt
     )
 
 
