@@ -16,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError
 from commands.handlers import execution_id_for
 from commands.identity import parse_api_key
 from domain.api_key import ApiKey
-from domain.base import DomainError
+from domain.base import DomainError, TenantAggregate
 from domain.credential import Credential
 from domain.definition import Trigger
 from domain.execution import Execution
@@ -204,6 +204,21 @@ def held_role(
     workspace = held.aggregate
     role = workspace.role_of(str(user_id)) if workspace is not None else None
     return HeldRole(role, held.version)
+
+
+def position_in_workspace(
+    store: EventStore, kind: type[TenantAggregate], workspace_id: UUID, aggregate_id: UUID
+) -> int:
+    """The position of the aggregate's latest event if it is a `kind` of the workspace (0
+    otherwise): what a read by id waits for the read models to reach rather than answer 404 for
+    an object just written."""
+    try:
+        aggregate = store.read_fresh(kind, aggregate_id)
+    except AggregateNotFoundError:  # also an id of another kind (WrongAggregate)
+        return 0
+    if getattr(aggregate, "workspace_id", None) != str(workspace_id):
+        return 0
+    return store.position_of(aggregate_id)
 
 
 def workspace_exists(store: EventStore, workspace_id: UUID) -> bool:

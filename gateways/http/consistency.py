@@ -1,8 +1,10 @@
 """Read-your-writes for the visibility API: a GET given `?min_position=N` waits until the
 projector has applied position N (every command answer carries its `position`), polling with a
 deadline; past it the answer is 503 `projection_lag` (the request deadline is extended by that
-wait, see `gateways.http.deadline`). Imported by the route modules of
-`gateways.http`.
+wait, see `gateways.http.deadline`). A read of one object by id never answers 404 for an object
+that exists: when the read model does not have it, the write model is asked for the object's
+latest position in the workspace, and the read waits for the projector to reach it
+(`answer_read(by_id=...)`). Imported by the route modules of `gateways.http`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
+from commands import lookups
+from domain.base import TenantAggregate
 from gateways.http.context import container, respond
 from gateways.http.deadline import extend_deadline
 from gateways.http.errors import ApiError, invalid
@@ -85,13 +90,23 @@ async def answer_read(
     query: Callable[..., Awaitable[Any]],
     *args: Any,
     missing: str | None = None,
+    by_id: tuple[type[TenantAggregate], UUID, UUID] | None = None,
     **kwargs: Any,
 ) -> web.Response:
     """Run one visibility query after read-your-writes; an empty result of a query for one thing
-    (`missing` names it) is 404."""
+    (`missing` names it) is 404 — unless `by_id` (kind, workspace, aggregate id) names an object
+    the write model has of that kind in that workspace: then the query runs again once the
+    projector has reached the object's latest position."""
     await read_your_writes(request)
-    async with container(request).pool.connection() as conn:
+    c = container(request)
+    async with c.pool.connection() as conn:
         result = await query(conn, *args, **kwargs)
+    if missing and not result and by_id is not None:
+        position = await c.bus.run(lookups.position_in_workspace, *by_id)
+        if position:
+            await wait_for_projection(request, position)
+            async with c.pool.connection() as conn:
+                result = await query(conn, *args, **kwargs)
     if missing and not result:
         raise ApiError(404, "not_found", f"{missing} not found")
     return respond(result)

@@ -110,7 +110,12 @@ async def get_credential(request: web.Request) -> web.Response:
     ws = await workspace_access(request, Action.READ)
     credential_id = _credential_id(request)
     return await answer_read(
-        request, queries.get_credential, ws, credential_id, missing="credential"
+        request,
+        queries.get_credential,
+        ws,
+        credential_id,
+        missing="credential",
+        by_id=(Credential, ws, credential_id),
     )
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from commands import models as m
 from commands.handlers import ExecutionAnswer
+from domain.execution import Execution
 from domain.roles import Action
 from domain.statuses import ExecutionStatus
 from gateways.http.admission import ADMISSION, admit
@@ -138,7 +139,14 @@ async def list_executions(request: web.Request) -> web.Response:
 async def get_execution(request: web.Request) -> web.Response:
     ws = await workspace_access(request, Action.READ)
     execution_id = _execution_id(request)
-    return await answer_read(request, queries.get_execution, ws, execution_id, missing="execution")
+    return await answer_read(
+        request,
+        queries.get_execution,
+        ws,
+        execution_id,
+        missing="execution",
+        by_id=(Execution, ws, execution_id),
+    )
 
 
 async def execution_history(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from aiohttp import web
 from commands import models as m
 from commands.handlers import Result
 from domain.roles import Action
+from domain.workflow import Workflow
 from gateways.http.auth import actor, workspace_access
 from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.context import container, respond
@@ -89,7 +90,9 @@ async def list_workflows(request: web.Request) -> web.Response:
 async def get_workflow(request: web.Request) -> web.Response:
     ws = await workspace_access(request, Action.READ)
     wf = _workflow_id(request)
-    return await answer_read(request, queries.get_workflow, ws, wf, missing="workflow")
+    return await answer_read(
+        request, queries.get_workflow, ws, wf, missing="workflow", by_id=(Workflow, ws, wf)
+    )
 
 
 async def update_workflow(request: web.Request) -> web.Response:
@@ -110,7 +113,9 @@ async def list_versions(request: web.Request) -> web.Response:
     ws = await workspace_access(request, Action.READ)
     wf = _workflow_id(request)
     # Every workflow has a first version: no versions means no such workflow.
-    return await answer_read(request, queries.list_versions, ws, wf, missing="workflow")
+    return await answer_read(
+        request, queries.list_versions, ws, wf, missing="workflow", by_id=(Workflow, ws, wf)
+    )
 
 
 async def get_version(request: web.Request) -> web.Response:
@@ -119,7 +124,9 @@ async def get_version(request: web.Request) -> web.Response:
     raw = request.match_info["n"]
     if not raw.isdigit() or len(raw) > 9:
         raise ApiError(404, "not_found", "version not found")
-    return await answer_read(request, queries.get_version, ws, wf, int(raw), missing="version")
+    return await answer_read(
+        request, queries.get_version, ws, wf, int(raw), missing="version", by_id=(Workflow, ws, wf)
+    )
 
 
 async def activate_workflow(request: web.Request) -> web.Response:
