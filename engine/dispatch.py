@@ -153,12 +153,24 @@ class Dispatcher:
         """How many more entries matching's feed may put in the queue's stream: up to the feed
         level unread, at most half the backlog (the rest is the fast path's headroom)."""
         stream = task_stream(self.settings, queue)
+        try:
+            length, pending = await self._unread(stream)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream and the workers' group (restart, flush): create it again.
+            self.queues_ready.discard(queue)
+            await self.ensure_queue(queue)
+            length, pending = await self._unread(stream)
+        level = max(min(self.settings.dispatch_feed_level, self.settings.dispatch_backlog // 2), 1)
+        return int(level - (length - pending["pending"]))
+
+    async def _unread(self, stream: str) -> tuple[int, dict[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(stream)
             pipe.xpending(stream, WORKER_GROUP)
             length, pending = await pipe.execute()
-        level = max(min(self.settings.dispatch_feed_level, self.settings.dispatch_backlog // 2), 1)
-        return int(level - (length - pending["pending"]))
+        return int(length), pending
 
     async def hold(self, queue: str, workspaces: dict[str, bool]) -> None:
         """Tell the fast path which workspaces matching holds tasks of `queue` back for (it then

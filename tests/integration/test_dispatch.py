@@ -83,6 +83,21 @@ async def test_the_fast_path_still_sends_after_redis_lost_its_scripts(
         assert task["node_id"] == "call"
 
 
+async def test_the_feed_measures_room_after_redis_lost_the_stream(fresh_settings: Settings) -> None:
+    """Chaos run (issue 12 shapes, this session): after a Redis restart matching's feed asked
+    XPENDING of a stream whose workers' group was gone and logged `feed_failed` (NOGROUP) with
+    a traceback. Now the group is created again and the room measured."""
+    settings = fresh_settings.model_copy(update={"dispatch_backlog": 4})
+    async with roles(settings) as r:
+        c = r.container
+        dispatcher = Dispatcher(c.redis, settings)
+        assert (await dispatcher.dispatch([_task(1)]))[0] is not None  # the group exists
+        await c.redis.delete(task_stream(settings, "default"))  # as after a restart
+        assert await dispatcher.room("default") == 2  # empty: up to the feed level
+        groups = await c.redis.xinfo_groups(task_stream(settings, "default"))
+        assert [g["name"] for g in groups] in ([b"workers"], ["workers"])
+
+
 def _task(n: int) -> TaskMessage:
     execution = uuid4()
     return TaskMessage(
