@@ -29,7 +29,7 @@ from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.utils import resolve_topic
 
-from infra.recorder import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, StaleRead
+from infra.recorder import DEFAULT_MAX_EVENT_BYTES, StaleRead, refuse_too_large
 
 # The factory's environment key for the size backstop (what `EventStore` sets on a
 # LinkFlowRecorder from the settings); looked up as LINKFLOW_RECORDER_MAX_EVENT_BYTES first.
@@ -49,10 +49,7 @@ class MemoryRecorder(POPOApplicationRecorder):
     ) -> list[int]:
         if not stored_events:
             return []
-        limit = self.max_event_bytes
-        for event in stored_events:
-            if len(event.state) > limit:
-                raise EventTooLarge(event.topic, len(event.state), limit)
+        refuse_too_large(stored_events, self.max_event_bytes)
         with self._database_lock:
             stale = [
                 aggregate_id

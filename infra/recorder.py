@@ -58,6 +58,14 @@ class EventTooLarge(ValueError):
         self.limit = limit
 
 
+def refuse_too_large(stored_events: Sequence[StoredEvent], limit: int) -> None:
+    """EventTooLarge for the first event whose stored state is longer than `limit` (checked
+    before anything of the append is written, by every recorder)."""
+    for event in stored_events:
+        if len(event.state) > limit:
+            raise EventTooLarge(event.topic, len(event.state), limit)
+
+
 class StaleRead(Exception):
     """An aggregate a command read (without asking PostgreSQL) had changed: nothing was written;
     forget the cached `ids` and run the command again."""
@@ -109,10 +117,7 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
     ) -> list[int]:
         if not stored_events:
             return []
-        limit = self.max_event_bytes
-        for event in stored_events:
-            if len(event.state) > limit:
-                raise EventTooLarge(event.topic, len(event.state), limit)
+        refuse_too_large(stored_events, self.max_event_bytes)
         reads = reads or {}
         params = (
             [e.originator_id for e in stored_events],
