@@ -405,6 +405,8 @@ def parse(text: str) -> ExecutionQuery:
     An empty text is every execution, newest first."""
     if len(text) > MAX_QUERY_LENGTH:
         raise QueryError(f"longer than {MAX_QUERY_LENGTH} characters", MAX_QUERY_LENGTH)
+    if "\x00" in text:  # PostgreSQL text cannot hold it
+        raise QueryError("NUL characters (\\u0000) are not accepted", text.index("\x00"))
     try:
         parsed = _PARSER.parse(text)
     except UnexpectedCharacters as exc:

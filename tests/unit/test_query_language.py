@@ -203,6 +203,11 @@ def test_fields_of_later_items_are_parsed_but_refused_as_not_available_yet() -> 
     assert e.position == 15 and "[a-z][a-z0-9_]{0,39}" in e.message
 
 
+def test_a_nul_character_is_refused_where_it_is() -> None:
+    e = error("workflow_name = 'a\x00b'")
+    assert (e.position, e.message) == (18, "NUL characters (\\u0000) are not accepted")
+
+
 def test_length_and_depth_are_bounded() -> None:
     e = error("version = 1 OR " * 300 + "version = 2")
     assert e.position == ql.MAX_QUERY_LENGTH
@@ -254,7 +259,7 @@ def test_injection_attempts_stay_one_parameter(attempt: str) -> None:
     assert e.position == 9 and "status is one of" in e.message
 
 
-@given(st.text(max_size=30))
+@given(st.text(st.characters(exclude_characters="\x00"), max_size=30))
 def test_any_text_literal_round_trips_as_one_parameter(value: str) -> None:
     quoted = "'" + value.replace("'", "''") + "'"
     assert compiled(f"failed_node = {quoted}") == ('"failed_node" = %s', [value])
