@@ -7,6 +7,8 @@ A pure-3 execution is 8 events, usually relayed in the same batch. Applied one b
 that applying the events in order would give: for each row it tracks both what to insert when
 the row does not exist yet and which columns the events set when it does (`ON CONFLICT … DO
 UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements.
+`duration_ms`, `error_code` and `failed_node` are generated columns (migration 011): PostgreSQL
+derives them from `started_at`, `closed_at` and `error`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _EXECUTION_COLUMNS = (
     "id",
     "workspace_id",
     "workflow_id",
+    "workflow_name",
     "version",
     "status",
     "trigger",
@@ -132,6 +135,7 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 "id": e.originator_id,
                 "workspace_id": e.workspace_id,
                 "workflow_id": e.workflow_id,
+                "workflow_name": e.definition.get("name"),
                 "version": e.workflow_version,
                 "status": ExecutionStatus.RUNNING,
                 "trigger": e.trigger,

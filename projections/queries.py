@@ -8,16 +8,29 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import MapperDeserialisationError
+from psycopg import sql
 
 from domain.json_limits import too_deep
 from domain.webhook import hook_of
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, EventStore
+from projections.query_language import (
+    DEFAULT_ORDER,
+    FIELDS,
+    ORDER_FIELDS,
+    ExecutionQuery,
+    FieldType,
+    Order,
+    after_sql,
+    order_sql,
+    where_sql,
+)
 
 PROJECTOR = "projector"
 
@@ -26,17 +39,46 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def encode_cursor(started_at: datetime, row_id: UUID) -> str:
-    raw = json.dumps([started_at.isoformat(), str(row_id)]).encode()
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of executions ends: the last row's value of the sort field (None when it
+    has none) and its id, for the order it was listed in."""
+
+    order: Order
+    value: datetime | int | None
+    row_id: UUID
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """`[value, id]` for the default order (as before `q` existed), else `[value, id, field,
+    "asc"|"desc"]`, in unpadded URL-safe base64."""
+    value = cursor.value.isoformat() if isinstance(cursor.value, datetime) else cursor.value
+    parts: list[Any] = [value, str(cursor.row_id)]
+    if cursor.order != DEFAULT_ORDER:
+        parts += [cursor.order.field.name, "desc" if cursor.order.descending else "asc"]
+    raw = json.dumps(parts).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+def decode_cursor(cursor: str) -> Cursor:
     """Raises ValueError for anything that is not a cursor we issued."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        started_at, row_id = json.loads(raw)
-        return datetime.fromisoformat(started_at), UUID(row_id)
+        parts = json.loads(raw)
+        if len(parts) == 2:
+            parts += [DEFAULT_ORDER.field.name, "desc"]
+        value, row_id, name, direction = parts
+        if name not in ORDER_FIELDS or direction not in ("asc", "desc"):
+            raise ValueError("not a sort of ours")
+        field = FIELDS[name]
+        if value is None and not field.nullable:
+            raise ValueError("a value is missing")
+        if value is not None:
+            if field.type is FieldType.TIME:
+                value = datetime.fromisoformat(value)
+            elif type(value) is not int:
+                raise ValueError("not an integer")
+        return Cursor(Order(field, direction == "desc"), value, UUID(row_id))
     except Exception as exc:
         raise ValueError("not a valid cursor") from exc
 
@@ -149,6 +191,7 @@ def _execution(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "workflow_id": str(row["workflow_id"]),
+        "workflow_name": row["workflow_name"],
         "version": row["version"],
         "status": row["status"],
         "trigger": row["trigger"],
@@ -157,49 +200,67 @@ def _execution(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "started_at": _iso(row["started_at"]),
         "closed_at": _iso(row["closed_at"]),
+        "duration_ms": row["duration_ms"],
     }
 
 
-async def list_executions(
-    conn: DictConnection,
+def list_statement(
     workspace_id: UUID,
     *,
     status: str | None = None,
     workflow_id: UUID | None = None,
     started_after: datetime | None = None,
     started_before: datetime | None = None,
+    q: ExecutionQuery | None = None,
     limit: int = 50,
-    cursor: str | None = None,
-) -> dict[str, Any]:
-    """Newest first, keyset-paginated on (started_at, id)."""
-    where = ["workspace_id = %s"]
-    params: list[Any] = [workspace_id]
-    if status:
-        where.append("status = %s")
-        params.append(status)
-    if workflow_id:
-        where.append("workflow_id = %s")
-        params.append(workflow_id)
-    if started_after:
-        where.append("started_at > %s")
-        params.append(started_after)
-    if started_before:
-        where.append("started_at < %s")
-        params.append(started_before)
+    cursor: Cursor | None = None,
+) -> tuple[sql.Composed, list[Any]]:
+    """The SELECT of `list_executions` (one row more than `limit`) and its parameters."""
+    q = q or ExecutionQuery()
+    order = q.order
+    optional: list[tuple[sql.Composable, Any]] = [
+        (sql.SQL("status = %s"), status),
+        (sql.SQL("workflow_id = %s"), workflow_id),
+        (sql.SQL("started_at > %s"), started_after),
+        (sql.SQL("started_at < %s"), started_before),
+    ]
+    conditions: list[tuple[sql.Composable, list[Any]]] = [
+        (sql.SQL("workspace_id = %s"), [workspace_id])
+    ]
+    conditions += [(condition, [value]) for condition, value in optional if value]
+    if q.where is not None:
+        conditions.append(where_sql(q.where))
     if cursor:
-        at, row_id = decode_cursor(cursor)
-        where.append("(started_at, id) < (%s, %s)")
-        params.extend([at, row_id])
-    params.append(limit + 1)
-    cur = await conn.execute(
-        f"SELECT * FROM rm_executions WHERE {' AND '.join(where)}"  # noqa: S608
-        " ORDER BY started_at DESC, id DESC LIMIT %s",
-        params,
+        if cursor.order != order:
+            raise ValueError("the cursor is for another order")
+        conditions.append(after_sql(order, cursor.value, cursor.row_id))
+    statement = sql.SQL("SELECT * FROM rm_executions WHERE {} ORDER BY {} LIMIT %s").format(
+        sql.SQL(" AND ").join([condition for condition, _ in conditions]), order_sql(order)
     )
+    return statement, [value for _, values in conditions for value in values] + [limit + 1]
+
+
+async def list_executions(
+    conn: DictConnection,
+    workspace_id: UUID,
+    *,
+    q: ExecutionQuery | None = None,
+    limit: int = 50,
+    **filters: Any,
+) -> dict[str, Any]:
+    """Keyset-paginated on (the sort field, id): newest first, unless `q` (the parsed filter,
+    which combines with the other `filters` of `list_statement` by AND) orders otherwise. A
+    `cursor` must come from a page listed in the same order (ValueError otherwise)."""
+    statement, params = list_statement(workspace_id, q=q, limit=limit, **filters)
+    cur = await conn.execute(statement, params)
     rows = await cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["id"]) if more else None
+    next_cursor = None
+    if more:
+        order = (q or ExecutionQuery()).order
+        last = rows[-1]
+        next_cursor = encode_cursor(Cursor(order, last[order.column], last["id"]))
     return {"items": [_execution(r) for r in rows], "next_cursor": next_cursor}
 
 

@@ -1,5 +1,6 @@
-"""Execution routes: start (with an optional Idempotency-Key), list with filters and cursor
-pagination, read one, its event history, cancel. `ROUTES` is the table `app.make_app` registers
+"""Execution routes: start (with an optional Idempotency-Key), list with filters (the `q`
+filter language of `projections.query_language` among them) and cursor pagination, read one,
+its event history, cancel. `ROUTES` is the table `app.make_app` registers
 and `openapi` documents. Imported by `gateways.http.app` and `gateways.http.openapi`.
 """
 
@@ -23,6 +24,14 @@ from gateways.http.context import container, respond
 from gateways.http.errors import ApiError, build, parse_uuid, read_json
 from gateways.http.routing import Param, Route
 from projections import queries
+from projections.query_language import (
+    DEFAULT_ORDER,
+    MAX_QUERY_LENGTH,
+    ExecutionQuery,
+    Order,
+    QueryError,
+    parse,
+)
 
 WS = "/api/v1/workspaces/{ws}"
 STATUSES = tuple(ExecutionStatus)
@@ -81,8 +90,9 @@ def _timestamp(raw: str) -> datetime:
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
-    """The list filters from the query string; every problem at once as 422 `invalid_request`
-    (an unparseable cursor alone is 422 `invalid_cursor`)."""
+    """The list filters from the query string; every problem at once as 422 `invalid_request`;
+    then a malformed `q` is 422 `invalid_query`, and a cursor that is not ours, or is of a list
+    in another order, 422 `invalid_cursor`."""
     query = request.query
     problems: list[dict[str, str]] = []
     filters: dict[str, Any] = {"limit": DEFAULT_LIMIT}
@@ -115,19 +125,50 @@ def _filters(request: web.Request) -> dict[str, Any]:
             problems.append({"path": "limit", "message": f"must be an integer 1..{MAX_LIMIT}"})
     if problems:
         raise ApiError(422, "invalid_request", "the request is invalid", problems)
+    order = DEFAULT_ORDER
+    q = query.get("q")
+    if q:
+        filters["q"] = _parsed(q)
+        order = filters["q"].order
     cursor = query.get("cursor")
     if cursor:
-        try:
-            queries.decode_cursor(cursor)
-        except ValueError:
-            raise ApiError(
-                422,
-                "invalid_cursor",
-                "the cursor is not one this API issued",
-                [{"path": "cursor", "message": "not a valid cursor"}],
-            ) from None
-        filters["cursor"] = cursor
+        filters["cursor"] = _cursor(cursor, order)
     return filters
+
+
+def _parsed(q: str) -> ExecutionQuery:
+    """The filter `q`, else 422 `invalid_query` with the offset of the problem."""
+    try:
+        return parse(q)
+    except QueryError as exc:
+        detail = {"path": "q", "message": exc.message, "position": exc.position}
+        raise ApiError(422, "invalid_query", "the filter q is invalid", [detail]) from None
+
+
+def _order_by(order: Order) -> str:
+    return f"{order.field.name} {'DESC' if order.descending else 'ASC'}"
+
+
+def _cursor(raw: str, order: Order) -> queries.Cursor:
+    """The cursor of a page listed in `order`, else 422 `invalid_cursor`."""
+    try:
+        cursor = queries.decode_cursor(raw)
+    except ValueError:
+        raise ApiError(
+            422,
+            "invalid_cursor",
+            "the cursor is not one this API issued",
+            [{"path": "cursor", "message": "not a valid cursor"}],
+        ) from None
+    if cursor.order != order:
+        message = f"issued for ORDER BY {_order_by(cursor.order)}, not {_order_by(order)}"
+        raise ApiError(
+            422,
+            "invalid_cursor",
+            "the cursor belongs to a list in another order",
+            [{"path": "cursor", "message": message}],
+        )
+    return cursor
 
 
 async def list_executions(request: web.Request) -> web.Response:
@@ -174,6 +215,17 @@ async def cancel_execution(request: web.Request) -> web.Response:
 
 
 _DATE_TIME = {"type": "string", "format": "date-time"}
+Q_DESCRIPTION = (
+    "a filter (a subset of Temporal's List Filter), ANDed with the other parameters. Fields:"
+    " status, workflow_id, workflow_name, version, trigger, started_at, closed_at, duration_ms,"
+    " failed_node, error_code (parent_id and attr.<name> are refused as not available yet);"
+    " comparisons = != > >= < <=, IN ('a', 'b'), BETWEEN x AND y, STARTS_WITH 'pre', IS NULL,"
+    " IS NOT NULL, combined with NOT, AND, OR (in that precedence) and parentheses; literals"
+    " 'text' ('' is a quote), numbers, true/false, times as ISO-8601 text. Optional"
+    " ORDER BY started_at|closed_at|duration_ms [ASC|DESC] (default started_at DESC; rows"
+    " without a value last). Example: status = 'failed' AND started_at >"
+    " '2026-11-01T00:00:00Z' ORDER BY duration_ms DESC"
+)
 
 ROUTES: list[Route] = [
     Route(
@@ -205,6 +257,7 @@ ROUTES: list[Route] = [
         list_executions,
         "The workspace's executions, newest first, cursor-paginated",
         params=(
+            Param("q", {"type": "string", "maxLength": MAX_QUERY_LENGTH}, Q_DESCRIPTION),
             Param("status", {"type": "string", "enum": list(STATUSES)}),
             Param("workflow_id", {"type": "string", "format": "uuid"}),
             Param("started_after", _DATE_TIME),
@@ -213,9 +266,17 @@ ROUTES: list[Route] = [
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
             ),
-            Param("cursor", {"type": "string"}, "the next_cursor of the previous page"),
+            Param(
+                "cursor",
+                {"type": "string"},
+                "the next_cursor of the previous page (listed with the same ORDER BY)",
+            ),
             MIN_POSITION,
         ),
+        extra_responses={
+            422: "invalid_request / invalid_cursor / invalid_query: details"
+            ' [{path: "q", message, position}], position a character offset in q'
+        },
         tag="executions",
     ),
     Route(
