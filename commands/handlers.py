@@ -6,6 +6,7 @@ retries optimistic-concurrency conflicts.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from domain.webhook import WebhookIndex, hook_of
 from domain.workflow import Workflow
 from domain.workspace import Workspace
 from infra.eventstore import EventStore
+from infra.logging import get_logger, log_event
 from infra.passwords import hash_password
 
+log = get_logger(__name__)
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://linkflow.dev/idempotency")
 # Executions with more nodes are decided in a command thread, never on the event loop: a
 # decision costs ~50 µs per node it reaches, and the loop must not be held for long.
@@ -236,6 +239,7 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnsw
         idempotency_key=cmd.idempotency_key,
         vars=_held_variables(ctx, cmd.workspace_id),
         limits=ctx.limits,
+        search_attributes=cmd.search_attributes,
     )
     try:
         position = ctx.save(execution)
@@ -243,6 +247,16 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnsw
         if not cmd.idempotency_key:
             raise
         return _repeated_start(ctx, cmd, execution_id)
+    for name, problem in execution.search_attribute_problems:
+        log_event(
+            log,
+            "search attribute not set",
+            logging.WARNING,
+            execution_id=str(execution_id),
+            workflow_id=str(cmd.workflow_id),
+            attribute=name,
+            problem=problem,
+        )
     return ExecutionAnswer(position, execution_id=execution_id, status=execution.status)
 
 

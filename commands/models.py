@@ -11,6 +11,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from domain.search_attributes import SearchAttributeError, check_attributes
+
 HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*")
 
 
@@ -65,6 +67,17 @@ class StartExecution(Command):
     callback_url: str | None = Field(default=None, max_length=2048)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     trigger: Literal["manual", "webhook", "schedule"] = "manual"
+    search_attributes: dict[str, Any] | None = None
+
+    @field_validator("search_attributes")
+    @classmethod
+    def _search_attributes(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            return check_attributes(value)
+        except SearchAttributeError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("callback_url")
     @classmethod

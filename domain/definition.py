@@ -42,6 +42,7 @@ from domain.node_logic import (
     MAX_REGEX_LENGTH,
     split_path,
 )
+from domain.search_attributes import SearchAttributeError, check_templates
 
 __all__ = [
     "NODE_ID_PATTERN",
@@ -186,6 +187,18 @@ class Settings(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
     # Where the final result is POSTed (signed) when the execution does not name its own.
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    # Search attributes set at each start: {name: "{{ expression }}"} (domain.search_attributes).
+    search_attributes: dict[str, Any] | None = None
+
+    @field_validator("search_attributes")
+    @classmethod
+    def _templates(cls, value: dict[str, Any] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        try:
+            return check_templates(value)
+        except SearchAttributeError as exc:
+            raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True)

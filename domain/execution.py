@@ -24,6 +24,7 @@ from domain.expressions import ExpressionError, ExpressionLimits, render, render
 from domain.json_limits import footprint, json_size
 from domain.limits import DEFAULT_LIMITS, Limits
 from domain.node_logic import apply_transform, evaluate_condition
+from domain.search_attributes import derive
 from domain.statuses import (
     CURRENT,
     IN_FLIGHT,
@@ -67,6 +68,8 @@ class Execution(TenantAggregate):
         callback_url: str | None
         idempotency_key: str | None
         vars: dict[str, Any]  # the workspace's variables at the start (replay never re-reads)
+        # Given at the start or derived from settings.search_attributes (absent before them).
+        search_attributes: dict[str, Any]
 
     class NodeScheduled(Aggregate.Event):
         """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
@@ -271,6 +274,9 @@ class Execution(TenantAggregate):
     # What a command may make this execution compute and hold (not state: the handler sets the
     # process's limits on the copy it changes; see `commands.limits`).
     limits: Limits = DEFAULT_LIMITS
+    # The settings.search_attributes the start could not derive, (name, why) (not state: only
+    # the start's handler reads it, to log them).
+    search_attribute_problems: tuple[tuple[str, str], ...] = ()
 
     # Delivery of the final result to `callback_url` (set by the Callback* events): PENDING
     # until delivered or abandoned.
@@ -289,6 +295,7 @@ class Execution(TenantAggregate):
         callback_url: str | None,
         idempotency_key: str | None,
         vars: dict[str, Any] | None = None,  # None: started before variables existed
+        search_attributes: dict[str, Any] | None = None,  # None: started before them
     ) -> None:
         self.workspace_id = workspace_id
         self.workflow_id = workflow_id
@@ -299,6 +306,7 @@ class Execution(TenantAggregate):
         self.callback_url = callback_url
         self.idempotency_key = idempotency_key
         self.vars = dict(vars or {})
+        self.search_attributes = dict(search_attributes or {})
         self.status = ExecutionStatus.RUNNING
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -364,7 +372,26 @@ class Execution(TenantAggregate):
         idempotency_key: str | None = None,
         vars: dict[str, Any] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        search_attributes: dict[str, Any] | None = None,
     ) -> Execution:
+        """A new execution. `search_attributes` are the ones the start request gave (checked);
+        the definition's `settings.search_attributes` add theirs (`search_attribute_problems`
+        says which could not be derived; it is not recorded)."""
+        variables = dict(vars or {})
+        templates = (definition.get("settings") or {}).get("search_attributes") or {}
+        context = {
+            "trigger": input,
+            "nodes": {},
+            "vars": variables,
+            "execution": {
+                "id": str(id),
+                "workflow_id": workflow_id,
+                "version": workflow_version,
+                "started_at": now.isoformat(),
+            },
+        }
+        bounds = ExpressionLimits(limits.max_expression_cost, limits.max_expression_result_bytes)
+        attributes, problems = derive(templates, context, search_attributes or {}, bounds)
         execution = cls._create(
             cls.ExecutionStarted,
             id=id,
@@ -376,10 +403,12 @@ class Execution(TenantAggregate):
             trigger=trigger,
             callback_url=callback_url,
             idempotency_key=idempotency_key,
-            vars=dict(vars or {}),
+            vars=variables,
+            search_attributes=attributes,
             timestamp=now,
         )
         execution.limits = limits
+        execution.search_attribute_problems = tuple(problems.items())
         limit = execution.graph.settings.timeout_s
         if limit:
             fire_at = now + timedelta(seconds=limit)

@@ -7,6 +7,8 @@ A pure-3 execution is 8 events, usually relayed in the same batch. Applied one b
 that applying the events in order would give: for each row it tracks both what to insert when
 the row does not exist yet and which columns the events set when it does (`ON CONFLICT … DO
 UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements.
+Search attributes (recorded in ExecutionStarted) go to `rm_executions.search_attributes` and, one
+row each in the column of their type, to `rm_execution_attributes` (migration 012).
 `duration_ms`, `error_code` and `failed_node` are generated columns (migration 011): PostgreSQL
 derives them from `started_at`, `closed_at` and `error`.
 """
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from domain.execution import CLOSED_STATUS, Execution
+from domain.search_attributes import AttributeType, parse_time, type_of
 from domain.statuses import CallbackStatus, ExecutionStatus, NodeStatus
 
 NODE_EVENTS = (
@@ -48,6 +53,16 @@ _EXECUTION_COLUMNS = (
     "error",
     "closed_at",
     "callback",
+    "search_attributes",
+)
+_ATTRIBUTE_COLUMNS = (
+    "execution_id",
+    "name",
+    "workspace_id",
+    "text_value",
+    "num_value",
+    "time_value",
+    "bool_value",
 )
 _CLOSE_COLUMNS = ("status", "output", "error", "closed_at", "event_version")
 _NODE_COLUMNS = (
@@ -118,13 +133,41 @@ def _closed_execution(e: Any) -> dict[str, Any]:
     }
 
 
+def attribute_values(value: Any) -> tuple[str | None, Decimal | None, datetime | None, bool | None]:
+    """A search attribute's value in the column of its type (text, num, time, bool)."""
+    kind = type_of(value)
+    if kind is AttributeType.TEXT:
+        return value, None, None, None
+    if kind is AttributeType.TIME:
+        return None, None, parse_time(value), None
+    if kind is AttributeType.BOOL:
+        return None, None, None, value
+    return (
+        None,
+        Decimal(repr(value)) if kind is AttributeType.NUMBER else Decimal(value),
+        None,
+        None,
+    )
+
+
+def _attribute_rows(e: Any, attributes: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (e.originator_id, name, e.workspace_id, *attribute_values(value))
+        for name, value in attributes.items()
+    ]
+
+
 def fold(events: Iterable[Any]) -> list[Statement]:
     """The statements (each with its rows) that bring the execution read models up to date with
     `events` (in log order; other event types are ignored)."""
     executions: dict[Any, _Row] = {}
     nodes: dict[tuple[Any, str], _Row] = {}
+    attributes: list[tuple[Any, ...]] = []
     for e in events:
         if isinstance(e, Execution.ExecutionStarted):
+            # Absent from events recorded before search attributes existed.
+            searched = getattr(e, "search_attributes", None) or {}
+            attributes += _attribute_rows(e, searched)
             row = executions.setdefault(e.originator_id, _Row())
             callback = None
             if e.callback_url:
@@ -146,6 +189,7 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 "error": None,
                 "closed_at": None,
                 "callback": callback,
+                "search_attributes": _json(searched or None),
             }
         elif type(e) in CLOSED_STATUS:
             executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e))
@@ -194,7 +238,17 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 },
                 closed,
             )
-    return _execution_statements(executions) + _node_statements(nodes)
+    statements = _execution_statements(executions) + _node_statements(nodes)
+    if attributes:
+        statements.append(
+            (
+                f"INSERT INTO rm_execution_attributes ({', '.join(_ATTRIBUTE_COLUMNS)})"
+                f" VALUES ({', '.join(['%s'] * len(_ATTRIBUTE_COLUMNS))})"
+                " ON CONFLICT (execution_id, name) DO NOTHING",
+                attributes,
+            )
+        )
+    return statements
 
 
 def _execution_statements(rows: dict[Any, _Row]) -> list[Statement]:

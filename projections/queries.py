@@ -201,6 +201,7 @@ def _execution(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": _iso(row["started_at"]),
         "closed_at": _iso(row["closed_at"]),
         "duration_ms": row["duration_ms"],
+        "search_attributes": row["search_attributes"] or {},
     }
 
 

@@ -10,6 +10,10 @@ allow-list `FIELDS` and its type (text, uuid, int, time, enum), every operator a
 type, every literal converted to the field's Python type. Any problem raises
 `QueryError(message, position)`, the character offset in `text`.
 
+`attr.<name>` names a search attribute (domain/search_attributes.py): any well-formed name is
+allowed; each literal's type (text, ISO-8601 time, number, boolean) picks the column of
+`rm_execution_attributes` it is compared with.
+
 `where_sql` compiles a tree into a `psycopg.sql` condition plus its parameters: identifiers
 come from the allow-list only and every value is a parameter, so no text of a filter reaches
 the SQL. `order_sql` and `after_sql` give the ORDER BY and the keyset condition of the next page.
@@ -20,10 +24,10 @@ Pure: no I/O. Imported by `projections.queries` and `gateways.http.routes_execut
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -32,6 +36,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from psycopg import sql
 
+from domain.search_attributes import NAME, AttributeType, parse_time
 from domain.statuses import ExecutionStatus
 
 # Longer filters, and NOT/AND/OR nested deeper, are refused (the depth also bounds the
@@ -42,7 +47,6 @@ MAX_DEPTH = 32
 _BIGINT = range(-(2**63), 2**63)
 TRIGGERS = ("manual", "webhook", "schedule", "rerun", "sub_workflow", "error_workflow")
 ATTRIBUTE_PREFIX = "attr."
-_ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 TIME_EXAMPLE = "'2026-11-01T00:00:00Z'"
 
 
@@ -61,17 +65,25 @@ class FieldType(StrEnum):
     INT = "int"
     TIME = "time"
     ENUM = "enum"
+    # attr.<name>: a search attribute, typed by each value (text, number, boolean, time).
+    ATTRIBUTE = "attribute"
 
 
 @dataclass(frozen=True)
 class Field:
-    """A field a filter may name, and its `rm_executions` column (None: not available yet)."""
+    """A field a filter may name, and its `rm_executions` column (None: not available yet, or a
+    search attribute, whose values are rows of `rm_execution_attributes`)."""
 
     name: str
     type: FieldType
     column: str | None
     nullable: bool = False
     choices: tuple[str, ...] = ()
+
+    @property
+    def attribute(self) -> str:
+        """A search attribute's name (`region` of `attr.region`)."""
+        return self.name[len(ATTRIBUTE_PREFIX) :]
 
 
 FIELDS: dict[str, Field] = {
@@ -116,6 +128,21 @@ _TYPE_OPS: dict[FieldType, frozenset[Op]] = {
     FieldType.TIME: frozenset(Op) - {Op.STARTS_WITH},
     FieldType.UUID: frozenset(Op) - _ORDERED - {Op.STARTS_WITH},
     FieldType.ENUM: frozenset(Op) - _ORDERED - {Op.STARTS_WITH},
+    FieldType.ATTRIBUTE: frozenset(Op),  # then checked against each value's type
+}
+# A search attribute's operators by the type of the value it is compared with.
+_ATTRIBUTE_OPS: dict[AttributeType, frozenset[Op]] = {
+    AttributeType.TEXT: frozenset(Op),
+    AttributeType.NUMBER: frozenset(Op) - {Op.STARTS_WITH},
+    AttributeType.TIME: frozenset(Op) - {Op.STARTS_WITH},
+    AttributeType.BOOL: frozenset(Op) - _ORDERED - {Op.STARTS_WITH},
+}
+# The `rm_execution_attributes` column of each type (integers and numbers share one).
+_ATTRIBUTE_COLUMNS = {
+    AttributeType.TEXT: "text_value",
+    AttributeType.NUMBER: "num_value",
+    AttributeType.TIME: "time_value",
+    AttributeType.BOOL: "bool_value",
 }
 
 
@@ -280,10 +307,10 @@ def _field(token: Token) -> Field:
     if field is not None:
         raise QueryError(f"{name} is not available yet (it comes with sub-workflows)", _at(token))
     if name.startswith(ATTRIBUTE_PREFIX):
-        if not _ATTRIBUTE_NAME.fullmatch(name[len(ATTRIBUTE_PREFIX) :]):
+        if not NAME.fullmatch(name[len(ATTRIBUTE_PREFIX) :]):
             message = f"{name!r}: a search attribute's name matches [a-z][a-z0-9_]{{0,39}}"
             raise QueryError(message, _at(token))
-        raise QueryError(f"search attributes ({name}) are not available yet", _at(token))
+        return Field(name, FieldType.ATTRIBUTE, None, nullable=True)
     known = ", ".join(KNOWN_FIELDS)
     raise QueryError(f"unknown field {name!r}; the known fields are {known}", _at(token))
 
@@ -294,8 +321,32 @@ def _time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def attribute_type(value: Any) -> AttributeType:
+    """The type of a search-attribute value of a filter (as `_attribute_value` makes them)."""
+    if isinstance(value, bool):
+        return AttributeType.BOOL
+    if isinstance(value, Decimal):
+        return AttributeType.NUMBER
+    if isinstance(value, datetime):
+        return AttributeType.TIME
+    return AttributeType.TEXT
+
+
+def _attribute_value(token: Token) -> Any:
+    """A literal compared with a search attribute: text in ISO-8601 form is a time (as in the
+    attribute's values), numbers are exact (Decimal)."""
+    if token.type == "NUMBER":
+        return Decimal(token.value)
+    raw = _literal(token)
+    if isinstance(raw, str):
+        return parse_time(raw) or raw
+    return raw
+
+
 def _value(field: Field, token: Token) -> Any:
     """The literal `token` as a value of `field`'s type, else a QueryError at the literal."""
+    if field.type is FieldType.ATTRIBUTE:
+        return _attribute_value(token)
     raw = _literal(token)
     if field.type is FieldType.INT:
         if isinstance(raw, int) and not isinstance(raw, bool) and raw in _BIGINT:
@@ -330,7 +381,24 @@ def _predicate(name: Token, op: Op, literals: Sequence[Token] = ()) -> Predicate
         message = f"{op.value} does not apply to {field.name} ({field.type}); it takes {takes}"
         raise QueryError(message, _at(name))
     values = tuple(_value(field, literal) for literal in literals)
+    if field.type is FieldType.ATTRIBUTE and values:
+        _check_attribute_values(field, op, values, literals)
     return Predicate(field, op, values, _at(name))
+
+
+def _check_attribute_values(
+    field: Field, op: Op, values: tuple[Any, ...], literals: Sequence[Token]
+) -> None:
+    """The values compared with a search attribute are of one type, which takes `op`."""
+    kind = attribute_type(values[0])
+    for value, literal in zip(values[1:], literals[1:], strict=True):
+        if attribute_type(value) is not kind:
+            message = f"{field.name} is compared with {kind} here, not {attribute_type(value)}"
+            raise QueryError(message, _at(literal))
+    if op not in _ATTRIBUTE_OPS[kind]:
+        takes = " ".join(o.value for o in Op if o in _ATTRIBUTE_OPS[kind])
+        message = f"{op.value} does not apply to {field.name} with a {kind} value; it takes {takes}"
+        raise QueryError(message, _at(literals[0]))
 
 
 def _depth(expr: Expr) -> int:
@@ -446,14 +514,52 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def _compile(expr: Expr, params: list[Any]) -> sql.Composable:
-    """`expr` as SQL; its values appended to `params` in the order of their placeholders."""
+def _compile(expr: Expr, params: list[Any], negated: bool = False) -> sql.Composable:
+    """`expr` (its negation if `negated`) as SQL; its values appended to `params` in the order
+    of their placeholders. A NOT is pushed down to the predicates (De Morgan's laws hold in
+    SQL's three-valued logic), where a search attribute's predicate needs it: `EXISTS` of the
+    attribute's row is false, not unknown, when the execution has no such attribute."""
     if isinstance(expr, Not):
-        return sql.SQL("NOT ({})").format(_compile(expr.operand, params))
+        return _compile(expr.operand, params, not negated)
     if isinstance(expr, And | Or):
-        joiner = sql.SQL(" AND " if isinstance(expr, And) else " OR ")
-        return sql.SQL("({})").format(joiner.join([_compile(o, params) for o in expr.operands]))
-    column, op, values = _column(expr.field), expr.op, expr.values
+        conjunction = isinstance(expr, And) != negated
+        joiner = sql.SQL(" AND " if conjunction else " OR ")
+        parts = [_compile(o, params, negated) for o in expr.operands]
+        return sql.SQL("({})").format(joiner.join(parts))
+    if expr.field.type is FieldType.ATTRIBUTE:
+        return _attribute_condition(expr, params, negated)
+    condition = _condition(_column(expr.field), expr, params)
+    return sql.SQL("NOT ({})").format(condition) if negated else condition
+
+
+# A search attribute's row of the execution being filtered (`rm_executions` is the outer table).
+_ATTRIBUTE_ROW = sql.SQL(
+    "EXISTS (SELECT 1 FROM rm_execution_attributes a WHERE a.execution_id = rm_executions.id"
+    " AND a.workspace_id = rm_executions.workspace_id AND a.name = %s{})"
+)
+
+
+def _attribute_condition(expr: Predicate, params: list[Any], negated: bool) -> sql.Composable:
+    """`attr.<name> …` as an EXISTS over `rm_execution_attributes`, whose indexes (workspace,
+    name, value) serve equality and ranges. An execution without the attribute, or whose value
+    is of another type, matches neither the predicate nor its negation (as a NULL column would),
+    except IS [NOT] NULL, which asks whether it has one."""
+    params.append(expr.field.attribute)
+    if expr.op in (Op.IS_NULL, Op.IS_NOT_NULL):
+        has = (expr.op is Op.IS_NOT_NULL) != negated
+        exists = _ATTRIBUTE_ROW.format(sql.SQL(""))
+        return exists if has else sql.SQL("NOT {}").format(exists)
+    kind = attribute_type(expr.values[0])
+    column = sql.Identifier("a", _ATTRIBUTE_COLUMNS[kind])
+    condition = _condition(column, expr, params)
+    if negated:
+        condition = sql.SQL("NOT ({})").format(condition)
+    return _ATTRIBUTE_ROW.format(sql.SQL(" AND {}").format(condition))
+
+
+def _condition(column: sql.Composable, expr: Predicate, params: list[Any]) -> sql.Composable:
+    """`column op values` of a predicate (not IS [NOT] NULL of an attribute)."""
+    op, values = expr.op, expr.values
     if op is Op.IS_NULL:
         return sql.SQL("{} IS NULL").format(column)
     if op is Op.IS_NOT_NULL:

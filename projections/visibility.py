@@ -1,8 +1,9 @@
 """The visibility projector: turns Workflow and Execution events into the read models that the
 API's list/get endpoints query (`rm_workflows`, `rm_workflow_versions`, `rm_executions`,
-`rm_node_runs`; `rm_api_keys` through `projections.api_keys`, `rm_credentials` through
-`projections.credentials`). Consumer group / position name: `projector`. Read models are
-disposable: drop them, reset the position to 0, and the projector rebuilds them from the log.
+`rm_node_runs`, `rm_execution_attributes`; `rm_api_keys` through `projections.api_keys`,
+`rm_credentials` through `projections.credentials`). Consumer group / position name:
+`projector`. Read models are disposable: drop them, reset the position to 0, and the projector
+rebuilds them from the log.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ READ_MODEL_TABLES = (
     "rm_workflow_versions",
     "rm_executions",
     "rm_node_runs",
+    "rm_execution_attributes",
     *api_keys.TABLES,
     credentials.TABLE,
 )

@@ -218,7 +218,9 @@ _DATE_TIME = {"type": "string", "format": "date-time"}
 Q_DESCRIPTION = (
     "a filter (a subset of Temporal's List Filter), ANDed with the other parameters. Fields:"
     " status, workflow_id, workflow_name, version, trigger, started_at, closed_at, duration_ms,"
-    " failed_node, error_code (parent_id and attr.<name> are refused as not available yet);"
+    " failed_node, error_code, attr.<name> (a search attribute: text, number, true/false or"
+    " ISO-8601 time, typed by the literal; an execution without it matches neither a"
+    " comparison nor its NOT) (parent_id is refused as not available yet);"
     " comparisons = != > >= < <=, IN ('a', 'b'), BETWEEN x AND y, STARTS_WITH 'pre', IS NULL,"
     " IS NOT NULL, combined with NOT, AND, OR (in that precedence) and parentheses; literals"
     " 'text' ('' is a quote), numbers, true/false, times as ISO-8601 text. Optional"

@@ -288,13 +288,14 @@ async def test_a_malformed_filter_is_422_invalid_query_with_the_offset(api: Api)
         }
     }
     assert detail["message"].startswith("unknown field 'colour'; the known fields are status,")
-    reply = await api.call("GET", api.ws("/executions"), q="attr.region = 'eu'")
+    reply = await api.call("GET", api.ws("/executions"), q="attr.vip > true")
     assert reply.status == 422
     assert reply.body["error"]["details"] == [
         {
             "path": "q",
-            "message": "search attributes (attr.region) are not available yet",
-            "position": 0,
+            "message": "> does not apply to attr.vip with a bool value; it takes = != IN IS NULL"
+            " IS NOT NULL",
+            "position": 11,
         }
     ]
     # The older parameters are checked first, as before.

@@ -4,6 +4,7 @@ checking against the allow-list, errors with their positions, and the compiled S
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -191,16 +192,84 @@ def test_type_errors_point_at_the_literal_or_field(text: str, position: int, fra
     assert (e.position, fragment in e.message) == (position, True), e.message
 
 
-def test_fields_of_later_items_are_parsed_but_refused_as_not_available_yet() -> None:
+def test_parent_id_is_parsed_but_refused_as_not_available_yet() -> None:
     e = error("status = 'failed' AND parent_id = 'x'")
     assert (e.position, e.message) == (
         22,
         "parent_id is not available yet (it comes with sub-workflows)",
     )
-    e = error("attr.region = 'eu'")
-    assert (e.position, e.message) == (0, "search attributes (attr.region) are not available yet")
-    e = error("version = 1 OR attr.Region = 'eu'")
-    assert e.position == 15 and "[a-z][a-z0-9_]{0,39}" in e.message
+
+
+# ---------------------------------------------------------------- search attributes
+
+ATTRIBUTE_ROW = (
+    "EXISTS (SELECT 1 FROM rm_execution_attributes a WHERE a.execution_id = rm_executions.id"
+    " AND a.workspace_id = rm_executions.workspace_id AND a.name = %s"
+)
+
+
+def test_an_attributes_values_are_typed_by_the_literal() -> None:
+    assert compiled("attr.region = 'eu'") == (
+        f'{ATTRIBUTE_ROW} AND "a"."text_value" = %s)',
+        ["region", "eu"],
+    )
+    assert compiled("attr.amount >= 10.5") == (
+        f'{ATTRIBUTE_ROW} AND "a"."num_value" >= %s)',
+        ["amount", Decimal("10.5")],
+    )
+    assert compiled("attr.tries < 3")[1] == ["tries", Decimal(3)]
+    assert compiled("attr.vip = true") == (
+        f'{ATTRIBUTE_ROW} AND "a"."bool_value" = %s)',
+        ["vip", True],
+    )
+    due = datetime(2026, 11, 1, tzinfo=UTC)
+    assert compiled("attr.due > '2026-11-01'") == (
+        f'{ATTRIBUTE_ROW} AND "a"."time_value" > %s)',
+        ["due", due],
+    )
+    assert compiled("attr.code STARTS_WITH 'a_'") == (
+        f'{ATTRIBUTE_ROW} AND "a"."text_value" LIKE %s)',
+        ["code", "a\\_%"],
+    )
+    assert compiled("attr.n BETWEEN 1 AND 2")[1] == ["n", Decimal(1), Decimal(2)]
+    assert compiled("attr.c IN ('x', 'y')")[1] == ["c", "x", "y"]
+
+
+def test_an_attribute_is_null_when_the_execution_has_none() -> None:
+    assert compiled("attr.region IS NULL") == (f"NOT {ATTRIBUTE_ROW})", ["region"])
+    assert compiled("attr.region IS NOT NULL") == (f"{ATTRIBUTE_ROW})", ["region"])
+    assert compiled("NOT attr.region IS NULL") == (f"{ATTRIBUTE_ROW})", ["region"])
+
+
+def test_not_is_pushed_down_so_a_missing_attribute_matches_neither_way() -> None:
+    # NOT (attr = 'eu') must not match an execution without the attribute (SQL: NULL).
+    assert compiled("NOT attr.region = 'eu'") == (
+        f'{ATTRIBUTE_ROW} AND NOT ("a"."text_value" = %s))',
+        ["region", "eu"],
+    )
+    # De Morgan: NOT (a AND b) is (NOT a OR NOT b); plain columns keep their NOT.
+    assert compiled("NOT (attr.region = 'eu' AND version = 1)") == (
+        f'({ATTRIBUTE_ROW} AND NOT ("a"."text_value" = %s)) OR NOT ("version" = %s))',
+        ["region", "eu", 1],
+    )
+    assert (
+        compiled("NOT NOT attr.region = 'eu'")[0] == f'{ATTRIBUTE_ROW} AND "a"."text_value" = %s)'
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "fragment"),
+    [
+        ("version = 1 OR attr.Region = 'eu'", 15, "[a-z][a-z0-9_]{0,39}"),
+        ("attr.vip > true", 11, "> does not apply to attr.vip with a bool value"),
+        ("attr.n STARTS_WITH 1", 19, "STARTS_WITH does not apply to attr.n with a number value"),
+        ("attr.c IN ('a', 1)", 16, "attr.c is compared with text here, not number"),
+        ("attr.t BETWEEN '2026-11-01' AND 'x'", 32, "compared with time here, not text"),
+    ],
+)
+def test_attribute_errors_name_the_position(text: str, position: int, fragment: str) -> None:
+    e = error(text)
+    assert (e.position, fragment in e.message) == (position, True), e.message
 
 
 def test_a_nul_character_is_refused_where_it_is() -> None:
