@@ -34,6 +34,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import postgres
+from psycopg.types.json import set_json_loads
 
 from infra.db import DictConnection
 from projections import queries
@@ -72,6 +73,14 @@ def item_fields() -> tuple[str, ...]:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def load_json(data: str | bytes) -> Any:
+    """A json/jsonb value as PostgreSQL sends it (one JSON text, nothing around it) without
+    `json.loads`'s per-call detection of the encoding and of trailing text: a third of its
+    time, for the three or four such values of every row."""
+    return _raw_decode(data.decode() if isinstance(data, bytes) else data)[0]
 
 
 def text_cell(value: str) -> str:
@@ -129,6 +138,7 @@ async def export_chunks(
     statement, params = queries.list_statement(workspace_id, limit=None, **filters)
     encode: Encoder
     async with conn.transaction(), conn.cursor(name=CURSOR_NAME) as cur:
+        set_json_loads(load_json, cur)
         await cur.execute(statement, params)
         head, encode = b"", ndjson
         if fmt is Format.CSV:

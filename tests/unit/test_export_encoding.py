@@ -126,3 +126,11 @@ def test_nothing_encodes_to_nothing() -> None:
 )
 def test_the_next_fetch_keeps_chunks_near_chunk_bytes(rows: int, size: int, expected: int) -> None:
     assert export.next_fetch(rows, size) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": [1, 2.5, null, true], "b": {"c": "ü\\u00e9\\n"}}', '"=x"', "-5", "null", "[]", "{}"],
+)
+def test_json_from_postgresql_loads_as_json_loads_does(text: str) -> None:
+    assert export.load_json(text.encode()) == export.load_json(text) == json.loads(text)
