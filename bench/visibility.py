@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from bench.api import create_workflow, sign_up
+from bench.export import measure_export
 from bench.load import ms, pct
 from bench.procs import progress
 from bench.stack import Layout, Stack, bench_settings
@@ -45,6 +46,8 @@ TARGETS = {
     "sse_gateway_rss_mb": 200,
 }
 WORKFLOWS = 20
+# Two workflows of twenty: 100,000 of 1,000,000 executions.
+EXPORT_Q = "workflow_name IN ('wf-00', 'wf-01')"
 
 
 def _definition(i: int) -> dict[str, Any]:
@@ -170,6 +173,18 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
         ]
         line["load_s"] = round(load(settings.conninfo, ws, workflows, args.visibility_rows), 1)
         line |= await measure_queries(session, api, ws, headers, args.visibility_repeats)
+        token = headers["Authorization"].removeprefix("Bearer ")
+        gateway = stack.pids()["gateway-1"]
+        exported = await measure_export(api, token, ws, EXPORT_Q, "ndjson", gateway)
+        line |= {
+            "export_q": EXPORT_Q,
+            "export_rows": exported.get("rows"),
+            "export_complete": exported.get("complete"),
+            "export_rows_per_s": exported.get("rows_per_s"),
+            "export_rss_growth_mb": exported.get("rss_growth_mb"),
+            "export_first_byte_s": exported.get("first_byte_s"),
+        }
+        progress(f"visibility: export {exported}")
     finally:
         errors = stack.stop()
         line["process_errors"] = errors[:5]
