@@ -8,13 +8,15 @@ that applying the events in order would give: for each row it tracks both what t
 the row does not exist yet and which columns the events set when it does (`ON CONFLICT … DO
 UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements.
 `duration_ms`, `error_code` and `failed_node` are generated columns (migration 011): PostgreSQL
-derives them from `started_at`, `closed_at` and `error`.
+derives them from `started_at`, `closed_at` and `error`. `status_position` (migration 014) is the
+log position of the event that last set the status, when the caller gives positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -48,8 +50,9 @@ _EXECUTION_COLUMNS = (
     "error",
     "closed_at",
     "callback",
+    "status_position",
 )
-_CLOSE_COLUMNS = ("status", "output", "error", "closed_at", "event_version")
+_CLOSE_COLUMNS = ("status", "output", "error", "closed_at", "event_version", "status_position")
 _NODE_COLUMNS = (
     "execution_id",
     "node_id",
@@ -108,22 +111,24 @@ def _closed_node(e: Any) -> tuple[NodeStatus, Any, Any]:
     return NodeStatus.CANCELED, error, None
 
 
-def _closed_execution(e: Any) -> dict[str, Any]:
+def _closed_execution(e: Any, position: int | None) -> dict[str, Any]:
     return {
         "status": CLOSED_STATUS[type(e)],
         "output": _json(getattr(e, "output", None)),
         "error": _json(getattr(e, "error", None)),
         "closed_at": e.timestamp,
         "event_version": e.originator_version,
+        "status_position": position,
     }
 
 
-def fold(events: Iterable[Any]) -> list[Statement]:
+def fold(events: Iterable[Any], positions: Iterable[int | None] = ()) -> list[Statement]:
     """The statements (each with its rows) that bring the execution read models up to date with
-    `events` (in log order; other event types are ignored)."""
+    `events` (in log order; other event types are ignored). `positions`: the events' log
+    positions, in the same order (None where unknown)."""
     executions: dict[Any, _Row] = {}
     nodes: dict[tuple[Any, str], _Row] = {}
-    for e in events:
+    for e, position in zip(events, chain(positions, repeat(None)), strict=False):
         if isinstance(e, Execution.ExecutionStarted):
             row = executions.setdefault(e.originator_id, _Row())
             callback = None
@@ -146,9 +151,10 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 "error": None,
                 "closed_at": None,
                 "callback": callback,
+                "status_position": position,
             }
         elif type(e) in CLOSED_STATUS:
-            executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e))
+            executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e, position))
         elif isinstance(e, Execution.NodeScheduled):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
             scheduled = {"status": NodeStatus.SCHEDULED, "attempts": e.attempt, "error": None}

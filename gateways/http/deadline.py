@@ -9,7 +9,10 @@ execution the first attempt created, if it did.
 Routes that wait on purpose ask for more time before they wait: `extend_deadline(request, s)`
 gives the request `s` seconds more plus a whole deadline for what follows (the `?min_position`
 read-your-writes wait, a webhook answering on completion), so their own answers (503
-`projection_lag`, 202 still running) come first. Imported by the modules of `gateways.http`.
+`projection_lag`, 202 still running) come first. A streamed response that lasts as long as its
+client listens (the SSE routes) is exempt once it has started: `lift_deadline(request)` after its
+headers are sent (authentication and the checks before them stay under the deadline). Imported
+by the modules of `gateways.http`.
 """
 
 from __future__ import annotations
@@ -57,3 +60,11 @@ def extend_deadline(request: web.Request, wait_s: float) -> None:
     extended += container(request).settings.request_deadline_s
     if when is not None and extended > when:
         deadline.reschedule(extended)
+
+
+def lift_deadline(request: web.Request) -> None:
+    """No deadline for the rest of this request: a stream that has started (its own heartbeats,
+    write timeouts and the client's disconnection end it)."""
+    deadline = request.get(DEADLINE)
+    if deadline is not None:
+        deadline.reschedule(None)

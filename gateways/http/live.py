@@ -1,0 +1,532 @@
+"""Live updates for the SSE routes (`gateways.http.routes_live`): the gateway process's `Hub` and
+one client's `Stream`.
+
+One subscription per process, whatever the number of clients: the hub's reader follows the
+relay's `events` stream with a plain XREAD (no consumer group, nothing acknowledged) and hands
+each event to the clients that asked for it. It starts with the first client and stops when the
+last one leaves, so a gateway nobody streams from does no work for it. An entry's header says
+whose event it is (originator id, topic) before anything is decoded: an event is decoded, once,
+only when a client follows its execution; the others are skipped unread.
+
+Redis is a transport that may lose entries (a flush, trimming), so the reader keeps `last`, the
+position up to which every event has been handed out: an entry that does not start at `last + 1`
+makes it read the gap from the event store first, and a second with no entry while the log is
+ahead (the relay stopped, Redis away) makes it read the log itself. Clients never query the log
+for live events: the hub does, once for the process.
+
+- Execution streams: a client registers (its queue then receives every event of the execution
+  past `last`), then reads the execution's events up to now from the event store, then takes its
+  queue, skipping positions it already sent: no gap, no duplicate, in log order.
+- The live feed: status changes are `ExecutionStarted` and the closing events; the projector
+  writes the position of the one that last set a row's status as `rm_executions.status_position`.
+  When such events pass and a workspace has live subscribers, the hub's one projector waiter
+  (not one per client) polls the projector's position until it has applied them, then reads the
+  rows of the subscribed workspaces whose status changed since its previous read, in one query
+  ordered by `status_position`, and offers each row to the subscribers whose filter it matches
+  (`projections.query_match`, evaluated once per distinct filter). A row is read as it is now:
+  an execution that changed twice between two reads is sent once, with its latest status.
+- Slow clients: each has a bounded queue (`LINKFLOW_SSE_QUEUE` messages). The hub never waits
+  for a client; a client whose queue is full is cut off (its connection aborted, one log line
+  `sse_client_cut`, `linkflow_sse_cut_total{reason="slow"}`), and so is a client whose socket
+  takes a write longer than `LINKFLOW_SSE_WRITE_TIMEOUT_S` (`stalled`). Memory per client is
+  bounded by its queue and the transport's write buffer.
+- `Hub.close` (the application's shutdown) ends every stream cleanly.
+
+Imported by `gateways.http.routes_live` and `gateways.http.app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+from aiohttp import web
+from eventsourcing.utils import get_topic
+from redis.asyncio import Redis
+
+from domain.execution import CLOSED_STATUS, Execution
+from gateways.http.errors import ApiError
+from infra import metrics
+from infra.db import DictConnection, DictPool
+from infra.eventlog import LoggedEvent, head_position, read_log, unpack
+from infra.eventstore import EventStore
+from infra.logging import get_logger, log_event
+from infra.outages import OUTAGES, REDIS, is_outage
+from infra.settings import Settings
+from infra.streams import events_stream
+from projections.queries import _execution, _history_entry, projector_position
+from projections.query_language import Expr
+from projections.query_match import matches
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+CLOSING_TOPICS = frozenset(get_topic(c) for c in CLOSED_STATUS)
+STATUS_TOPICS = CLOSING_TOPICS | {get_topic(Execution.ExecutionStarted)}
+CLOSING_TYPES = frozenset(c.__name__ for c in CLOSED_STATUS)
+HEARTBEAT = b": keep-alive\n\n"
+
+# Stream entries per XREAD, and how long it blocks waiting for one (then the log is checked).
+READ_ENTRIES = 100
+BLOCK_MS = 1000
+# Events or rows per page when reading PostgreSQL.
+PAGE = 500
+# After a failure of Redis or PostgreSQL, the reader and the waiter try again after this.
+RETRY_S = 0.5
+# The projector waiter polls this often while the projector moves, then more slowly.
+POLL_S = 0.01
+SLOW_POLL_S = 0.25
+SLOW_AFTER_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One SSE event, framed: its position (the `id:`) and whether it closes the execution."""
+
+    position: int
+    frame: bytes
+    closing: bool = False
+
+
+# What a client's queue receives when the hub shuts down: the stream ends.
+END = Message(0, b"")
+
+
+class Disconnected(Exception):
+    """The client went away, or was cut off: the stream ends without a last word."""
+
+
+@dataclass(eq=False)
+class Client:
+    """One open stream: what it follows, its bounded queue, and why it was cut off (if so)."""
+
+    kind: str  # "execution" | "live"
+    workspace_id: UUID
+    queue: asyncio.Queue[Message]
+    transport: asyncio.Transport | None
+    key: Any = None  # the execution id, or the filter
+    cut: str | None = None
+
+
+@dataclass(eq=False)
+class _Filter:
+    """Live subscribers of one workspace with the same filter: matched once per row."""
+
+    expr: Expr | None
+    clients: set[Client] = field(default_factory=set)
+
+
+def _frame(position: int, event: str, data: Any) -> bytes:
+    body = json.dumps(data, separators=(",", ":"), default=str)
+    return f"id: {position}\nevent: {event}\ndata: {body}\n\n".encode()
+
+
+def event_message(store: EventStore, e: LoggedEvent) -> tuple[Any, Message]:
+    """The workspace of an execution's event and its SSE message: the history entry of
+    `GET …/history` (`projections.queries`) plus its `position`."""
+    row = {"originator_version": e.originator_version, "topic": e.topic, "state": e.state}
+    entry = _history_entry(store, e.originator_id, row)
+    workspace = entry.pop("workspace_id")
+    frame = _frame(e.position, entry["type"], {"position": e.position, **entry})
+    return workspace, Message(e.position, frame, entry["type"] in CLOSING_TYPES)
+
+
+def change_message(row: dict[str, Any]) -> Message:
+    """An execution's row as the live feed's `execution` event (the list item)."""
+    position = row["status_position"]
+    return Message(position, _frame(position, "execution", _execution(row)))
+
+
+class Hub:
+    """The process's live updates: clients register here (see the module docstring)."""
+
+    def __init__(self, settings: Settings, redis: Redis, pool: DictPool, store: EventStore) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.pool = pool
+        self.store = store
+        self.stream = events_stream(settings)
+        self.block_ms = BLOCK_MS
+        self.last = 0  # every event up to this position has been handed out
+        self._entry: bytes | None = None  # the last stream entry read (None: not known yet)
+        self._clients: set[Client] = set()
+        self._executions: dict[UUID, set[Client]] = {}
+        self._live: dict[UUID, dict[Expr | None, _Filter]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._feed = 0  # the live feed has offered every status change up to this position
+        self._status_seen = 0  # the last status change the reader saw
+        self._waits: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiter: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def streams(self) -> int:
+        return len(self._clients)
+
+    @property
+    def following(self) -> bool:
+        """Whether the hub follows the log now (only while it has clients)."""
+        return self._reader is not None and not self._reader.done()
+
+    # ------------------------------------------------------------ clients
+
+    @asynccontextmanager
+    async def follow_execution(
+        self, request: web.Request, workspace_id: UUID, execution_id: UUID
+    ) -> AsyncIterator[Client]:
+        """A client receiving the execution's events past `last` (as of when this yields)."""
+        client = self._client(request, "execution", workspace_id, execution_id)
+        self._executions.setdefault(execution_id, set()).add(client)
+        try:
+            await self._started()
+            yield client
+        finally:
+            self.leave(client)
+
+    @asynccontextmanager
+    async def follow_live(
+        self, request: web.Request, workspace_id: UUID, expr: Expr | None
+    ) -> AsyncIterator[tuple[Client, int]]:
+        """A client receiving the workspace's status changes that match `expr`, and the position
+        its feed starts after: every change past it is offered to the client."""
+        client = self._client(request, "live", workspace_id, expr)
+        try:
+            await self._started()
+            if not self._live:
+                self._feed = max(self._feed, self.last)
+            group = self._live.setdefault(workspace_id, {}).setdefault(expr, _Filter(expr))
+            group.clients.add(client)
+            yield client, max(self.last, self._feed)
+        finally:
+            self.leave(client)
+
+    def _client(self, request: web.Request, kind: str, workspace_id: UUID, key: Any) -> Client:
+        if self._closed:
+            raise ApiError(
+                503, "unavailable", "the server is shutting down", headers={"Retry-After": "1"}
+            )
+        if len(self._clients) >= self.settings.sse_max_streams:
+            metrics.SSE_REFUSED.inc()
+            raise ApiError(
+                503,
+                "too_many_streams",
+                f"this server has {self.settings.sse_max_streams} streams open; retry shortly",
+                headers={"Retry-After": "5"},
+            )
+        queue: asyncio.Queue[Message] = asyncio.Queue(self.settings.sse_queue)
+        client = Client(kind, workspace_id, queue, request.transport, key)
+        self._clients.add(client)
+        metrics.SSE_STREAMS.labels(kind).inc()
+        return client
+
+    def leave(self, client: Client) -> None:
+        """Forget the client (once)."""
+        if client not in self._clients:
+            return
+        self._clients.discard(client)
+        metrics.SSE_STREAMS.labels(client.kind).dec()
+        if client.kind == "execution":
+            followers = self._executions.get(client.key)
+            if followers is not None:
+                followers.discard(client)
+                if not followers:
+                    del self._executions[client.key]
+            return
+        groups = self._live.get(client.workspace_id, {})
+        group = groups.get(client.key)
+        if group is not None:
+            group.clients.discard(client)
+            if not group.clients:
+                del groups[client.key]
+            if not groups:
+                self._live.pop(client.workspace_id, None)
+
+    def cut(self, client: Client, reason: str) -> None:
+        """Cut the client off: it is forgotten and its connection aborted (its unsent messages
+        and the transport's buffer are dropped at once)."""
+        if client.cut is not None:
+            return
+        client.cut = reason
+        metrics.SSE_CUT.labels(reason).inc()
+        log_event(
+            log,
+            "sse_client_cut",
+            level=logging.WARNING,
+            reason=reason,
+            kind=client.kind,
+            workspace_id=str(client.workspace_id),
+            queued=client.queue.qsize(),
+        )
+        self.leave(client)
+        if client.transport is not None:
+            client.transport.abort()
+
+    def _offer(self, client: Client, message: Message) -> None:
+        try:
+            client.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.cut(client, "slow")
+
+    async def projected(self, position: int) -> None:
+        """Return once the projector has applied `position` (the process's one waiter polls)."""
+        future = asyncio.get_running_loop().create_future()
+        entry = (position, future)
+        self._waits.append(entry)
+        self._ensure_waiter()
+        try:
+            await future
+        finally:
+            self._waits.remove(entry)
+
+    async def close(self) -> None:
+        """End every stream (the application is shutting down) and stop following the log."""
+        self._closed = True
+        for client in list(self._clients):
+            self._offer(client, END)
+        for _, future in self._waits:
+            if not future.done():
+                future.set_exception(Disconnected("the server is shutting down"))
+        for task in (self._reader, self._waiter):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    # ------------------------------------------------------------ the reader
+
+    async def _started(self) -> None:
+        """Start following the log if nobody did yet; return once `last` is known."""
+        if self._reader is None or self._reader.done():
+            self._ready = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.create_task(self._read(self._ready))
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+
+    async def _read(self, ready: asyncio.Future[None]) -> None:
+        try:
+            await self._begin()
+        except Exception as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        log_event(log, "sse_hub_started", position=self.last)
+        while self._clients and not self._closed:
+            try:
+                await self._pass()
+            except Exception as exc:
+                if OUTAGES.report(exc, where="sse hub") is None:
+                    log.exception("sse_hub_failed")
+                await asyncio.sleep(RETRY_S)
+        log_event(log, "sse_hub_stopped", position=self.last)
+
+    async def _begin(self) -> None:
+        """Where to start: the stream's newest entry, then the log's head. An event past that
+        head was relayed after that entry, so the reader will see it; one up to it is in the
+        event store for every client that registers from now on. With Redis away the entry is
+        found later (`_pass`): meanwhile the log is read, and the first entry's gap is too."""
+        self._entry = None
+        with contextlib.suppress(Exception):
+            await self._newest_entry()
+        async with self.pool.connection() as conn:
+            self.last = await head_position(conn)
+
+    async def _newest_entry(self) -> bytes:
+        newest: Any = await self.redis.xrevrange(self.stream, count=1)
+        self._entry = newest[0][0] if newest else b"0-0"
+        return self._entry
+
+    async def _pass(self) -> None:
+        """One XREAD: hand out what it brings; nothing for a second, or Redis away: read the
+        log itself if it is ahead."""
+        reply: Any = None
+        try:
+            entry = self._entry if self._entry is not None else await self._newest_entry()
+            reply = await self.redis.xread(
+                {self.stream: entry}, count=READ_ENTRIES, block=self.block_ms
+            )
+        except Exception as exc:
+            if is_outage(exc) != REDIS:
+                raise
+            OUTAGES.failed(REDIS, exc, where="sse hub")
+            await asyncio.sleep(RETRY_S)
+        if not reply:
+            async with self.pool.connection() as conn:
+                head = await head_position(conn)
+            if head > self.last:
+                await self._from_log(head)
+            return
+        OUTAGES.ok(REDIS)
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                await self._take(fields)
+                self._entry = entry_id
+
+    async def _take(self, fields: dict[bytes, bytes]) -> None:
+        """Hand out one entry's events past `last`, after the gap before them (from the log).
+        An entry all at or before `last` is skipped unread."""
+        try:
+            if int(fields[b"last"]) <= self.last:
+                return
+            events = unpack(fields)
+        except (KeyError, ValueError):
+            return  # not a pack of events: the log has what it displaced
+        if events[0].position > self.last + 1:
+            await self._from_log(events[0].position - 1)
+        self._hand_out([e for e in events if e.position > self.last])
+
+    async def _from_log(self, upto: int) -> None:
+        """Hand out the events past `last` up to `upto`, read from the event store."""
+        while self.last < upto:
+            async with self.pool.connection() as conn:
+                events = await read_log(conn, self.last, PAGE, upto)
+            if not events:  # positions a rolled-back append never used
+                self.last = upto
+                return
+            metrics.SSE_LOG_READS.inc(len(events))
+            self._hand_out(events)
+
+    def _hand_out(self, events: list[LoggedEvent]) -> None:
+        """Offer `events` (in order, all past `last`) to their clients; `last` moves past them.
+        No await: a client registering sees either all of them offered to it or none."""
+        for e in events:
+            followers = self._executions.get(e.originator_id)
+            if followers:
+                workspace, message = event_message(self.store, e)
+                for client in list(followers):
+                    if workspace == str(client.workspace_id):
+                        self._offer(client, message)
+            if e.topic in STATUS_TOPICS and self._live:
+                self._status_seen = e.position
+        self.last = events[-1].position
+        if self._live and self._status_seen > self._feed:
+            self._ensure_waiter()
+
+    # ------------------------------------------------------------ the projector waiter
+
+    def _ensure_waiter(self) -> None:
+        if not self._closed and (self._waiter is None or self._waiter.done()):
+            self._waiter = asyncio.create_task(self._follow_projector())
+
+    def _waiting(self) -> bool:
+        return bool(self._waits) or bool(self._live and self._status_seen > self._feed)
+
+    async def _follow_projector(self) -> None:
+        """Poll the projector's position while a status change or a client waits for it; offer
+        the changed rows of the subscribed workspaces once it has applied them."""
+        loop = asyncio.get_running_loop()
+        moved_at = loop.time()
+        projected = 0
+        while self._waiting() and not self._closed:
+            try:
+                async with self.pool.connection() as conn:
+                    now = await projector_position(conn)
+                    if now > self._feed and self._live:
+                        await self._offer_changes(conn, now)
+            except Exception as exc:
+                if OUTAGES.report(exc, where="sse projector waiter") is None:
+                    log.exception("sse_waiter_failed")
+                await asyncio.sleep(RETRY_S)
+                continue
+            if now > projected:
+                projected, moved_at = now, loop.time()
+            for position, future in self._waits:
+                if position <= projected and not future.done():
+                    future.set_result(None)
+            if self._waiting():
+                slow = loop.time() - moved_at > SLOW_AFTER_S
+                await asyncio.sleep(SLOW_POLL_S if slow else POLL_S)
+
+    async def _offer_changes(self, conn: DictConnection, upto: int) -> None:
+        """Offer the rows of the subscribed workspaces whose status changed in (feed, upto]."""
+        after = self._feed
+        while True:
+            cur = await conn.execute(
+                "SELECT * FROM rm_executions WHERE workspace_id = ANY(%s)"
+                " AND status_position > %s AND status_position <= %s"
+                " ORDER BY status_position LIMIT %s",
+                (list(self._live), after, upto, PAGE),
+            )
+            rows = await cur.fetchall()
+            for row in rows:
+                self._offer_change(row)
+            if len(rows) < PAGE:
+                break
+            after = rows[-1]["status_position"]
+        self._feed = max(self._feed, upto)
+
+    def _offer_change(self, row: dict[str, Any]) -> None:
+        message: Message | None = None
+        for group in list(self._live.get(row["workspace_id"], {}).values()):
+            if matches(group.expr, row):
+                message = message or change_message(row)
+                for client in list(group.clients):
+                    self._offer(client, message)
+
+
+HUB: web.AppKey[Hub] = web.AppKey("linkflow_sse_hub", Hub)
+
+
+class Stream:
+    """One client's SSE response: frames written with a timeout, a heartbeat comment whenever
+    the stream has been quiet for `LINKFLOW_SSE_HEARTBEAT_S`."""
+
+    def __init__(self, hub: Hub, client: Client, response: web.StreamResponse) -> None:
+        self.hub = hub
+        self.client = client
+        self.response = response
+        self.heartbeat_s = hub.settings.sse_heartbeat_s
+        self.write_timeout_s = hub.settings.sse_write_timeout_s
+        self._loop = asyncio.get_running_loop()
+        self.written_at = self._loop.time()
+
+    async def write(self, frame: bytes) -> None:
+        """Write one frame; Disconnected when the client is gone, cut off, or does not take it
+        within the write timeout (then it is cut off as `stalled`)."""
+        if self.client.cut is not None:
+            raise Disconnected(self.client.cut)
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.response.write(frame)
+        except TimeoutError:
+            self.hub.cut(self.client, "stalled")
+            raise Disconnected("stalled") from None
+        except ConnectionError as exc:  # reset by the peer, or aborted by `Hub.cut`
+            raise Disconnected(str(exc)) from None
+        self.written_at = self._loop.time()
+
+    async def send(self, message: Message) -> None:
+        await self.write(message.frame)
+        metrics.SSE_MESSAGES.labels(self.client.kind).inc()
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await something before the stream can go on, with heartbeats meanwhile."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while True:
+                quiet = self.written_at + self.heartbeat_s - self._loop.time()
+                done, _ = await asyncio.wait({task}, timeout=max(quiet, 0))
+                if done:
+                    return task.result()
+                await self.write(HEARTBEAT)
+        finally:
+            task.cancel()
+
+    async def next(self) -> Message:
+        """The client's next queued message (END when the hub shuts down), with heartbeats."""
+        queue = self.client.queue
+        if not queue.empty():
+            return queue.get_nowait()
+        while True:
+            quiet = self.written_at + self.heartbeat_s - self._loop.time()
+            try:
+                async with asyncio.timeout(max(quiet, 0)):
+                    return await queue.get()
+            except TimeoutError:
+                await self.write(HEARTBEAT)
