@@ -23,13 +23,16 @@ for live events: the hub does, once for the process.
   (not one per client) polls the projector's position until it has applied them, then reads the
   rows of the subscribed workspaces whose status changed since its previous read, in one query
   ordered by `status_position`, and offers each row to the subscribers whose filter it matches
-  (`projections.query_match`, evaluated once per distinct filter). A row is read as it is now:
-  an execution that changed twice between two reads is sent once, with its latest status.
+  (`projections.query_match`, evaluated once per distinct filter). A row is read as it is now;
+  one found closed whose `ExecutionStarted` the reader saw since the previous read is also
+  offered as it was when it started (`running`, at the start's position), first: a fast
+  execution shows both changes even when the projector applied both in one batch.
 - Slow clients: each has a bounded queue (`LINKFLOW_SSE_QUEUE` messages). The hub never waits
   for a client; a client whose queue is full is cut off (its connection aborted, one log line
   `sse_client_cut`, `linkflow_sse_cut_total{reason="slow"}`), and so is a client whose socket
   takes a write longer than `LINKFLOW_SSE_WRITE_TIMEOUT_S` (`stalled`). Memory per client is
-  bounded by its queue and the transport's write buffer.
+  bounded by its queue and the transport's write buffer. One sweeper task per process (not a
+  timer per write) finds the stalled writes and queues the heartbeats of quiet streams.
 - `Hub.close` (the application's shutdown) ends every stream cleanly.
 
 Imported by `gateways.http.routes_live` and `gateways.http.app`.
@@ -52,6 +55,7 @@ from eventsourcing.utils import get_topic
 from redis.asyncio import Redis
 
 from domain.execution import CLOSED_STATUS, Execution
+from domain.statuses import ExecutionStatus
 from gateways.http.errors import ApiError
 from infra import metrics
 from infra.db import DictConnection, DictPool
@@ -69,7 +73,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 CLOSING_TOPICS = frozenset(get_topic(c) for c in CLOSED_STATUS)
-STATUS_TOPICS = CLOSING_TOPICS | {get_topic(Execution.ExecutionStarted)}
+STARTED_TOPIC = get_topic(Execution.ExecutionStarted)
+STATUS_TOPICS = CLOSING_TOPICS | {STARTED_TOPIC}
 CLOSING_TYPES = frozenset(c.__name__ for c in CLOSED_STATUS)
 HEARTBEAT = b": keep-alive\n\n"
 
@@ -84,6 +89,11 @@ RETRY_S = 0.5
 POLL_S = 0.01
 SLOW_POLL_S = 0.25
 SLOW_AFTER_S = 1.0
+# Starts the live feed remembers while the projector has not applied them (past it, a start
+# whose row the feed first reads closed is sent closed only).
+MAX_STARTS = 100_000
+# The columns an execution's close sets: without them, its row is the row as started.
+_CLOSE_COLUMNS = ("output", "error", "closed_at", "duration_ms", "error_code", "failed_node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +105,12 @@ class Message:
     closing: bool = False
 
 
-# What a client's queue receives when the hub shuts down: the stream ends.
+# What a client's queue receives when the hub shuts down (the stream ends), and when the
+# stream has been quiet for a heartbeat (a comment line).
 END = Message(0, b"")
+BEAT = Message(0, HEARTBEAT)
+# Messages a stream writes in one go when its queue holds several.
+WRITE_BATCH = 64
 
 
 class Disconnected(Exception):
@@ -105,13 +119,17 @@ class Disconnected(Exception):
 
 @dataclass(eq=False)
 class Client:
-    """One open stream: what it follows, its bounded queue, and why it was cut off (if so)."""
+    """One open stream: what it follows, its bounded queue, when it was last written to (and
+    since when a write has been waiting, if one is), and why it was cut off (if so)."""
 
     kind: str  # "execution" | "live"
     workspace_id: UUID
     queue: asyncio.Queue[Message]
     transport: asyncio.Transport | None
     key: Any = None  # the execution id, or the filter
+    written_at: float = 0.0  # loop time
+    writing_since: float | None = None
+    beat_queued: bool = False
     cut: str | None = None
 
 
@@ -136,6 +154,13 @@ def event_message(store: EventStore, e: LoggedEvent) -> tuple[Any, Message]:
     workspace = entry.pop("workspace_id")
     frame = _frame(e.position, entry["type"], {"position": e.position, **entry})
     return workspace, Message(e.position, frame, entry["type"] in CLOSING_TYPES)
+
+
+def as_started(row: dict[str, Any], position: int) -> dict[str, Any]:
+    """A closed execution's row as it was when it started, at `position` (everything else in
+    the row is set at the start and never changes)."""
+    started = {column: None for column in _CLOSE_COLUMNS}
+    return row | started | {"status": ExecutionStatus.RUNNING, "status_position": position}
 
 
 def change_message(row: dict[str, Any]) -> Message:
@@ -163,8 +188,10 @@ class Hub:
         self._ready: asyncio.Future[None] | None = None
         self._feed = 0  # the live feed has offered every status change up to this position
         self._status_seen = 0  # the last status change the reader saw
+        self._starts: dict[UUID, int] = {}  # executions started past the feed: their position
         self._waits: list[tuple[int, asyncio.Future[None]]] = []
         self._waiter: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -223,8 +250,11 @@ class Hub:
             )
         queue: asyncio.Queue[Message] = asyncio.Queue(self.settings.sse_queue)
         client = Client(kind, workspace_id, queue, request.transport, key)
+        client.written_at = asyncio.get_running_loop().time()
         self._clients.add(client)
         metrics.SSE_STREAMS.labels(kind).inc()
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep())
         return client
 
     def leave(self, client: Client) -> None:
@@ -248,6 +278,8 @@ class Hub:
                 del groups[client.key]
             if not groups:
                 self._live.pop(client.workspace_id, None)
+        if not self._live:
+            self._starts.clear()
 
     def cut(self, client: Client, reason: str) -> None:
         """Cut the client off: it is forgotten and its connection aborted (its unsent messages
@@ -269,11 +301,38 @@ class Hub:
         if client.transport is not None:
             client.transport.abort()
 
+    def _gone(self, client: Client) -> None:
+        """The client closed its connection: forget it now (not at its next heartbeat), and end
+        its stream."""
+        self.leave(client)
+        with contextlib.suppress(asyncio.QueueFull):
+            client.queue.put_nowait(END)
+
     def _offer(self, client: Client, message: Message) -> None:
         try:
             client.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.cut(client, "slow")
+
+    async def _sweep(self) -> None:
+        """While clients stream: forget each that closed its connection, cut off each whose
+        write has waited past the write timeout, queue a heartbeat for each that has been quiet
+        for nearly a heartbeat."""
+        heartbeat_s = self.settings.sse_heartbeat_s
+        timeout_s = self.settings.sse_write_timeout_s
+        every = min(1.0, heartbeat_s / 4, timeout_s / 4)
+        loop = asyncio.get_running_loop()
+        while self._clients and not self._closed:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for client in list(self._clients):
+                if client.transport is not None and client.transport.is_closing():
+                    self._gone(client)
+                elif client.writing_since is not None and now - client.writing_since > timeout_s:
+                    self.cut(client, "stalled")
+                elif not client.beat_queued and now - client.written_at >= heartbeat_s - every:
+                    client.beat_queued = True
+                    self._offer(client, BEAT)
 
     async def projected(self, position: int) -> None:
         """Return once the projector has applied `position` (the process's one waiter polls)."""
@@ -294,7 +353,7 @@ class Hub:
         for _, future in self._waits:
             if not future.done():
                 future.set_exception(Disconnected("the server is shutting down"))
-        for task in (self._reader, self._waiter):
+        for task in (self._reader, self._waiter, self._sweeper):
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -404,6 +463,8 @@ class Hub:
                         self._offer(client, message)
             if e.topic in STATUS_TOPICS and self._live:
                 self._status_seen = e.position
+                if e.topic == STARTED_TOPIC and len(self._starts) < MAX_STARTS:
+                    self._starts[e.originator_id] = e.position
         self.last = events[-1].position
         if self._live and self._status_seen > self._feed:
             self._ensure_waiter()
@@ -444,8 +505,11 @@ class Hub:
                 await asyncio.sleep(SLOW_POLL_S if slow else POLL_S)
 
     async def _offer_changes(self, conn: DictConnection, upto: int) -> None:
-        """Offer the rows of the subscribed workspaces whose status changed in (feed, upto]."""
-        after = self._feed
+        """Offer the rows of the subscribed workspaces whose status changed in (feed, upto], in
+        the order of the changes. A row found closed whose start the reader saw within that
+        range is offered as started first (the status it had then), unless a later change was
+        offered already (a read of more than a page: then it is sent closed only)."""
+        after = offered = self._feed
         while True:
             cur = await conn.execute(
                 "SELECT * FROM rm_executions WHERE workspace_id = ANY(%s)"
@@ -454,12 +518,20 @@ class Hub:
                 (list(self._live), after, upto, PAGE),
             )
             rows = await cur.fetchall()
+            changes: list[tuple[int, dict[str, Any]]] = []
             for row in rows:
-                self._offer_change(row)
+                started = self._starts.pop(row["id"], 0)
+                if offered < started < row["status_position"]:
+                    changes.append((started, as_started(row, started)))
+                changes.append((row["status_position"], row))
+            for position, change in sorted(changes, key=lambda c: c[0]):
+                self._offer_change(change)
+                offered = position
             if len(rows) < PAGE:
                 break
             after = rows[-1]["status_position"]
         self._feed = max(self._feed, upto)
+        self._starts = {k: v for k, v in self._starts.items() if v > self._feed}
 
     def _offer_change(self, row: dict[str, Any]) -> None:
         message: Message | None = None
@@ -474,43 +546,44 @@ HUB: web.AppKey[Hub] = web.AppKey("linkflow_sse_hub", Hub)
 
 
 class Stream:
-    """One client's SSE response: frames written with a timeout, a heartbeat comment whenever
-    the stream has been quiet for `LINKFLOW_SSE_HEARTBEAT_S`."""
+    """One client's SSE response. The hub's sweeper queues a heartbeat when the stream has been
+    quiet for nearly `LINKFLOW_SSE_HEARTBEAT_S`, and cuts the client off when a write has waited
+    longer than `LINKFLOW_SSE_WRITE_TIMEOUT_S` (no timer per write)."""
 
     def __init__(self, hub: Hub, client: Client, response: web.StreamResponse) -> None:
         self.hub = hub
         self.client = client
         self.response = response
-        self.heartbeat_s = hub.settings.sse_heartbeat_s
-        self.write_timeout_s = hub.settings.sse_write_timeout_s
         self._loop = asyncio.get_running_loop()
-        self.written_at = self._loop.time()
+        self._sent = metrics.SSE_MESSAGES.labels(client.kind)
+        client.written_at = self._loop.time()
 
     async def write(self, frame: bytes) -> None:
-        """Write one frame; Disconnected when the client is gone, cut off, or does not take it
-        within the write timeout (then it is cut off as `stalled`)."""
-        if self.client.cut is not None:
-            raise Disconnected(self.client.cut)
+        """Write; Disconnected when the client is gone or was cut off."""
+        client = self.client
+        if client.cut is not None:
+            raise Disconnected(client.cut)
+        client.writing_since = self._loop.time()
         try:
-            async with asyncio.timeout(self.write_timeout_s):
-                await self.response.write(frame)
-        except TimeoutError:
-            self.hub.cut(self.client, "stalled")
-            raise Disconnected("stalled") from None
+            await self.response.write(frame)
         except ConnectionError as exc:  # reset by the peer, or aborted by `Hub.cut`
             raise Disconnected(str(exc)) from None
-        self.written_at = self._loop.time()
+        finally:
+            client.writing_since = None
+        client.written_at = self._loop.time()
+        client.beat_queued = False
 
     async def send(self, message: Message) -> None:
         await self.write(message.frame)
-        metrics.SSE_MESSAGES.labels(self.client.kind).inc()
+        self._sent.inc()
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
         """Await something before the stream can go on, with heartbeats meanwhile."""
         task = asyncio.ensure_future(awaitable)
+        heartbeat_s = self.hub.settings.sse_heartbeat_s
         try:
             while True:
-                quiet = self.written_at + self.heartbeat_s - self._loop.time()
+                quiet = self.client.written_at + heartbeat_s - self._loop.time()
                 done, _ = await asyncio.wait({task}, timeout=max(quiet, 0))
                 if done:
                     return task.result()
@@ -518,15 +591,30 @@ class Stream:
         finally:
             task.cancel()
 
-    async def next(self) -> Message:
-        """The client's next queued message (END when the hub shuts down), with heartbeats."""
+    async def relay(self, sent: int) -> None:
+        """Write the queued messages past position `sent`, several at a time when they have
+        gathered, until a closing one has been written or the hub ends the stream."""
         queue = self.client.queue
-        if not queue.empty():
-            return queue.get_nowait()
         while True:
-            quiet = self.written_at + self.heartbeat_s - self._loop.time()
-            try:
-                async with asyncio.timeout(max(quiet, 0)):
-                    return await queue.get()
-            except TimeoutError:
-                await self.write(HEARTBEAT)
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < WRITE_BATCH:
+                batch.append(queue.get_nowait())
+            frames: list[bytes] = []
+            done = False
+            for message in batch:
+                if message is END:
+                    done = True
+                    break
+                if message is BEAT:
+                    frames.append(message.frame)
+                elif message.position > sent:
+                    frames.append(message.frame)
+                    sent = message.position
+                    if message.closing:
+                        done = True
+                        break
+            if frames:
+                await self.write(b"".join(frames))
+                self._sent.inc(sum(frame is not HEARTBEAT for frame in frames))
+            if done:
+                return

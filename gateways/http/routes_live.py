@@ -32,8 +32,6 @@ from uuid import UUID
 from aiohttp import web
 from psycopg import sql
 
-from commands import lookups
-from domain.execution import Execution
 from domain.roles import Action
 from gateways.http.auth import workspace_access
 from gateways.http.context import container
@@ -41,9 +39,9 @@ from gateways.http.deadline import lift_deadline
 from gateways.http.errors import ApiError, invalid, parse_uuid
 from gateways.http.live import (
     CLOSING_TOPICS,
-    END,
     HUB,
     PAGE,
+    STARTED_TOPIC,
     Client,
     Disconnected,
     Stream,
@@ -100,6 +98,28 @@ async def _open(request: web.Request, client: Client) -> Stream:
 # ---------------------------------------------------------------- one execution's events
 
 
+async def _is_execution_of(
+    pool: DictPool, store: EventStore, workspace_id: UUID, execution_id: UUID
+) -> bool:
+    """Whether the event store holds an execution with this id in the workspace (its first
+    event, `ExecutionStarted`, says whose it is): one query on the loop, so an execution started
+    a moment ago is found before any projection has it."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT originator_version, topic, state FROM {}"
+                " WHERE originator_id = %s AND originator_version = 1"
+            ).format(_EVENTS),
+            (execution_id,),
+        )
+        row = await cur.fetchone()
+    if row is None or row["topic"] != STARTED_TOPIC:
+        return False
+    first = LoggedEvent(0, execution_id, 1, row["topic"], bytes(row["state"]))
+    workspace, _ = event_message(store, first)
+    return bool(workspace == str(workspace_id))
+
+
 async def _closed_by(pool: DictPool, execution_id: UUID, position: int) -> bool:
     """Whether the execution's closing event is at or before `position`."""
     async with pool.connection() as conn:
@@ -152,15 +172,7 @@ async def _stream_execution(
                 return
         if len(events) < HISTORY_PAGE:
             break
-    while True:
-        message = await stream.next()
-        if message is END:
-            return
-        if message.position > sent:
-            await stream.send(message)
-            sent = message.position
-            if message.closing:
-                return
+    await stream.relay(sent)
 
 
 async def execution_events(request: web.Request) -> web.StreamResponse:
@@ -168,8 +180,7 @@ async def execution_events(request: web.Request) -> web.StreamResponse:
     execution_id = parse_uuid(request.match_info["id"], "execution")
     after = last_event_id(request)
     c = container(request)
-    # The write model, so that an execution started a moment ago is no 404.
-    if not await c.bus.run(lookups.position_in_workspace, Execution, ws, execution_id):
+    if not await _is_execution_of(c.pool, c.store, ws, execution_id):
         raise ApiError(404, "not_found", "execution not found")
     if after is not None:
         await _not_past_head(c.pool, after)
@@ -218,13 +229,7 @@ async def _stream_changes(
                 sent = row["status_position"]
             if len(rows) < PAGE:
                 break
-    while True:
-        message = await stream.next()
-        if message is END:
-            return
-        if message.position > sent:
-            await stream.send(message)
-            sent = message.position
+    await stream.relay(sent)
 
 
 async def live_executions(request: web.Request) -> web.StreamResponse:

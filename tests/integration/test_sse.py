@@ -1,11 +1,11 @@
-"""The SSE routes (issue 14, item 6) over real HTTP, on an in-process gateway (`TestServer`) with
+"""The SSE routes (issue 14, item 6) over real HTTP, on an in-process gateway with
 the real relay, projector, matching, timers and worker roles on the real PostgreSQL and Redis:
 an execution's events recorded then live, ending after the close, resumed with `Last-Event-ID`
 without duplicate or gap (204 once the close was had); the live feed of status changes with a
 `q`, resumed; tenancy; authentication (`?access_token=`) and bad input; heartbeats; a client that
 does not read cut off while another keeps receiving; the cap on streams; the hub following the
 log only while clients stream, recovering events Redis lost from the event store, and ending
-every stream at shutdown."""
+every stream at shutdown. The gateway is served as `linkflow run gateway` serves it."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp import web
 from api import Api, signed_up
 from databases import own_database
+from processes import free_port
 from prometheus_client import REGISTRY
 from sse_client import Comment, SseEvent, SseStream, open_stream
 from stack import Roles, eventually, roles
@@ -59,7 +60,7 @@ class Gateway:
 
     api: Api
     hub: Hub
-    server: TestServer
+    runner: web.AppRunner
     settings: Settings
 
     @property
@@ -81,18 +82,23 @@ class Gateway:
 
 @asynccontextmanager
 async def gateway(settings: Settings, **overrides: Any) -> AsyncIterator[Gateway]:
+    """The gateway application served as `linkflow run gateway` serves it (`gateways.roles`:
+    no access log, handlers not cancelled when their client goes — unlike aiohttp's
+    TestServer, which cancels them)."""
     tuned = settings.model_copy(update=overrides)
     container = await bootstrap(tuned)
     app = make_app(container)
-    server = TestServer(app)
-    await server.start_server()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            api = Api(str(server.make_url("/")), session)
+            api = Api(f"http://127.0.0.1:{port}", session)
             await api.sign_up()
-            yield Gateway(api, app[HUB], server, tuned)
+            yield Gateway(api, app[HUB], runner, tuned)
     finally:
-        await server.close()
+        await runner.cleanup()
         await container.close()
 
 
@@ -221,6 +227,34 @@ async def test_the_live_feed_sends_matching_status_changes_of_the_workspace_only
             listed = await gw.api.call("GET", gw.api.ws("/executions"), q="status = 'completed'")
             [item] = [i for i in listed.body["items"] if i["id"] == e.data["id"]]
             assert e.data == item
+
+
+async def test_a_fast_execution_shows_both_changes_even_when_projected_together(
+    gw: Gateway,
+) -> None:
+    wf = await gw.api.create_workflow(ECHO)  # closes within milliseconds of its start
+    async with (
+        gw.stream("/executions/live") as every,
+        gw.stream("/executions/live", q="status = 'running'") as starts,
+    ):
+        await every.opened()
+        await starts.opened()
+        ids = [(await gw.api.start(wf["id"], {"x": i}))["execution_id"] for i in range(5)]
+        changes = await every.events(10)
+        started = await starts.events(5)
+    assert [(e.data["id"], e.data["status"]) for e in changes if e.data["id"] == ids[0]] == [
+        (ids[0], "running"),
+        (ids[0], "completed"),
+    ]
+    assert sorted((e.data["id"], e.data["status"]) for e in changes) == sorted(
+        (i, status) for i in ids for status in ("running", "completed")
+    )
+    positions = [int(e.id or 0) for e in changes]
+    assert positions == sorted(set(positions))
+    # As started: the row without what the close set.
+    first = next(e.data for e in changes if e.data["status"] == "running")
+    assert (first["closed_at"], first["output"], first["duration_ms"]) == (None, None, None)
+    assert {(e.data["id"], e.data["status"]) for e in started} == {(i, "running") for i in ids}
 
 
 async def test_the_live_feed_resumes_with_each_changed_execution_once_as_it_is_now(
@@ -380,11 +414,14 @@ async def test_a_quiet_stream_sends_a_comment_every_heartbeat(
     async with gateway(settings, sse_heartbeat_s=0.2) as g:
         async with g.stream("/executions/live") as s:
             await s.opened()
-            started = time.monotonic()
-            beats = [await s.next(timeout=1.0) for _ in range(5)]
-            took = time.monotonic() - started
+            times = [time.monotonic()]
+            beats = []
+            for _ in range(5):
+                beats.append(await s.next(timeout=1.0))
+                times.append(time.monotonic())
     assert all(isinstance(b, Comment) and b.text == "keep-alive" for b in beats), beats
-    assert 0.8 <= took < 2.0, took
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert all(0.1 <= gap <= 0.4 for gap in gaps), gaps
 
 
 def _stalled_client(url: str, token: str) -> socket.socket:
@@ -434,10 +471,10 @@ async def test_a_client_that_does_not_read_is_cut_off_while_another_keeps_receiv
             await eventually(lambda: _streams(g.hub, 1))
             async with g.stream("/executions/live") as s:
                 await s.opened()
-                # Each item carries 200 KB of input and, once completed, the same as output:
-                # far more than the socket buffers hold, plus the queue.
-                blob = "x" * 200_000
-                starts = [await g.api.start(wf["id"], {"x": blob}) for _ in range(40)]
+                # Each item carries 20 KB of input and, once completed, the same as output:
+                # 160 items of 20-40 KB, more than the socket buffers hold plus the queue.
+                blob = "x" * 20_000
+                starts = [await g.api.start(wf["id"], {"x": blob}) for _ in range(80)]
                 ids = [started["execution_id"] for started in starts]
                 completed = await _completions(s, len(ids))
                 # Not reading the socket before (that would make it a reader).
@@ -479,7 +516,8 @@ async def test_past_the_cap_a_stream_is_503_with_retry_after(
             reply = await g.api.call("GET", g.api.ws("/executions/live"))
             assert (reply.status, reply.body["error"]["code"]) == (503, "too_many_streams")
             assert reply.headers["Retry-After"] == "5"
-        async with g.stream("/executions/live") as c:  # room again once they left
+        await eventually(lambda: _streams(g.hub, 0), timeout=3)  # they left: room again
+        async with g.stream("/executions/live") as c:
             await c.opened()
 
 
@@ -491,7 +529,9 @@ async def test_the_hub_follows_the_log_only_while_someone_streams(gw: Gateway) -
     async with gw.stream("/executions/live") as s:
         await s.opened()
         assert gw.hub.following
-    await eventually(lambda: _not_following(gw.hub), timeout=5)
+    # The client went away: forgotten within a sweep (a second), not at the next heartbeat
+    # (15 s), and the hub stops following the log.
+    await eventually(lambda: _not_following(gw.hub), timeout=3)
 
 
 async def _not_following(hub: Hub) -> bool:
@@ -507,7 +547,7 @@ async def test_shutdown_ends_open_streams_cleanly(settings: Settings, engine: Ro
                 await b.opened()
                 await a.events(1)
                 began = time.monotonic()
-                await g.server.close()
+                await g.runner.cleanup()
                 assert await b.next(timeout=5) is None
                 assert await _drained(a) is None
                 assert time.monotonic() - began < 5
