@@ -187,6 +187,7 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._feed = 0  # the live feed has offered every status change up to this position
+        self._feeding = 0  # how far the read in progress goes (its rows are being offered)
         self._status_seen = 0  # the last status change the reader saw
         self._starts: dict[UUID, int] = {}  # executions started past the feed: their position
         self._waits: list[tuple[int, asyncio.Future[None]]] = []
@@ -231,7 +232,7 @@ class Hub:
                 self._feed = max(self._feed, self.last)
             group = self._live.setdefault(workspace_id, {}).setdefault(expr, _Filter(expr))
             group.clients.add(client)
-            yield client, max(self.last, self._feed)
+            yield client, max(self.last, self._feed, self._feeding)
         finally:
             self.leave(client)
 
@@ -301,12 +302,15 @@ class Hub:
         if client.transport is not None:
             client.transport.abort()
 
-    def _gone(self, client: Client) -> None:
-        """The client closed its connection: forget it now (not at its next heartbeat), and end
-        its stream."""
+    def _end(self, client: Client) -> None:
+        """Forget the client and end its stream after what it has queued (at once, its
+        connection aborted, when its queue is full)."""
         self.leave(client)
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             client.queue.put_nowait(END)
+        except asyncio.QueueFull:
+            if client.transport is not None:
+                client.transport.abort()
 
     def _offer(self, client: Client, message: Message) -> None:
         try:
@@ -327,7 +331,7 @@ class Hub:
             now = loop.time()
             for client in list(self._clients):
                 if client.transport is not None and client.transport.is_closing():
-                    self._gone(client)
+                    self._end(client)  # it left: forgotten now, not at its next heartbeat
                 elif client.writing_since is not None and now - client.writing_since > timeout_s:
                     self.cut(client, "stalled")
                 elif not client.beat_queued and now - client.written_at >= heartbeat_s - every:
@@ -335,7 +339,10 @@ class Hub:
                     self._offer(client, BEAT)
 
     async def projected(self, position: int) -> None:
-        """Return once the projector has applied `position` (the process's one waiter polls)."""
+        """Return once the projector has applied `position` (the process's one waiter polls);
+        Disconnected when the hub shuts down first."""
+        if self._closed:
+            raise Disconnected("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
         entry = (position, future)
         self._waits.append(entry)
@@ -349,7 +356,7 @@ class Hub:
         """End every stream (the application is shutting down) and stop following the log."""
         self._closed = True
         for client in list(self._clients):
-            self._offer(client, END)
+            self._end(client)
         for _, future in self._waits:
             if not future.done():
                 future.set_exception(Disconnected("the server is shutting down"))
@@ -476,7 +483,8 @@ class Hub:
             self._waiter = asyncio.create_task(self._follow_projector())
 
     def _waiting(self) -> bool:
-        return bool(self._waits) or bool(self._live and self._status_seen > self._feed)
+        waits = any(not future.done() for _, future in self._waits)
+        return waits or bool(self._live and self._status_seen > self._feed)
 
     async def _follow_projector(self) -> None:
         """Poll the projector's position while a status change or a client waits for it; offer
@@ -510,6 +518,7 @@ class Hub:
         range is offered as started first (the status it had then), unless a later change was
         offered already (a read of more than a page: then it is sent closed only)."""
         after = offered = self._feed
+        self._feeding = upto
         while True:
             cur = await conn.execute(
                 "SELECT * FROM rm_executions WHERE workspace_id = ANY(%s)"
