@@ -83,3 +83,17 @@ EXPORTS = Counter(
     "Exports by how they ended: completed, client_gone, stalled, failed, cancelled, refused",
     ["format", "outcome"],
 )
+SSE_STREAMS = Gauge("linkflow_sse_streams", "Open SSE streams of this gateway", ["kind"])
+SSE_CUT = Counter(
+    "linkflow_sse_cut_total",
+    "SSE clients cut off: slow (their queue was full) or stalled (a write timed out)",
+    ["reason"],
+)
+SSE_REFUSED = Counter(
+    "linkflow_sse_refused_total", "SSE streams refused: LINKFLOW_SSE_MAX_STREAMS were open"
+)
+SSE_MESSAGES = Counter("linkflow_sse_messages_total", "SSE events sent to clients", ["kind"])
+SSE_LOG_READS = Counter(
+    "linkflow_sse_log_read_events_total",
+    "Events the live hub read from the event store because Redis did not bring them",
+)

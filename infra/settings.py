@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     # Bytes of aggregates kept in memory per process (estimated), besides the count above.
     aggregate_cache_bytes: int = 64 * 1024 * 1024
 
+    # ---- Live updates (SSE, gateways/http/live.py)
+    # Messages an SSE client may have waiting; a client that falls this far behind is cut off.
+    sse_queue: int = 256
+    # A comment line (`: keep-alive`) at least this often on an otherwise quiet stream.
+    sse_heartbeat_s: float = 15.0
+    # A write to an SSE client that does not complete within this time cuts the client off.
+    sse_write_timeout_s: float = 10.0
+    # Open SSE streams per gateway process; past it a new stream is 503 with Retry-After.
+    sse_max_streams: int = 1000
+
     @field_validator("jwt_secret", "secret_key")
     @classmethod
     def _long_enough(cls, value: str, info: ValidationInfo) -> str:

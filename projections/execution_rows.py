@@ -10,7 +10,8 @@ UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the s
 Search attributes (recorded in ExecutionStarted) go to `rm_executions.search_attributes` and, one
 row each in the column of their type, to `rm_execution_attributes` (migration 012).
 `duration_ms`, `error_code` and `failed_node` are generated columns (migration 011): PostgreSQL
-derives them from `started_at`, `closed_at` and `error`.
+derives them from `started_at`, `closed_at` and `error`. `status_position` (migration 014) is the
+log position of the event that last set the status, when the caller gives positions.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain, repeat
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -54,6 +56,7 @@ _EXECUTION_COLUMNS = (
     "closed_at",
     "callback",
     "search_attributes",
+    "status_position",
 )
 _ATTRIBUTE_COLUMNS = (
     "execution_id",
@@ -64,7 +67,7 @@ _ATTRIBUTE_COLUMNS = (
     "time_value",
     "bool_value",
 )
-_CLOSE_COLUMNS = ("status", "output", "error", "closed_at", "event_version")
+_CLOSE_COLUMNS = ("status", "output", "error", "closed_at", "event_version", "status_position")
 _NODE_COLUMNS = (
     "execution_id",
     "node_id",
@@ -123,13 +126,14 @@ def _closed_node(e: Any) -> tuple[NodeStatus, Any, Any]:
     return NodeStatus.CANCELED, error, None
 
 
-def _closed_execution(e: Any) -> dict[str, Any]:
+def _closed_execution(e: Any, position: int | None) -> dict[str, Any]:
     return {
         "status": CLOSED_STATUS[type(e)],
         "output": _json(getattr(e, "output", None)),
         "error": _json(getattr(e, "error", None)),
         "closed_at": e.timestamp,
         "event_version": e.originator_version,
+        "status_position": position,
     }
 
 
@@ -157,13 +161,14 @@ def _attribute_rows(e: Any, attributes: dict[str, Any]) -> list[tuple[Any, ...]]
     ]
 
 
-def fold(events: Iterable[Any]) -> list[Statement]:
+def fold(events: Iterable[Any], positions: Iterable[int | None] = ()) -> list[Statement]:
     """The statements (each with its rows) that bring the execution read models up to date with
-    `events` (in log order; other event types are ignored)."""
+    `events` (in log order; other event types are ignored). `positions`: the events' log
+    positions, in the same order (None where unknown)."""
     executions: dict[Any, _Row] = {}
     nodes: dict[tuple[Any, str], _Row] = {}
     attributes: list[tuple[Any, ...]] = []
-    for e in events:
+    for e, position in zip(events, chain(positions, repeat(None)), strict=False):
         if isinstance(e, Execution.ExecutionStarted):
             # Absent from events recorded before search attributes existed.
             searched = getattr(e, "search_attributes", None) or {}
@@ -190,9 +195,10 @@ def fold(events: Iterable[Any]) -> list[Statement]:
                 "closed_at": None,
                 "callback": callback,
                 "search_attributes": _json(searched or None),
+                "status_position": position,
             }
         elif type(e) in CLOSED_STATUS:
-            executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e))
+            executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e, position))
         elif isinstance(e, Execution.NodeScheduled):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
             scheduled = {"status": NodeStatus.SCHEDULED, "attempts": e.attempt, "error": None}

@@ -133,7 +133,10 @@ async def project(conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -
     statements go out without waiting for each answer (one round trip per batch); an error
     still fails the batch."""
     async with conn.pipeline(), conn.cursor() as cur:
-        for sql, rows in execution_rows.fold(event for _, event in events):
+        # Each row records the position of its status change (the live feed's order; None for
+        # events projected without a log position, as some tests do).
+        positions = (logged.position if logged else None for logged, _ in events)
+        for sql, rows in execution_rows.fold((event for _, event in events), positions):
             await cur.executemany(sql, rows)
         for logged, event in events:
             handler = _HANDLERS.get(type(event))

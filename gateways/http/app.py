@@ -1,5 +1,6 @@
 """The gateway's aiohttp application: middlewares (metrics outermost, then error mapping, then
-the request deadline), the `/api/v1` routes, the OpenAPI document and the ops endpoints.
+the request deadline), the `/api/v1` routes, the OpenAPI document, the ops endpoints and the
+live-updates hub of the SSE routes (`gateways.http.live`).
 Imported by `gateways.roles` and the tests.
 """
 
@@ -19,6 +20,7 @@ from gateways.http import (
     routes_export,
     routes_hooks,
     routes_identity,
+    routes_live,
     routes_signing,
     routes_variables,
     routes_workflows,
@@ -28,6 +30,7 @@ from gateways.http.auth import KEY_USAGE, KeyUsage
 from gateways.http.context import CONTAINER
 from gateways.http.deadline import deadline_middleware
 from gateways.http.errors import Handler, error_middleware
+from gateways.http.live import HUB, Hub
 from gateways.http.openapi import add_openapi_route
 from gateways.http.routing import Route, add_routes
 from infra import metrics
@@ -42,6 +45,7 @@ def api_routes() -> list[Route]:
         *routes_access.ROUTES,
         *routes_workflows.ROUTES,
         *routes_export.ROUTES,  # before /executions/{id}
+        *routes_live.ROUTES,  # before /executions/{id} takes /executions/live
         *routes_executions.ROUTES,
         *routes_signing.ROUTES,
         *routes_credentials.ROUTES,
@@ -70,6 +74,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
 
 
+async def _close_hub(app: web.Application) -> None:
+    await app[HUB].close()
+
+
 def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.Application:
     """The gateway application. `roles` are the roles this process runs (for `/ready`)."""
     app = web.Application(
@@ -80,6 +88,10 @@ def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.A
     app[KEY_USAGE] = KeyUsage()
     app[ADMISSION] = Admission(container.pool, container.settings.max_queued_per_workspace)
     app[routes_export.EXPORT_SLOTS] = routes_export.ExportSlots(container.settings.max_exports)
+    # Live updates (SSE): follows the log only while a client streams; its streams end when
+    # the application shuts down (before aiohttp waits for the handlers to finish).
+    app[HUB] = Hub(container.settings, container.redis, container.pool, container.store)
+    app.on_shutdown.append(_close_hub)
     routes = api_routes()
     add_routes(app, routes)
     ops.add_ops_routes(app, container, roles)

@@ -1,5 +1,6 @@
 """Who is calling and what they may do. A caller is a `commands.principal.Principal`: a user
-(access JWT) or an API key (`lfk_…`), both sent as `Authorization: Bearer`. Each workspace route
+(access JWT) or an API key (`lfk_…`), both sent as `Authorization: Bearer` (the SSE routes also
+take `?access_token=`, for browsers' EventSource, which cannot send headers). Each workspace route
 names the `domain.roles.Action` it performs; `workspace_access` checks it
 (`commands.principal.authorise`, over the permission matrix `domain.roles.permits`), and
 `execute_with_access` asks the command layer to run a command as the caller
@@ -57,9 +58,17 @@ def _unauthenticated(message: str) -> ApiError:
     return ApiError(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _bearer(request: web.Request) -> str:
+def _bearer(request: web.Request, query_token: bool = False) -> str:
+    """The bearer token of `Authorization`; with `query_token`, when that header is absent, the
+    `access_token` query parameter (the token never reaches a log line or a metric label: both
+    name the route, not the URL)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and query_token and "access_token" in request.query:
+        token = request.query["access_token"].strip()
+        if not token:
+            raise _unauthenticated("the access_token parameter is empty")
+        return token
     if not header:
         raise _unauthenticated("an Authorization: Bearer token is required")
     if scheme.lower() != "bearer" or not token.strip():
@@ -67,11 +76,12 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
-async def principal(request: web.Request) -> Principal:
-    """The authenticated caller (decoded once a request); 401 if there is none."""
+async def principal(request: web.Request, query_token: bool = False) -> Principal:
+    """The authenticated caller (decoded once a request); 401 if there is none. `query_token`:
+    the token may come as `?access_token=` (the SSE routes only)."""
     if PRINCIPAL_KEY in request:
         return request[PRINCIPAL_KEY]
-    token = _bearer(request)
+    token = _bearer(request, query_token)
     c = container(request)
     if token.startswith(API_KEY_PREFIX):
         key = await c.bus.run(lookups.authenticate_api_key, token)
@@ -98,11 +108,11 @@ async def current_user(request: web.Request) -> UUID:
     return caller.id
 
 
-async def workspace_access(request: web.Request, action: Action) -> UUID:
+async def workspace_access(request: web.Request, action: Action, query_token: bool = False) -> UUID:
     """Authenticate, then check that the caller may do `action` in the workspace `{ws}` of the
     path (`commands.principal.authorise`): 404 if it is not theirs, 403 `forbidden` if their
-    role does not permit it."""
-    caller = await principal(request)
+    role does not permit it. `query_token`: see `principal`."""
+    caller = await principal(request, query_token)
     workspace_id = parse_uuid(request.match_info["ws"], "workspace")
     if caller.is_user:
         role = await container(request).bus.run(lookups.member_role, workspace_id, caller.id)

@@ -9,9 +9,11 @@ execution the first attempt created, if it did.
 Routes that wait on purpose ask for more time before they wait: `extend_deadline(request, s)`
 gives the request `s` seconds more plus a whole deadline for what follows (the `?min_position`
 read-your-writes wait, a webhook answering on completion), so their own answers (503
-`projection_lag`, 202 still running) come first. A streamed answer (an export) keeps the deadline
-until its first byte, then `lift_deadline` removes it: it runs as long as its client reads.
-Imported by the modules of `gateways.http`.
+`projection_lag`, 202 still running) come first. A streamed answer (an export, an SSE stream) keeps
+the deadline until it has started — authentication and the checks before it stay under it — then
+`lift_deadline` removes it: it runs as long as its client reads (the stream bounds itself:
+stall timeouts, heartbeats, the client's disconnection). Imported by the modules of
+`gateways.http`.
 """
 
 from __future__ import annotations

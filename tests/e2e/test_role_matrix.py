@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from api import Api, signed_up
+from api import Api, Reply, signed_up
 
 from gateways.http.app import api_routes
 from gateways.http.tokens import issue_access_token
@@ -286,6 +286,20 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
         202,
         with_execution(WS + "/executions/{id}/cancel"),
     ),
+    ("GET", "/executions/{id}/events"): (
+        "viewer",
+        200,
+        with_execution(WS + "/executions/{id}/events"),
+    ),
+    ("GET", "/executions/live"): ("viewer", 200, static(WS + "/executions/live")),
+    ("GET", "/executions/export"): ("viewer", 200, static(WS + "/executions/export")),
+}
+# Server-Sent Events and exports: a success is a stream (the live feed never ends; an export is
+# NDJSON), so only its status is read; an error is an ordinary JSON answer.
+STREAMS = {
+    ("GET", "/executions/{id}/events"),
+    ("GET", "/executions/live"),
+    ("GET", "/executions/export"),
 }
 # Destructive for the whole workspace: each caller gets a workspace of its own.
 DELETE_WORKSPACE = ("DELETE", "")
@@ -338,13 +352,24 @@ async def test_workspace_route(route: tuple[str, str], world: World, e2e_setting
     failures = []
     for caller in await world.callers(ws, e2e_settings):
         path, body = await prepare(world, ws, caller.name)
-        reply = await world.stranger.call(route[0], path, json=body, token=caller.token)
+        if route in STREAMS:
+            reply = await _stream_status(world.stranger, path, caller.token)
+        else:
+            reply = await world.stranger.call(route[0], path, json=body, token=caller.token)
         want = expected(caller, least, success)
         if reply.status != want:
             failures.append((caller.name, want, reply.status, reply.body))
         elif want >= 400:
             assert "error" in reply.body, reply.body
     assert not failures, failures
+
+
+async def _stream_status(api: Api, path: str, token: str) -> Reply:
+    """GET an SSE route: the status, and the body of an error (a stream is not read)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with api.session.get(f"{api.base}/api/v1/{path}", headers=headers) as resp:
+        body = await resp.json() if resp.status >= 400 else None
+        return Reply(resp.status, body, resp.headers)
 
 
 async def test_delete_workspace(world: World, e2e_settings: Any) -> None:
