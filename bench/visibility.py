@@ -32,6 +32,7 @@ from bench.api import create_workflow, sign_up
 from bench.export import measure_export
 from bench.load import ms, pct
 from bench.procs import progress
+from bench.sse import measure_sse
 from bench.stack import Layout, Stack, bench_settings
 from bench.visibility_data import REGIONS, load
 
@@ -151,6 +152,40 @@ async def measure_queries(
     return out
 
 
+async def _sse(
+    session: aiohttp.ClientSession,
+    api: str,
+    ws: str,
+    headers: dict[str, str],
+    workflow: str,
+    gateway: int,
+) -> dict[str, Any]:
+    """500 live streams of the workspace while 50 executions run (5/s): event → client."""
+    url = f"{api}/workspaces/{ws}/workflows/{workflow}/executions"
+
+    async def start_one() -> str:
+        async with session.post(url, json={"input": {}}, headers=headers) as resp:
+            body = await resp.json()
+            if resp.status != 202:
+                raise RuntimeError(f"start answered {resp.status}: {body}")
+            return str(body["execution_id"])
+
+    token = headers["Authorization"].removeprefix("Bearer ")
+    base = api.removesuffix("/api/v1")
+    got = await measure_sse(base, token, ws, start_one, 500, gateway_pid=gateway)
+    progress(f"visibility: sse {got}")
+    return {
+        "sse_streams_opened": got["opened"],
+        "sse_missing": got.get("missing"),
+        "sse_collapsed": got.get("collapsed"),
+        # recorded close → client; and start answered (202) → client
+        "sse_p95_ms": (got.get("completed_ms") or {}).get("p95"),
+        "sse_p50_ms": (got.get("completed_ms") or {}).get("p50"),
+        "sse_running_p95_ms": (got.get("running_ms") or {}).get("p95"),
+        "sse_gateway_rss_mb": got["rss_mb"].get("peak"),
+    }
+
+
 async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: str) -> dict:
     settings = bench_settings()
     stack = Stack(settings, Layout("split", gateways=1, workers=1), env=args.stack_env)
@@ -185,6 +220,7 @@ async def run(args: argparse.Namespace, session: aiohttp.ClientSession, target: 
             "export_first_byte_s": exported.get("first_byte_s"),
         }
         progress(f"visibility: export {exported}")
+        line |= await _sse(session, api, ws, headers, workflows[0], gateway)
     finally:
         errors = stack.stop()
         line["process_errors"] = errors[:5]
