@@ -19,6 +19,7 @@ from gateways.http import (
     routes_hooks,
     routes_identity,
     routes_signing,
+    routes_stats,
     routes_variables,
     routes_workflows,
 )
@@ -39,6 +40,7 @@ def api_routes() -> list[Route]:
     return [
         *routes_identity.ROUTES,
         *routes_access.ROUTES,
+        *routes_stats.ROUTES,
         *routes_workflows.ROUTES,
         *routes_executions.ROUTES,
         *routes_signing.ROUTES,

@@ -108,7 +108,8 @@ async def snapshot(settings: Settings) -> dict[str, list[Any]]:
         async with container.pool.connection() as conn:
             out = {}
             for table in READ_MODEL_TABLES:
-                cur = await conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
+                # By the whole row: the first columns of a rollup are no key of it.
+                cur = await conn.execute(f"SELECT * FROM {table} ORDER BY {table}")
                 out[table] = await cur.fetchall()
             return out
     finally:
