@@ -5,11 +5,13 @@ windows) are unit-tested on their own.
 
 Where an answer comes from:
 - the rollups `rm_execution_stats` (migration 013: per bucket and status, the count and the
-  duration histogram, kept exact by PostgreSQL from `rm_executions`): whole-workspace rows at
-  grains minute, hour and day, per-workflow rows at grains hour and day. A query whose filter
-  `q` names only `status` and `workflow_id` (the rollup's own columns: `where_sql` compiles the
-  same condition for either table) is answered from them, reading one row per bucket and status
-  (and workflow, where the filter names workflows), however many executions there are:
+  duration histogram, kept exact by PostgreSQL from `rm_executions`; per bucket also a row of
+  status '*' whose histogram covers every status): whole-workspace rows at grains minute, hour
+  and day, per-workflow rows at grains hour and day. A query whose filter `q` names only
+  `status` and `workflow_id` (the rollup's own columns: `where_sql` compiles the same condition
+  for either table) is answered from them, reading one row per bucket and status (and workflow,
+  where the filter names workflows), however many executions there are; percentiles come from
+  the '*' histograms unless the filter names statuses:
   - count: the day rows of all time; `group_by` status and/or workflow_id;
   - stats: interval 1m and 5m from minute rows, 1h from hour rows, 1d from day rows; the
     per-workflow rows (a `q` naming workflow_id) only at 1h and 1d;
@@ -30,13 +32,14 @@ Definitions:
 - duration percentiles are over closed executions, nearest-rank (the smallest duration with at
   least p % of them at or below it), read from a log-scale histogram: within 2.5 % of the
   exact value (exact below 20 ms); None when none is closed.
-A query's ORDER BY is ignored here. Every answer reads one snapshot (REPEATABLE READ) and says
-the projector position it reflects.
+A query's ORDER BY is ignored here. Every answer reads one snapshot (REPEATABLE READ); counts
+and stats say the projector position it reflects.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -109,23 +112,25 @@ class Histogram:
         missing = lo + len(counts) - (self.lo + len(self.counts))
         if missing > 0:
             self.counts.extend([0] * missing)
-        offset = lo - self.lo
-        for i, n in enumerate(counts, offset):
-            if n:
-                self.counts[i] += n
+        start = lo - self.lo
+        end = start + len(counts)
+        self.counts[start:end] = map(operator.add, self.counts[start:end], counts)
 
-    def percentile(self, p: int) -> int | None:
-        """The nearest-rank p-th percentile (0 < p <= 100); None when empty."""
+    def percentiles(self, ps: Iterable[int]) -> dict[str, int | None]:
+        """`{"p50": …}`: the nearest-rank p-th percentile of each p (0 < p <= 100), None when
+        empty."""
         cumulative = list(itertools.accumulate(self.counts))
         total = cumulative[-1] if cumulative else 0
-        if total <= 0:
-            return None
-        rank = -(-p * total // 100)  # ceil(p / 100 * total), in integers
-        return bin_value(self.lo + bisect_left(cumulative, rank))
+        found: dict[str, int | None] = {}
+        for p in ps:
+            rank = -(-p * total // 100)  # ceil(p / 100 * total), in integers
+            found[f"p{p}"] = bin_value(self.lo + bisect_left(cumulative, rank)) if total else None
+        return found
 
 
 # ---------------------------------------------------------------- tallies
 
+STATUSES = tuple(s.value for s in ExecutionStatus)
 FAILED = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT)
 CLOSED = (*FAILED, ExecutionStatus.COMPLETED, ExecutionStatus.CANCELED)
 
@@ -141,6 +146,9 @@ class Tally:
         self, status: str, executions: int, lo: int | None, counts: Sequence[int] | None
     ) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + executions
+        self.add_durations(lo, counts)
+
+    def add_durations(self, lo: int | None, counts: Sequence[int] | None) -> None:
         if lo is not None and counts:
             self.durations.add(lo, counts)
 
@@ -155,12 +163,11 @@ class Tally:
 
     def summary(self, percentiles: Iterable[int]) -> dict[str, Any]:
         """total, by_status (every status, 0 included), failure_rate and duration_ms."""
-        by_status = {s.value: 0 for s in ExecutionStatus} | self.by_status
         return {
             "total": self.total,
-            "by_status": by_status,
+            "by_status": dict.fromkeys(STATUSES, 0) | self.by_status,
             "failure_rate": self.failure_rate(),
-            "duration_ms": {f"p{p}": self.durations.percentile(p) for p in percentiles},
+            "duration_ms": self.durations.percentiles(percentiles),
         }
 
 
@@ -218,6 +225,7 @@ def split_window(start: datetime, end: datetime) -> Window:
 # ---------------------------------------------------------------- filters
 
 NIL = UUID(int=0)  # the rollup's workflow_id of whole-workspace rows
+ALL = "*"  # the rollup's status of rows counting every status
 ROLLUP_FIELDS = frozenset({"status", "workflow_id"})
 GROUP_FIELDS = (
     "status",
@@ -288,7 +296,9 @@ async def _snapshot(conn: DictConnection) -> int:
 async def _rows(
     conn: DictConnection, statement: sql.SQL | sql.Composed, params: Sequence[Any]
 ) -> list[dict[str, Any]]:
-    cur = await conn.execute(statement, params)
+    """The rows in binary (histograms are read as arrays of integers, not parsed from text)."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(statement, params)
     return await cur.fetchall()
 
 
@@ -323,7 +333,11 @@ def count_statement(
     columns = [sql.Identifier(FIELDS[name].column or name) for name in group_by]
     if names <= ROLLUP_FIELDS and set(group_by) <= ROLLUP_FIELDS:
         per_workflow = "workflow_id" in names or "workflow_id" in group_by
-        condition = _rollup_rows(workspace_id, q, per_workflow).and_("grain = %s", DAY)
+        condition = (
+            _rollup_rows(workspace_id, q, per_workflow)
+            .and_("grain = %s", DAY)
+            .and_("status <> %s", ALL)
+        )
         total = sql.SQL("sum(executions)::bigint")
         table = sql.Identifier("rm_execution_stats")
     else:
@@ -361,10 +375,13 @@ async def count_executions(
 
 # ---------------------------------------------------------------- stats over time
 
-_ROLLUP_ROW = sql.SQL(
-    "SELECT bucket AS at, status, executions, array_lower(durations, 1) AS lo, durations"
-    " FROM rm_execution_stats WHERE {}"
+# Rollup rows: the counts of each status; the histograms of the rows `{}` selects (those of
+# the statuses, or the one of '*' when the filter names no status: no merging per status).
+_ROLLUP_COLUMNS = (
+    "status, executions, CASE WHEN {0} THEN array_lower(durations, 1) END AS lo,"
+    " CASE WHEN {0} THEN durations END AS durations FROM rm_execution_stats"
 )
+_ROLLUP_ROW = sql.SQL("SELECT bucket AS at, " + _ROLLUP_COLUMNS + " WHERE {1}")
 # Executions binned as the rollups bin them.
 _EXECUTION_ROWS = sql.SQL(
     "SELECT date_bin(%s, started_at, %s) AS at, status, count(*) AS executions,"
@@ -373,13 +390,23 @@ _EXECUTION_ROWS = sql.SQL(
 )
 
 
+def _histograms_of(q: ExecutionQuery) -> sql.Composable:
+    """Which rollup rows' histograms count: '*' unless the filter names statuses."""
+    if "status" in filter_fields(q):
+        return sql.SQL("true")
+    return sql.SQL("status = {}").format(sql.Literal(ALL))
+
+
 def _add_row(tally: Tally, row: dict[str, Any]) -> None:
-    """A rollup row (`lo` the lowest bin of `durations`), or a row of executions binned by
-    `_EXECUTION_ROWS` (`lo` their one bin, no `durations`)."""
+    """A rollup row (`lo` the lowest bin of `durations`; '*' adds its histogram only), or a
+    row of executions binned by `_EXECUTION_ROWS` (`lo` their one bin, no `durations`)."""
     durations = row["durations"]
     if durations is None and row["lo"] is not None:
         durations = [row["executions"]]
-    tally.add(row["status"], int(row["executions"]), row["lo"], durations)
+    if row["status"] == ALL:
+        tally.add_durations(row["lo"], durations)
+    else:
+        tally.add(row["status"], int(row["executions"]), row["lo"], durations)
 
 
 def bucket_starts(start: datetime, end: datetime, interval: str) -> list[datetime]:
@@ -404,7 +431,10 @@ def stats_statement(
             .and_("grain = %s", grain)
             .and_("bucket >= %s AND bucket < %s", first, last)
         )
-        return _ROLLUP_ROW.format(condition.sql()), list(condition.params)
+        if "status" in names:  # a NOT of a status predicate would take '*' too
+            condition = condition.and_("status <> %s", ALL)
+        statement = _ROLLUP_ROW.format(_histograms_of(q), condition.sql())
+        return statement, list(condition.params)
     condition = _matching(workspace_id, q).and_("started_at >= %s AND started_at < %s", first, last)
     step = INTERVALS[interval]
     return _EXECUTION_ROWS.format(condition.sql()), [step, ORIGIN, *condition.params]
@@ -429,7 +459,8 @@ async def execution_stats(
     position = await _snapshot(conn)
     tallies = {at: Tally() for at in starts}
     for row in await _rows(conn, statement, params):
-        _add_row(tallies[align(row["at"], step)], row)
+        at = row["at"]  # a bucket's start, unless the interval (5m) spans rollup buckets
+        _add_row(tallies.get(at) or tallies[align(at, step)], row)
     buckets = [
         {"start": at.isoformat(), **tally.summary((50, 95, 99))} for at, tally in tallies.items()
     ]
@@ -444,10 +475,9 @@ _WORKFLOWS = (
     " FROM rm_workflows w WHERE w.workspace_id = %s AND NOT w.archived ORDER BY w.name, w.id"
 )
 _WORKFLOW_ROLLUP = sql.SQL(
-    "SELECT workflow_id, status, executions, array_lower(durations, 1) AS lo, durations"
-    " FROM rm_execution_stats WHERE workspace_id = %s AND grain = %s"
+    "SELECT workflow_id, " + _ROLLUP_COLUMNS + " WHERE workspace_id = %s AND grain = %s"
     " AND workflow_id = ANY(%s) AND bucket >= %s AND bucket < %s"
-)
+).format(_histograms_of(ExecutionQuery()))
 _WORKFLOW_EXECUTIONS = sql.SQL(
     "SELECT workflow_id, status, count(*) AS executions,"
     " rm_stats_duration_bin(duration_ms) AS lo, NULL::int[] AS durations"

@@ -6,15 +6,17 @@
 --   grain       1 minute, 1 hour or 1 day; bucket = date_bin(grain, started_at, 2001-01-01 UTC):
 --               buckets are aligned in UTC;
 --   workflow_id the nil UUID for the whole workspace (grains minute, hour and day), or the
---               execution's workflow (grains hour and day): every execution is counted in five
---               rows, and a workspace-wide query reads one row per bucket and status, not one
---               per workflow. (Per workflow and minute, the rollup would hold about as many rows
---               as the executions themselves.)
+--               execution's workflow (grains hour and day), so that a workspace-wide query
+--               reads one row per bucket and status, not one per workflow. (Per workflow and
+--               minute, the rollup would hold about as many rows as the executions themselves.)
+--   status      the executions' status, or '*' for all of them: a bucket's durations in one
+--               histogram, read without merging one per status;
 --   executions  how many executions started in the bucket have that status (never 0: a row
 --               whose count falls to 0 is deleted, as a rebuild would never have made it);
 --   durations   the histogram of their duration_ms (closed executions; NULL while none is):
 --               durations[b] = how many fall in bin b. The array runs from its lowest to its
 --               highest bin holding any (its lower bound is that bin's number), 0 in between.
+-- Every execution is counted in ten rows (five scopes and grains, its status and '*').
 -- Duration bins (rm_stats_duration_bin; projections/stats.py computes the same, the tests check
 -- it): bin b holds the durations bound[b] <= d < bound[b + 1], where bound[0] = 0 and
 -- bound[k + 1] = bound[k] + max(1, bound[k] / 20) in integers, up to the first bound >= 10^12 ms
@@ -67,6 +69,11 @@ CREATE TABLE rm_execution_stats (
     durations    int[],
     PRIMARY KEY (workspace_id, grain, workflow_id, bucket, status)
 ) WITH (fillfactor = 80);  -- room for HOT updates: a bucket's rows change with each execution
+
+-- Most rows are the workspace's minutes, most hours and days are per workflow: without the
+-- statistics of the two together the planner takes an hour query for a large share of the
+-- table and scans it.
+CREATE STATISTICS rm_execution_stats_scope (mcv) ON grain, workflow_id FROM rm_execution_stats;
 
 
 -- `histogram` plus `delta` (which may subtract), bin by bin: the result runs from its lowest to
@@ -153,8 +160,8 @@ CREATE UNLOGGED TABLE rm_execution_stats_pending (
 );
 
 -- Fold the pending rows into the rollups, set-based, once per transaction: each rollup row a
--- pending row belongs to (three grains, its workflow and the workspace) gets the sum of the
--- contributions in one upsert; a row whose count falls to 0 is deleted.
+-- pending row belongs to (its ten) gets the sum of the contributions in one upsert; a row whose
+-- count falls to 0 is deleted.
 CREATE FUNCTION rm_execution_stats_flush() RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -168,13 +175,14 @@ BEGIN
     WITH keyed AS (
         SELECT p.workspace_id, g.grain, g.workflow_id,
                date_bin(g.grain, p.started_at, TIMESTAMPTZ '2001-01-01 00:00:00+00') AS bucket,
-               p.status, rm_stats_duration_bin(p.duration_ms) AS bin, p.sign
+               s.status, rm_stats_duration_bin(p.duration_ms) AS bin, p.sign
           FROM rm_execution_stats_pending p,
                LATERAL (VALUES (INTERVAL '1 minute', '00000000-0000-0000-0000-000000000000'::uuid),
                                (INTERVAL '1 hour', '00000000-0000-0000-0000-000000000000'::uuid),
                                (INTERVAL '1 day', '00000000-0000-0000-0000-000000000000'::uuid),
                                (INTERVAL '1 hour', p.workflow_id),
-                               (INTERVAL '1 day', p.workflow_id)) g (grain, workflow_id)
+                               (INTERVAL '1 day', p.workflow_id)) g (grain, workflow_id),
+               LATERAL (VALUES (p.status), ('*')) s (status)
     ), binned AS (
         SELECT workspace_id, grain, workflow_id, bucket, status, bin, sum(sign) AS n
           FROM keyed

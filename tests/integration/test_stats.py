@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import product
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -58,6 +59,7 @@ class Run:
     started_at: datetime
     duration_ms: int | None
     trigger: str
+    region: str | None
 
 
 @dataclass
@@ -78,13 +80,27 @@ class Scenario:
         self.workflows[name] = wf
 
     def run(
-        self, name: str, start: timedelta, outcome: str, ms: int = 0, trigger: str = "manual"
+        self,
+        name: str,
+        start: timedelta,
+        outcome: str,
+        ms: int = 0,
+        trigger: str = "manual",
+        region: str | None = None,
     ) -> None:
         wf = self.workflows[name]
         started = T0 + start
         closed = started + timedelta(milliseconds=ms)
         ex = Execution.start(
-            uuid4(), str(self.id), str(wf.id), 1, _definition(name), {}, started, trigger=trigger
+            uuid4(),
+            str(self.id),
+            str(wf.id),
+            1,
+            _definition(name),
+            {},
+            started,
+            trigger=trigger,
+            search_attributes={"region": region} if region else None,
         )
         if outcome == "completed":
             ex.complete_node("call", 1, {"ok": True}, closed)
@@ -98,7 +114,7 @@ class Scenario:
             ms = TIMEOUT_S * 1000
         self.executions.append(ex)
         duration = None if outcome == "running" else ms
-        self.runs.append(Run(name, wf.id, outcome, started, duration, trigger))
+        self.runs.append(Run(name, wf.id, outcome, started, duration, trigger, region))
 
     def events(self) -> list[Any]:
         aggregates = [*self.workflows.values(), *self.executions]
@@ -114,13 +130,13 @@ def workspace_a() -> Scenario:
     for name in ("alpha", "beta", "gamma"):  # gamma never runs
         a.workflow(name)
     a.workflow("old", archived=True)
-    a.run("alpha", timedelta(0), "completed", 1000)
-    a.run("alpha", timedelta(seconds=30), "failed", 5000, trigger="webhook")
+    a.run("alpha", timedelta(0), "completed", 1000, region="eu")
+    a.run("alpha", timedelta(seconds=30), "failed", 5000, trigger="webhook", region="eu")
     a.run("alpha", timedelta(seconds=61), "completed", 15)
     a.run("beta", timedelta(seconds=70), "running")
     a.run("beta", timedelta(seconds=125), "canceled", 2000)
     a.run("beta", HOUR + timedelta(seconds=10), "timed_out", trigger="schedule")
-    a.run("alpha", HOUR + 5 * MINUTE, "completed", 250)
+    a.run("alpha", HOUR + 5 * MINUTE, "completed", 250, region="eu")
     a.run("alpha", DAY, "failed", 123_456)
     a.run("old", timedelta(seconds=20), "completed", 40)
     a.run("alpha", -HOUR, "completed", 7)
@@ -244,7 +260,8 @@ async def test_count_of_the_whole_workspace_and_per_group(projected: Projected) 
         ("closed_at IS NULL", lambda r: r.duration_ms is None),
         ("error_code = 'http_status'", lambda r: r.status == "failed"),
         ("trigger = 'schedule' OR status = 'canceled'", lambda r: r.status in ("timed_out", "canceled")),  # noqa: E501
-        ("attr.region = 'eu'", lambda r: False),
+        ("attr.region = 'eu'", lambda r: r.region == "eu"),
+        ("NOT attr.region = 'eu'", lambda r: False),  # no other region: neither way
     ],
 )  # fmt: skip
 async def test_count_of_a_filter(projected: Projected, q: str, keep: Callable[[Run], bool]) -> None:
@@ -357,9 +374,11 @@ async def test_a_bucket_in_numbers(projected: Projected) -> None:
     ("q", "keep"),
     [
         ("status IN ('completed', 'failed')", lambda r: r.status in ("completed", "failed")),
+        ("NOT status = 'running'", lambda r: r.status != "running"),
         ("workflow_id = '{beta}'", lambda r: r.workflow == "beta"),
         ("workflow_id = '{alpha}' AND NOT status = 'failed'", lambda r: r.workflow == "alpha" and r.status != "failed"),  # noqa: E501
         ("duration_ms < 1000", lambda r: r.duration_ms is not None and r.duration_ms < 1000),
+        ("attr.region = 'eu' AND status = 'completed'", lambda r: r.region == "eu" and r.status == "completed"),  # noqa: E501
     ],
 )  # fmt: skip
 async def test_stats_of_a_filter(
@@ -483,15 +502,9 @@ async def rollups_from_rows(conn: Any) -> dict[Key, tuple[int, dict[int, int]]]:
     )
     expected: dict[Key, tuple[int, dict[int, int]]] = {}
     for row in await cur.fetchall():
-        for grain, per_workflow in SCOPES:
+        for (grain, per_workflow), status in product(SCOPES, (row["status"], stats.ALL)):
             wf = row["workflow_id"] if per_workflow else stats.NIL
-            key = (
-                row["workspace_id"],
-                grain,
-                wf,
-                bucket_of(row["started_at"], grain),
-                row["status"],
-            )
+            key = (row["workspace_id"], grain, wf, bucket_of(row["started_at"], grain), status)
             n, bins = expected.get(key, (0, {}))
             bins = dict(bins)
             if row["duration_ms"] is not None:
@@ -706,20 +719,26 @@ def test_migration_013_rolls_up_the_rows_projected_before_it(redis_url: str) -> 
             found = conn.execute(
                 "SELECT grain, workflow_id, bucket, status, executions,"
                 " array_lower(durations, 1), durations FROM rm_execution_stats"
-                " ORDER BY grain, workflow_id, bucket, status"
+                ' ORDER BY grain, workflow_id, bucket, status COLLATE "C"'
             ).fetchall()
         b = stats.duration_bin(1500)
         day = T0 - 8 * HOUR
         assert found == [
+            (MINUTE, stats.NIL, T0, "*", 2, b, [1]),
             (MINUTE, stats.NIL, T0, "completed", 1, b, [1]),
             (MINUTE, stats.NIL, T0, "running", 1, None, None),
+            (MINUTE, stats.NIL, T0 + MINUTE, "*", 1, b, [1]),
             (MINUTE, stats.NIL, T0 + MINUTE, "completed", 1, b, [1]),
+            (HOUR, stats.NIL, T0, "*", 3, b, [2]),
             (HOUR, stats.NIL, T0, "completed", 2, b, [2]),
             (HOUR, stats.NIL, T0, "running", 1, None, None),
+            (HOUR, wf, T0, "*", 3, b, [2]),
             (HOUR, wf, T0, "completed", 2, b, [2]),
             (HOUR, wf, T0, "running", 1, None, None),
+            (DAY, stats.NIL, day, "*", 3, b, [2]),
             (DAY, stats.NIL, day, "completed", 2, b, [2]),
             (DAY, stats.NIL, day, "running", 1, None, None),
+            (DAY, wf, day, "*", 3, b, [2]),
             (DAY, wf, day, "completed", 2, b, [2]),
             (DAY, wf, day, "running", 1, None, None),
         ]

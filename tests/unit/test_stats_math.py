@@ -74,18 +74,17 @@ def test_percentiles_are_nearest_rank_within_2_5_percent(seed: int) -> None:
     h = histogram_of(durations)
     for p in (1, 50, 95, 99, 100):
         exact = nearest_rank(durations, p)
-        found = h.percentile(p)
+        found = h.percentiles((p,))[f"p{p}"]
         assert found is not None
         assert abs(found - exact) <= stats.RELATIVE_ERROR * exact, (p, exact, found)
 
 
 def test_percentiles_of_few_values() -> None:
-    assert Histogram().percentile(50) is None
-    assert histogram_of([7]).percentile(99) == 7
+    assert Histogram().percentiles((50, 99)) == {"p50": None, "p99": None}
+    assert histogram_of([7]).percentiles((99,)) == {"p99": 7}
     # Nearest rank: p50 of two values is the first, p51 the second.
-    two = histogram_of([3, 15])
-    assert (two.percentile(50), two.percentile(51)) == (3, 15)
-    assert histogram_of([0, 0, 0, 12]).percentile(75) == 0
+    assert histogram_of([3, 15]).percentiles((50, 51)) == {"p50": 3, "p51": 15}
+    assert histogram_of([0, 0, 0, 12]).percentiles((75, 76)) == {"p75": 0, "p76": 12}
 
 
 def test_histograms_add_up_in_any_order() -> None:
