@@ -198,6 +198,7 @@ BEGIN
           FROM binned
          GROUP BY workspace_id, grain, workflow_id, bucket, status
         HAVING sum(n) <> 0 OR bool_or(bin IS NOT NULL AND n <> 0)
+         ORDER BY workspace_id, grain, workflow_id, bucket, status  -- one lock order for all
         ON CONFLICT (workspace_id, grain, workflow_id, bucket, status)
         DO UPDATE SET executions = s.executions + EXCLUDED.executions,
                       durations = CASE WHEN EXCLUDED.durations IS NULL THEN s.durations
