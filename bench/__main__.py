@@ -15,7 +15,9 @@ Opt-in, by name in `--shapes`: the fault shapes of issue 12, each on a stack of 
 `split` layout and printing one JSON line — `overload` (`bench.overload`: a slow target offered
 10× what the workers can do), `noisy` (`bench.noisy`: one workspace's flood against another's
 latency) and `chaos` (`bench.chaos`: kills, a Redis restart and a PostgreSQL cut; the exit status
-is 1 when one of its checks fails). `--code-root` runs another checkout's code with this harness.
+is 1 when one of its checks fails). Also opt-in: `visibility` (`bench.visibility`: the
+analysts' queries, export and live streams over 1,000,000 bulk-loaded executions).
+`--code-root` runs another checkout's code with this harness.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import chaos, noisy, overload, report
+from bench import chaos, noisy, overload, report, visibility
 from bench.api import create_workflow, sign_up
 from bench.load import (
     ProjectionLag,
@@ -53,13 +55,14 @@ from bench.shapes import SHAPES, definition
 from bench.stack import Layout, Stack, bench_settings
 from infra.schema import create_database, drop_database
 
-FAULT_SHAPES = ("overload", "noisy", "chaos")
+FAULT_SHAPES = ("overload", "noisy", "chaos", "visibility")
 NOISY_SHAPES = noisy.SHAPES
 FaultRunner = Callable[[argparse.Namespace, aiohttp.ClientSession, str], Awaitable[dict[str, Any]]]
 FAULT_RUNNERS: dict[str, FaultRunner] = {
     "overload": overload.run,
     "noisy": noisy.run,
     "chaos": chaos.run,
+    "visibility": visibility.run,
 }
 
 
@@ -389,6 +392,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     faults.add_argument("--chaos-pg-cut", type=float, default=10.0, help="seconds")
     faults.add_argument("--chaos-claim-idle-ms", type=int, help="LINKFLOW_TASK_CLAIM_IDLE_MS")
     faults.add_argument("--seed", type=int, help="chaos: the kill sequence's random seed")
+    shown = parser.add_argument_group("the visibility shape")
+    shown.add_argument("--visibility-rows", type=int, default=1_000_000, help="executions loaded")
+    shown.add_argument("--visibility-repeats", type=int, default=200, help="times each query")
     args = parser.parse_args(argv)
     requested = [s for s in args.shapes.split(",") if s]
     unknown = set(requested) - set(SHAPES) - set(FAULT_SHAPES)

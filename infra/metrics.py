@@ -73,3 +73,13 @@ LEADER = Gauge(
     "1 while this process leads the single-active role (holds its advisory lock)",
     ["name"],
 )
+EXPORTED_ROWS = Counter(
+    "linkflow_exported_rows_total",
+    "Executions written by exports (…/executions/export)",
+    ["format"],
+)
+EXPORTS = Counter(
+    "linkflow_exports_total",
+    "Exports by how they ended: completed, client_gone, stalled, failed, cancelled, refused",
+    ["format", "outcome"],
+)

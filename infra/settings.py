@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     # How long to wait for a PostgreSQL connection (pool checkout and connect).
     pg_wait_s: float = 3.0
 
+    # ---- Exports (GET …/executions/export, gateways/http/routes_export.py)
+    # Exports one gateway process streams at once, each holding a PostgreSQL connection of the
+    # pool for its duration; past it 429 `too_many_exports` with Retry-After.
+    max_exports: int = 2
+    # A client that takes longer than this to accept one chunk (~256 KB) of an export has its
+    # export ended (the connection closed), so a stalled reader holds no connection for long.
+    export_stall_s: float = 60.0
+
     # ---- Memory
     # Bytes of aggregates kept in memory per process (estimated), besides the count above.
     aggregate_cache_bytes: int = 64 * 1024 * 1024

@@ -16,6 +16,7 @@ from gateways.http import (
     routes_access,
     routes_credentials,
     routes_executions,
+    routes_export,
     routes_hooks,
     routes_identity,
     routes_signing,
@@ -42,6 +43,7 @@ def api_routes() -> list[Route]:
         *routes_access.ROUTES,
         *routes_stats.ROUTES,
         *routes_workflows.ROUTES,
+        *routes_export.ROUTES,  # before /executions/{id}
         *routes_executions.ROUTES,
         *routes_signing.ROUTES,
         *routes_credentials.ROUTES,
@@ -79,6 +81,7 @@ def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.A
     app[CONTAINER] = container
     app[KEY_USAGE] = KeyUsage()
     app[ADMISSION] = Admission(container.pool, container.settings.max_queued_per_workspace)
+    app[routes_export.EXPORT_SLOTS] = routes_export.ExportSlots(container.settings.max_exports)
     routes = api_routes()
     add_routes(app, routes)
     ops.add_ops_routes(app, container, roles)

@@ -9,7 +9,9 @@ execution the first attempt created, if it did.
 Routes that wait on purpose ask for more time before they wait: `extend_deadline(request, s)`
 gives the request `s` seconds more plus a whole deadline for what follows (the `?min_position`
 read-your-writes wait, a webhook answering on completion), so their own answers (503
-`projection_lag`, 202 still running) come first. Imported by the modules of `gateways.http`.
+`projection_lag`, 202 still running) come first. A streamed answer (an export) keeps the deadline
+until its first byte, then `lift_deadline` removes it: it runs as long as its client reads.
+Imported by the modules of `gateways.http`.
 """
 
 from __future__ import annotations
@@ -57,3 +59,11 @@ def extend_deadline(request: web.Request, wait_s: float) -> None:
     extended += container(request).settings.request_deadline_s
     if when is not None and extended > when:
         deadline.reschedule(extended)
+
+
+def lift_deadline(request: web.Request) -> None:
+    """No deadline for the rest of the request: its streamed answer has begun (within the
+    deadline), and a cancellation now could only cut it (the stream bounds itself)."""
+    deadline = request.get(DEADLINE)
+    if deadline is not None:
+        deadline.reschedule(None)

@@ -90,12 +90,38 @@ def _timestamp(raw: str) -> datetime:
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
-    """The list filters from the query string; every problem at once as 422 `invalid_request`;
-    then a malformed `q` is 422 `invalid_query`, and a cursor that is not ours, or is of a list
-    in another order, 422 `invalid_cursor`."""
+    """The list filters from the query string: `matching_filters` (with the problem of `limit`
+    listed after theirs), then a cursor that is not ours, or is of a list in another order,
+    422 `invalid_cursor`."""
     query = request.query
     problems: list[dict[str, str]] = []
-    filters: dict[str, Any] = {"limit": DEFAULT_LIMIT}
+    limit = query.get("limit")
+    if limit:
+        try:
+            if not 1 <= int(limit) <= MAX_LIMIT:
+                raise ValueError
+        except ValueError:
+            problems.append({"path": "limit", "message": f"must be an integer 1..{MAX_LIMIT}"})
+    filters = matching_filters(request, problems)
+    filters["limit"] = int(limit) if limit else DEFAULT_LIMIT
+    cursor = query.get("cursor")
+    if cursor:
+        order = filters["q"].order if "q" in filters else DEFAULT_ORDER
+        filters["cursor"] = _cursor(cursor, order)
+    return filters
+
+
+def matching_filters(
+    request: web.Request, more_problems: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """Which executions match, from the query string, as `queries.list_statement` takes it:
+    `status`, `workflow_id`, `started_after`, `started_before`, and the filter `q`. Their
+    problems and `more_problems` (the caller's, about its own parameters) are answered at once
+    as 422 `invalid_request`; then a malformed `q` is 422 `invalid_query`. Also used by
+    `gateways.http.routes_export`."""
+    query = request.query
+    problems: list[dict[str, str]] = []
+    filters: dict[str, Any] = {}
     status = query.get("status")
     if status:
         if status in STATUSES:
@@ -115,24 +141,12 @@ def _filters(request: web.Request) -> dict[str, Any]:
                 filters[name] = _timestamp(raw)
             except ValueError:
                 problems.append({"path": name, "message": "must be an ISO 8601 date-time"})
-    limit = query.get("limit")
-    if limit:
-        try:
-            filters["limit"] = int(limit)
-            if not 1 <= filters["limit"] <= MAX_LIMIT:
-                raise ValueError
-        except ValueError:
-            problems.append({"path": "limit", "message": f"must be an integer 1..{MAX_LIMIT}"})
+    problems += more_problems or []
     if problems:
         raise ApiError(422, "invalid_request", "the request is invalid", problems)
-    order = DEFAULT_ORDER
     q = query.get("q")
     if q:
         filters["q"] = _parsed(q)
-        order = filters["q"].order
-    cursor = query.get("cursor")
-    if cursor:
-        filters["cursor"] = _cursor(cursor, order)
     return filters
 
 

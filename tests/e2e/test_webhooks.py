@@ -405,3 +405,27 @@ async def test_openapi_documents_the_hook_without_auth(api: Api) -> None:
     for op in operations.values():
         assert op["security"] == []
         assert {"401", "404", "405", "409", "413"} <= set(op["responses"])
+
+
+async def test_a_webhook_run_gets_the_search_attributes_its_settings_derive(api: Api) -> None:
+    definition = echo({})
+    definition["settings"] = {
+        "search_attributes": {
+            "order": "{{ trigger.body.order }}",
+            "customer": "{{ trigger.body.customer }}",
+            "method": "{{ trigger.method }}",
+        }
+    }
+    wf, path = await active_hook(api, definition)
+    reply = await anonymous(api).call("POST", path, json={"order": 7, "customer": "acme"})
+    assert reply.status == 202, reply.body
+    done = await api.wait_terminal(reply.body["execution_id"])
+    assert done["search_attributes"] == {"order": 7, "customer": "acme", "method": "POST"}
+    found = await api.call(
+        "GET",
+        api.ws("/executions"),
+        q="attr.customer = 'acme' AND attr.order = 7",
+        min_position=reply.body["position"],
+    )
+    assert [item["id"] for item in found.body["items"]] == [reply.body["execution_id"]]
+    assert wf == done["workflow_id"]
