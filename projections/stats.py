@@ -296,9 +296,11 @@ async def _snapshot(conn: DictConnection) -> int:
 async def _rows(
     conn: DictConnection, statement: sql.SQL | sql.Composed, params: Sequence[Any]
 ) -> list[dict[str, Any]]:
-    """The rows in binary (histograms are read as arrays of integers, not parsed from text)."""
+    """The rows in binary (histograms are read as arrays of integers, not parsed from text).
+    Never prepared: a generic plan is blind to the values (the nil workflow_id of the
+    whole-workspace rollups is most of the table, a workflow's id a sliver)."""
     cur = conn.cursor(binary=True)
-    await cur.execute(statement, params)
+    await cur.execute(statement, params, prepare=False)
     return await cur.fetchall()
 
 

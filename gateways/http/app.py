@@ -41,7 +41,7 @@ def api_routes() -> list[Route]:
     return [
         *routes_identity.ROUTES,
         *routes_access.ROUTES,
-        *routes_stats.ROUTES,
+        *routes_stats.ROUTES,  # before /workflows/{wf} and /executions/{id}
         *routes_workflows.ROUTES,
         *routes_export.ROUTES,  # before /executions/{id}
         *routes_executions.ROUTES,
