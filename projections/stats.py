@@ -41,7 +41,7 @@ from __future__ import annotations
 import itertools
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,21 +116,34 @@ class Histogram:
         end = start + len(counts)
         self.counts[start:end] = map(operator.add, self.counts[start:end], counts)
 
-    def percentiles(self, ps: Iterable[int]) -> dict[str, int | None]:
-        """`{"p50": …}`: the nearest-rank p-th percentile of each p (0 < p <= 100), None when
-        empty."""
+    def percentile_bins(self, ps: Sequence[int]) -> list[int] | None:
+        """The bin of the nearest-rank p-th percentile of each p (0 < p <= 100): the first
+        whose running count reaches ceil(p % of the count), as `rm_stats_percentile_bins`
+        does in SQL; None when empty."""
         cumulative = list(itertools.accumulate(self.counts))
         total = cumulative[-1] if cumulative else 0
-        found: dict[str, int | None] = {}
-        for p in ps:
-            rank = -(-p * total // 100)  # ceil(p / 100 * total), in integers
-            found[f"p{p}"] = bin_value(self.lo + bisect_left(cumulative, rank)) if total else None
-        return found
+        if not total:
+            return None
+        # ceil(p / 100 * total), in integers
+        return [self.lo + bisect_left(cumulative, -(-p * total // 100)) for p in ps]
+
+    def percentiles(self, ps: Sequence[int]) -> dict[str, int | None]:
+        """`{"p50": …}`: the duration each percentile's bin stands for (None when empty)."""
+        return named(ps, self.percentile_bins(ps))
+
+
+def named(ps: Sequence[int], bins: Sequence[int] | None) -> dict[str, int | None]:
+    """`{"p50": duration, …}` of the percentiles `ps` whose bins are `bins` (None: none)."""
+    if bins is None:
+        return {f"p{p}": None for p in ps}
+    return {f"p{p}": bin_value(b) for p, b in zip(ps, bins, strict=True)}
 
 
 # ---------------------------------------------------------------- tallies
 
 STATUSES = tuple(s.value for s in ExecutionStatus)
+# The percentiles whose bins the '*' rollup rows keep (migration 013: rm_stats_percentile_bins).
+STORED_PERCENTILES = (50, 95, 99)
 FAILED = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT)
 CLOSED = (*FAILED, ExecutionStatus.COMPLETED, ExecutionStatus.CANCELED)
 
@@ -141,6 +154,9 @@ class Tally:
 
     by_status: dict[str, int] = field(default_factory=dict)
     durations: Histogram = field(default_factory=Histogram)
+    # The STORED_PERCENTILES' bins as a '*' rollup row keeps them, when read instead of the
+    # histogram (then the tally holds that one row's executions).
+    stored: list[int] | None = None
 
     def add(
         self, status: str, executions: int, lo: int | None, counts: Sequence[int] | None
@@ -161,13 +177,18 @@ class Tally:
         failed = sum(self.by_status.get(s, 0) for s in FAILED)
         return failed / closed if closed else None
 
-    def summary(self, percentiles: Iterable[int]) -> dict[str, Any]:
+    def summary(self, percentiles: Sequence[int]) -> dict[str, Any]:
         """total, by_status (every status, 0 included), failure_rate and duration_ms."""
+        if self.stored is not None:
+            assert tuple(percentiles) == STORED_PERCENTILES
+            durations = named(percentiles, self.stored)
+        else:
+            durations = self.durations.percentiles(percentiles)
         return {
             "total": self.total,
             "by_status": dict.fromkeys(STATUSES, 0) | self.by_status,
             "failure_rate": self.failure_rate(),
-            "duration_ms": self.durations.percentiles(percentiles),
+            "duration_ms": durations,
         }
 
 
@@ -377,38 +398,44 @@ async def count_executions(
 
 # ---------------------------------------------------------------- stats over time
 
-# Rollup rows: the counts of each status; the histograms of the rows `{}` selects (those of
-# the statuses, or the one of '*' when the filter names no status: no merging per status).
+# Rollup rows: each status's count, with the histograms of the rows `{0}` selects and the
+# percentile bins of those `{1}` selects (see `_ROLLUP_READS`).
 _ROLLUP_COLUMNS = (
     "status, executions, CASE WHEN {0} THEN array_lower(durations, 1) END AS lo,"
-    " CASE WHEN {0} THEN durations END AS durations FROM rm_execution_stats"
+    " CASE WHEN {0} THEN durations END AS durations,"
+    " CASE WHEN {1} THEN percentiles END AS percentiles FROM rm_execution_stats"
 )
-_ROLLUP_ROW = sql.SQL("SELECT bucket AS at, " + _ROLLUP_COLUMNS + " WHERE {1}")
+_ROLLUP_ROW = sql.SQL("SELECT bucket AS at, " + _ROLLUP_COLUMNS + " WHERE {2}")
+_IS_ALL = sql.SQL("status = {}").format(sql.Literal(ALL))
+# What the percentiles are read from: the statuses' histograms, merged (a filter naming
+# statuses); the '*' rows' histograms (no merging per status; several rows a bucket: 5m);
+# the '*' rows' percentile bins (one row a bucket: nothing to compute).
+_ROLLUP_READS = {
+    "statuses": (sql.SQL("true"), sql.SQL("false")),
+    "histogram": (_IS_ALL, sql.SQL("false")),
+    "stored": (sql.SQL("false"), _IS_ALL),
+}
 # Executions binned as the rollups bin them.
 _EXECUTION_ROWS = sql.SQL(
     "SELECT date_bin(%s, started_at, %s) AS at, status, count(*) AS executions,"
-    " rm_stats_duration_bin(duration_ms) AS lo, NULL::int[] AS durations"
-    " FROM rm_executions WHERE {} GROUP BY 1, 2, 4"
+    " rm_stats_duration_bin(duration_ms) AS lo, NULL::int[] AS durations,"
+    " NULL::int[] AS percentiles FROM rm_executions WHERE {} GROUP BY 1, 2, 4"
 )
 
 
-def _histograms_of(q: ExecutionQuery) -> sql.Composable:
-    """Which rollup rows' histograms count: '*' unless the filter names statuses."""
-    if "status" in filter_fields(q):
-        return sql.SQL("true")
-    return sql.SQL("status = {}").format(sql.Literal(ALL))
-
-
 def _add_row(tally: Tally, row: dict[str, Any]) -> None:
-    """A rollup row (`lo` the lowest bin of `durations`; '*' adds its histogram only), or a
-    row of executions binned by `_EXECUTION_ROWS` (`lo` their one bin, no `durations`)."""
+    """A rollup row (`lo` the lowest bin of `durations`; '*' adds its histogram or its
+    percentile bins only), or a row of executions binned by `_EXECUTION_ROWS` (`lo` their one
+    bin, no `durations`)."""
     durations = row["durations"]
     if durations is None and row["lo"] is not None:
         durations = [row["executions"]]
-    if row["status"] == ALL:
-        tally.add_durations(row["lo"], durations)
-    else:
+    if row["status"] != ALL:
         tally.add(row["status"], int(row["executions"]), row["lo"], durations)
+    elif row["percentiles"] is not None:
+        tally.stored = row["percentiles"]
+    else:
+        tally.add_durations(row["lo"], durations)
 
 
 def bucket_starts(start: datetime, end: datetime, interval: str) -> list[datetime]:
@@ -435,7 +462,10 @@ def stats_statement(
         )
         if "status" in names:  # a NOT of a status predicate would take '*' too
             condition = condition.and_("status <> %s", ALL)
-        statement = _ROLLUP_ROW.format(_histograms_of(q), condition.sql())
+            read = "statuses"
+        else:
+            read = "histogram" if INTERVALS[interval] != grain else "stored"
+        statement = _ROLLUP_ROW.format(*_ROLLUP_READS[read], condition.sql())
         return statement, list(condition.params)
     condition = _matching(workspace_id, q).and_("started_at >= %s AND started_at < %s", first, last)
     step = INTERVALS[interval]
@@ -464,7 +494,8 @@ async def execution_stats(
         at = row["at"]  # a bucket's start, unless the interval (5m) spans rollup buckets
         _add_row(tallies.get(at) or tallies[align(at, step)], row)
     buckets = [
-        {"start": at.isoformat(), **tally.summary((50, 95, 99))} for at, tally in tallies.items()
+        {"start": at.isoformat(), **tally.summary(STORED_PERCENTILES)}
+        for at, tally in tallies.items()
     ]
     return {"interval": interval, "buckets": buckets, "position": position}
 
@@ -479,11 +510,12 @@ _WORKFLOWS = (
 _WORKFLOW_ROLLUP = sql.SQL(
     "SELECT workflow_id, " + _ROLLUP_COLUMNS + " WHERE workspace_id = %s AND grain = %s"
     " AND workflow_id = ANY(%s) AND bucket >= %s AND bucket < %s"
-).format(_histograms_of(ExecutionQuery()))
+).format(*_ROLLUP_READS["histogram"])
 _WORKFLOW_EXECUTIONS = sql.SQL(
     "SELECT workflow_id, status, count(*) AS executions,"
-    " rm_stats_duration_bin(duration_ms) AS lo, NULL::int[] AS durations"
-    " FROM rm_executions WHERE workspace_id = %s AND workflow_id = ANY(%s)"
+    " rm_stats_duration_bin(duration_ms) AS lo, NULL::int[] AS durations,"
+    " NULL::int[] AS percentiles FROM rm_executions"
+    " WHERE workspace_id = %s AND workflow_id = ANY(%s)"
     " AND started_at >= %s AND started_at < %s GROUP BY 1, 2, 4"
 )
 

@@ -15,7 +15,11 @@
 --               whose count falls to 0 is deleted, as a rebuild would never have made it);
 --   durations   the histogram of their duration_ms (closed executions; NULL while none is):
 --               durations[b] = how many fall in bin b. The array runs from its lowest to its
---               highest bin holding any (its lower bound is that bin's number), 0 in between.
+--               highest bin holding any (its lower bound is that bin's number), 0 in between;
+--   percentiles on '*' rows, the bins of the p50, p95 and p99 of `durations` (nearest rank:
+--               the first bin where the running count reaches ceil(p % of the count)), so that a
+--               bucket's percentiles are read, not computed (NULL on other rows, or while none
+--               is closed).
 -- Every execution is counted in ten rows (five scopes and grains, its status and '*').
 -- Duration bins (rm_stats_duration_bin; projections/stats.py computes the same, the tests check
 -- it): bin b holds the durations bound[b] <= d < bound[b + 1], where bound[0] = 0 and
@@ -67,6 +71,7 @@ CREATE TABLE rm_execution_stats (
     status       text NOT NULL,
     executions   bigint NOT NULL,
     durations    int[],
+    percentiles  int[],
     PRIMARY KEY (workspace_id, grain, workflow_id, bucket, status)
 ) WITH (fillfactor = 80);  -- room for HOT updates: a bucket's rows change with each execution
 
@@ -76,7 +81,7 @@ CREATE TABLE rm_execution_stats (
 CREATE STATISTICS rm_execution_stats_scope (mcv) ON grain, workflow_id FROM rm_execution_stats;
 
 
--- `histogram` plus `delta` (which may subtract), bin by bin: the result runs from its lowest to
+-- `histogram` plus `delta` (which may subtract; NULL adds nothing), bin by bin: the result runs from its lowest to
 -- its highest bin holding any, 0 in the bins between that hold none (no NULLs: an element is
 -- then found in constant time); NULL when no bin holds any.
 CREATE FUNCTION rm_stats_histogram_add(histogram int[], delta int[]) RETURNS int[]
@@ -87,6 +92,9 @@ DECLARE
     subtracted boolean := false;
     trimmed int[];
 BEGIN
+    IF delta IS NULL THEN
+        RETURN histogram;
+    END IF;
     IF histogram IS NULL THEN
         histogram := array_fill(0, ARRAY[array_length(delta, 1)], ARRAY[array_lower(delta, 1)]);
         lo := array_lower(delta, 1);
@@ -145,6 +153,33 @@ BEGIN
 END
 $$;
 
+-- The bins of the p50, p95 and p99 of a histogram (nearest rank; NULL when it is empty).
+CREATE FUNCTION rm_stats_percentile_bins(histogram int[]) RETURNS int[]
+    LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    total bigint := (SELECT sum(c) FROM unnest(histogram) c);
+    ranks bigint[];
+    found int[] := '{}';
+    seen bigint := 0;
+    bin int := array_lower(histogram, 1);
+    c int;
+BEGIN
+    IF coalesce(total, 0) = 0 THEN
+        RETURN NULL;
+    END IF;
+    ranks := ARRAY[(50 * total + 99) / 100, (95 * total + 99) / 100, (99 * total + 99) / 100];
+    FOREACH c IN ARRAY histogram LOOP
+        seen := seen + c;
+        WHILE cardinality(found) < 3 AND seen >= ranks[cardinality(found) + 1] LOOP
+            found := found || bin;
+        END LOOP;
+        EXIT WHEN cardinality(found) = 3;
+        bin := bin + 1;
+    END LOOP;
+    RETURN found;
+END
+$$;
+
 -- What the triggers saw in this transaction and the rollups do not include yet: one row per
 -- execution row inserted (+1), deleted (-1) or changed (-1 the old, +1 the new). Emptied by
 -- `rm_execution_stats_flush` at commit, so it never holds a committed row (UNLOGGED: nothing
@@ -187,23 +222,32 @@ BEGIN
         SELECT workspace_id, grain, workflow_id, bucket, status, bin, sum(sign) AS n
           FROM keyed
          GROUP BY workspace_id, grain, workflow_id, bucket, status, bin
-    ), upserted AS (
-        INSERT INTO rm_execution_stats AS s
-            (workspace_id, grain, workflow_id, bucket, status, executions, durations)
-        SELECT workspace_id, grain, workflow_id, bucket, status, sum(n)::bigint,
+    ), deltas AS (
+        SELECT workspace_id, grain, workflow_id, bucket, status, sum(n)::bigint AS n,
                rm_stats_histogram(min(bin) FILTER (WHERE n <> 0),
                                   max(bin) FILTER (WHERE n <> 0),
                                   array_agg(bin) FILTER (WHERE bin IS NOT NULL AND n <> 0),
                                   array_agg(n) FILTER (WHERE bin IS NOT NULL AND n <> 0))
+                   AS durations
           FROM binned
          GROUP BY workspace_id, grain, workflow_id, bucket, status
         HAVING sum(n) <> 0 OR bool_or(bin IS NOT NULL AND n <> 0)
+    ), upserted AS (
+        INSERT INTO rm_execution_stats AS s
+            (workspace_id, grain, workflow_id, bucket, status, executions, durations,
+             percentiles)
+        SELECT workspace_id, grain, workflow_id, bucket, status, n, durations,
+               CASE WHEN status = '*' THEN rm_stats_percentile_bins(durations) END
+          FROM deltas
          ORDER BY workspace_id, grain, workflow_id, bucket, status  -- one lock order for all
         ON CONFLICT (workspace_id, grain, workflow_id, bucket, status)
         DO UPDATE SET executions = s.executions + EXCLUDED.executions,
-                      durations = CASE WHEN EXCLUDED.durations IS NULL THEN s.durations
-                                  ELSE rm_stats_histogram_add(s.durations, EXCLUDED.durations)
-                                  END
+                      (durations, percentiles) = (
+                          SELECT merged,
+                                 CASE WHEN s.status <> '*' THEN NULL
+                                      WHEN EXCLUDED.durations IS NULL THEN s.percentiles
+                                      ELSE rm_stats_percentile_bins(merged) END
+                            FROM rm_stats_histogram_add(s.durations, EXCLUDED.durations) merged)
         RETURNING s.workspace_id, s.grain, s.workflow_id, s.bucket, s.status, s.executions
     )
     SELECT array_agg(workspace_id), array_agg(grain), array_agg(workflow_id), array_agg(bucket),

@@ -519,7 +519,7 @@ async def rollups_in_table(conn: Any) -> dict[Key, tuple[int, dict[int, int]]]:
     lowest to their highest bin holding any)."""
     cur = await conn.execute(
         "SELECT workspace_id, grain, workflow_id, bucket, status, executions,"
-        " array_lower(durations, 1) AS lo, durations FROM rm_execution_stats"
+        " array_lower(durations, 1) AS lo, durations, percentiles FROM rm_execution_stats"
     )
     found = {}
     for row in await cur.fetchall():
@@ -530,6 +530,11 @@ async def rollups_in_table(conn: Any) -> dict[Key, tuple[int, dict[int, int]]]:
             assert counts[0] > 0 and counts[-1] > 0 and min(counts) >= 0, row
         bins = {row["lo"] + i: n for i, n in enumerate(counts or []) if n}
         found[key] = (row["executions"], bins)
+        # '*' rows keep the bins of their percentiles, as Python finds them in the histogram.
+        stored = None
+        if row["status"] == stats.ALL and counts is not None:
+            stored = stats.Histogram(row["lo"], counts).percentile_bins(stats.STORED_PERCENTILES)
+        assert row["percentiles"] == stored, row
     return found
 
 
@@ -718,29 +723,29 @@ def test_migration_013_rolls_up_the_rows_projected_before_it(redis_url: str) -> 
             conn.execute((MIGRATIONS / "013_execution_stats.sql").read_text())  # type: ignore[arg-type]
             found = conn.execute(
                 "SELECT grain, workflow_id, bucket, status, executions,"
-                " array_lower(durations, 1), durations FROM rm_execution_stats"
+                " array_lower(durations, 1), durations, percentiles FROM rm_execution_stats"
                 ' ORDER BY grain, workflow_id, bucket, status COLLATE "C"'
             ).fetchall()
         b = stats.duration_bin(1500)
-        day = T0 - 8 * HOUR
+        day, ps = T0 - 8 * HOUR, [b, b, b]
         assert found == [
-            (MINUTE, stats.NIL, T0, "*", 2, b, [1]),
-            (MINUTE, stats.NIL, T0, "completed", 1, b, [1]),
-            (MINUTE, stats.NIL, T0, "running", 1, None, None),
-            (MINUTE, stats.NIL, T0 + MINUTE, "*", 1, b, [1]),
-            (MINUTE, stats.NIL, T0 + MINUTE, "completed", 1, b, [1]),
-            (HOUR, stats.NIL, T0, "*", 3, b, [2]),
-            (HOUR, stats.NIL, T0, "completed", 2, b, [2]),
-            (HOUR, stats.NIL, T0, "running", 1, None, None),
-            (HOUR, wf, T0, "*", 3, b, [2]),
-            (HOUR, wf, T0, "completed", 2, b, [2]),
-            (HOUR, wf, T0, "running", 1, None, None),
-            (DAY, stats.NIL, day, "*", 3, b, [2]),
-            (DAY, stats.NIL, day, "completed", 2, b, [2]),
-            (DAY, stats.NIL, day, "running", 1, None, None),
-            (DAY, wf, day, "*", 3, b, [2]),
-            (DAY, wf, day, "completed", 2, b, [2]),
-            (DAY, wf, day, "running", 1, None, None),
+            (MINUTE, stats.NIL, T0, "*", 2, b, [1], ps),
+            (MINUTE, stats.NIL, T0, "completed", 1, b, [1], None),
+            (MINUTE, stats.NIL, T0, "running", 1, None, None, None),
+            (MINUTE, stats.NIL, T0 + MINUTE, "*", 1, b, [1], ps),
+            (MINUTE, stats.NIL, T0 + MINUTE, "completed", 1, b, [1], None),
+            (HOUR, stats.NIL, T0, "*", 3, b, [2], ps),
+            (HOUR, stats.NIL, T0, "completed", 2, b, [2], None),
+            (HOUR, stats.NIL, T0, "running", 1, None, None, None),
+            (HOUR, wf, T0, "*", 3, b, [2], ps),
+            (HOUR, wf, T0, "completed", 2, b, [2], None),
+            (HOUR, wf, T0, "running", 1, None, None, None),
+            (DAY, stats.NIL, day, "*", 3, b, [2], ps),
+            (DAY, stats.NIL, day, "completed", 2, b, [2], None),
+            (DAY, stats.NIL, day, "running", 1, None, None, None),
+            (DAY, wf, day, "*", 3, b, [2], ps),
+            (DAY, wf, day, "completed", 2, b, [2], None),
+            (DAY, wf, day, "running", 1, None, None, None),
         ]
     finally:
         drop_database(settings)

@@ -87,6 +87,24 @@ def test_percentiles_of_few_values() -> None:
     assert histogram_of([0, 0, 0, 12]).percentiles((75, 76)) == {"p75": 0, "p76": 12}
 
 
+def test_percentile_bins_are_the_first_reaching_the_rank() -> None:
+    h = Histogram(10, [2, 0, 1, 7])  # 10 durations: ranks 5, 10, 10 for p50, p95, p99
+    assert h.percentile_bins((50, 95, 99)) == [13, 13, 13]
+    assert h.percentile_bins((20, 21, 31)) == [10, 12, 13]  # ranks 2, 3 and 4
+    assert Histogram().percentile_bins((50,)) is None
+    assert stats.named((50, 95), [13, 200]) == {"p50": bin_value(13), "p95": bin_value(200)}
+    assert stats.named((50,), None) == {"p50": None}
+
+
+def test_stored_percentile_bins_stand_in_for_the_histogram() -> None:
+    t = Tally()
+    t.add("completed", 3, 40, [1, 1, 1])
+    computed = t.summary(stats.STORED_PERCENTILES)
+    t.stored = t.durations.percentile_bins(stats.STORED_PERCENTILES)
+    t.durations = Histogram()
+    assert t.summary(stats.STORED_PERCENTILES) == computed
+
+
 def test_histograms_add_up_in_any_order() -> None:
     parts = [(40, [1, 0, 2]), (3, [5]), (41, [1, 1, 1, 1]), (200, [9]), (10, [0, 3])]
     expected = Histogram()
