@@ -27,6 +27,8 @@ READ_MODEL_TABLES = (
     "rm_executions",
     "rm_node_runs",
     "rm_execution_attributes",
+    # Rollups of rm_executions kept by PostgreSQL's triggers (migration 013, projections.stats).
+    "rm_execution_stats",
     *api_keys.TABLES,
     credentials.TABLE,
 )

@@ -22,6 +22,7 @@ from gateways.http import (
     routes_identity,
     routes_live,
     routes_signing,
+    routes_stats,
     routes_variables,
     routes_workflows,
 )
@@ -43,6 +44,7 @@ def api_routes() -> list[Route]:
     return [
         *routes_identity.ROUTES,
         *routes_access.ROUTES,
+        *routes_stats.ROUTES,  # before /workflows/{wf} and /executions/{id}
         *routes_workflows.ROUTES,
         *routes_export.ROUTES,  # before /executions/{id}
         *routes_live.ROUTES,  # before /executions/{id} takes /executions/live

@@ -271,6 +271,9 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
         with_workflow(WS + "/workflows/{wf}/executions", {"input": {}}),
     ),
     ("GET", "/executions"): ("viewer", 200, static(WS + "/executions")),
+    ("GET", "/executions/count"): ("viewer", 200, static(WS + "/executions/count")),
+    ("GET", "/executions/stats"): ("viewer", 200, static(WS + "/executions/stats")),
+    ("GET", "/workflows/stats"): ("viewer", 200, static(WS + "/workflows/stats")),
     ("GET", "/executions/{id}"): (
         "viewer",
         200,
