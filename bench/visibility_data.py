@@ -102,4 +102,5 @@ def load(conninfo: str, ws: str, workflows: Sequence[str], total: int, seed: flo
             progress(f"visibility: loaded {done:,} of {total:,} executions")
         conn.execute("VACUUM ANALYZE rm_executions")
         conn.execute("VACUUM ANALYZE rm_execution_attributes")
+        conn.execute("VACUUM ANALYZE rm_execution_stats")
     return time.perf_counter() - started
