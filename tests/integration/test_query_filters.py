@@ -15,10 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-import aiohttp
 import psycopg
 import pytest
-from aiohttp.test_utils import TestServer
 from api import Api
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -26,8 +24,6 @@ from stack import eventually, roles
 
 from domain.definition import parse_definition
 from domain.execution import Execution
-from gateways.bootstrap import bootstrap
-from gateways.http.app import make_app
 from gateways.roles import rebuild_read_models
 from infra.schema import MIGRATIONS, create_database, drop_database
 from infra.settings import Settings
@@ -259,21 +255,6 @@ PURE = {
     "name": "pure-query",
     "nodes": [{"id": "t", "type": "transform", "config": {"set": {"x": 1}}}],
 }
-
-
-@pytest.fixture
-async def api(fresh_settings: Settings) -> AsyncIterator[Api]:
-    container = await bootstrap(fresh_settings)
-    server = TestServer(make_app(container))
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            api = Api(str(server.make_url("/")), session)
-            await api.sign_up()
-            yield api
-    finally:
-        await server.close()
-        await container.close()
 
 
 async def test_a_malformed_filter_is_422_invalid_query_with_the_offset(api: Api) -> None:

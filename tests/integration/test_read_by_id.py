@@ -8,37 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import aiohttp
-import pytest
-from aiohttp.test_utils import TestServer
 from api import Api, Reply
 from stack import roles
 
-from gateways.bootstrap import bootstrap
-from gateways.http.app import make_app
 from infra.settings import Settings
 
 PURE = {
     "name": "pure",
     "nodes": [{"id": "t", "type": "transform", "config": {"set": {"x": 1}}}],
 }
-
-
-@pytest.fixture
-async def api(fresh_settings: Settings) -> AsyncIterator[Api]:
-    container = await bootstrap(fresh_settings)
-    server = TestServer(make_app(container))
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            api = Api(str(server.make_url("/")), session)
-            await api.sign_up()
-            yield api
-    finally:
-        await server.close()
-        await container.close()
 
 
 async def test_a_read_by_id_waits_for_the_projector_instead_of_answering_404(

@@ -13,17 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from api import Api
 from psycopg import sql
 from stack import eventually, roles
 
 from domain.definition import parse_definition
 from domain.execution import Execution
-from gateways.bootstrap import bootstrap
-from gateways.http.app import make_app
 from gateways.roles import rebuild_read_models
 from infra.settings import Settings
 from projections import queries
@@ -158,21 +154,6 @@ ORDERS = {
     },
     "nodes": [{"id": "t", "type": "transform", "config": {"set": {"x": 1}}}],
 }
-
-
-@pytest.fixture
-async def api(fresh_settings: Settings) -> AsyncIterator[Api]:
-    container = await bootstrap(fresh_settings)
-    server = TestServer(make_app(container))
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            api = Api(str(server.make_url("/")), session)
-            await api.sign_up()
-            yield api
-    finally:
-        await server.close()
-        await container.close()
 
 
 async def test_a_bad_attribute_is_refused_naming_it(api: Api) -> None:
