@@ -1,9 +1,11 @@
 """The execution read-model rows (`rm_executions`, `rm_node_runs`) of one projector batch, folded:
-each execution and each node run touched by the batch becomes one statement, sent with the
-batch's other rows of the same shape in one `executemany`.
+each execution and each node run touched by the batch becomes one row, and the batch's rows of
+the same shape go out in one statement (`unnest` of one array per column, sent in binary).
 
 A pure-3 execution is 8 events, usually relayed in the same batch. Applied one by one they were
-8 statements; folded they are 4 (one execution row, three node rows). The fold gives the rows
+8 statements; folded they are 4 rows (one execution row, three node rows), and a batch of 100
+executions is 2 statements. One statement per shape, not one per row (an `executemany`), also
+makes the rollups' statement triggers (migration 015) run once per batch. The fold gives the rows
 that applying the events in order would give: for each row it tracks both what to insert when
 the row does not exist yet and which columns the events set when it does (`ON CONFLICT … DO
 UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements.
@@ -40,6 +42,34 @@ NODE_EVENTS = (
 )
 HANDLES: tuple[type, ...] = (Execution.ExecutionStarted, *CLOSED_STATUS, *NODE_EVENTS)
 
+# Each column and its type: a batch's rows go out as one array per column (`unnest`).
+_TYPES = {
+    "id": "uuid",
+    "execution_id": "uuid",
+    "workspace_id": "uuid",
+    "workflow_id": "uuid",
+    "workflow_name": "text",
+    "version": "int",
+    "status": "text",
+    "trigger": "text",
+    "input": "jsonb",
+    "started_at": "timestamptz",
+    "event_version": "int",
+    "output": "jsonb",
+    "error": "jsonb",
+    "closed_at": "timestamptz",
+    "callback": "jsonb",
+    "search_attributes": "jsonb",
+    "status_position": "bigint",
+    "name": "text",
+    "text_value": "text",
+    "num_value": "numeric",
+    "time_value": "timestamptz",
+    "bool_value": "boolean",
+    "node_id": "text",
+    "type": "text",
+    "attempts": "int",
+}
 _EXECUTION_COLUMNS = (
     "id",
     "workspace_id",
@@ -82,7 +112,41 @@ _NODE_COLUMNS = (
 )
 _NODE_KEY = ("execution_id", "node_id")
 
-Statement = tuple[str, list[tuple[Any, ...]]]
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement writing a batch's rows of one shape: `sql` reads them as one array per
+    column of `columns` (`unnest`), and `rows` are those rows."""
+
+    sql: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def params(self) -> list[list[Any]]:
+        """The arrays the statement's placeholders take, one per column."""
+        return [list(column) for column in zip(*self.rows, strict=True)]
+
+
+def _unnest(columns: tuple[str, ...]) -> str:
+    """`unnest(%b::t1[], …) AS u (c1, …)`: a batch's rows as a relation (sent in binary)."""
+    arrays = ", ".join(f"%b::{_TYPES[c]}[]" for c in columns)
+    return f"unnest({arrays}) AS u ({', '.join(columns)})"
+
+
+def _insert(table: str, columns: tuple[str, ...], conflict: str) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" SELECT {', '.join(columns)} FROM {_unnest(columns)} {conflict}"
+    )
+
+
+def _update(table: str, sets: tuple[str, ...], keys: tuple[str, ...]) -> str:
+    """`UPDATE table SET sets FROM the rows WHERE keys match`: each row's values are `sets`, then
+    `keys` (no two rows with the same keys: the fold gives one per key)."""
+    return (
+        f"UPDATE {table} t SET {', '.join(f'{c} = u.{c}' for c in sets)}"
+        f" FROM {_unnest(sets + keys)} WHERE {' AND '.join(f't.{k} = u.{k}' for k in keys)}"
+    )
 
 
 def _json(value: Any) -> Jsonb | None:
@@ -247,10 +311,13 @@ def fold(events: Iterable[Any], positions: Iterable[int | None] = ()) -> list[St
     statements = _execution_statements(executions) + _node_statements(nodes)
     if attributes:
         statements.append(
-            (
-                f"INSERT INTO rm_execution_attributes ({', '.join(_ATTRIBUTE_COLUMNS)})"
-                f" VALUES ({', '.join(['%s'] * len(_ATTRIBUTE_COLUMNS))})"
-                " ON CONFLICT (execution_id, name) DO NOTHING",
+            Statement(
+                _insert(
+                    "rm_execution_attributes",
+                    _ATTRIBUTE_COLUMNS,
+                    "ON CONFLICT (execution_id, name) DO NOTHING",
+                ),
+                _ATTRIBUTE_COLUMNS,
                 attributes,
             )
         )
@@ -273,20 +340,16 @@ def _execution_statements(rows: dict[Any, _Row]) -> list[Statement]:
     for updated, values in groups.items():
         sets = [f"{c} = EXCLUDED.{c}" for c in updated]
         sets.append("callback = COALESCE(rm_executions.callback, EXCLUDED.callback)")
+        conflict = f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}"
         statements.append(
-            (
-                f"INSERT INTO rm_executions ({', '.join(_EXECUTION_COLUMNS)})"
-                f" VALUES ({', '.join(['%s'] * len(_EXECUTION_COLUMNS))})"
-                f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}",
-                values,
+            Statement(
+                _insert("rm_executions", _EXECUTION_COLUMNS, conflict), _EXECUTION_COLUMNS, values
             )
         )
     if closes:
         statements.append(
-            (
-                f"UPDATE rm_executions SET {', '.join(f'{c} = %s' for c in _CLOSE_COLUMNS)}"
-                " WHERE id = %s",
-                closes,
+            Statement(
+                _update("rm_executions", _CLOSE_COLUMNS, ("id",)), (*_CLOSE_COLUMNS, "id"), closes
             )
         )
     return statements
@@ -302,26 +365,21 @@ def _node_statements(rows: dict[tuple[Any, str], _Row]) -> list[Statement]:
                 (*(row.update[c] for c in key), execution_id, node_id)
             )
         else:
-            upserts.setdefault(key, []).append(
-                (*(row.insert[c] for c in _NODE_COLUMNS), *(row.update[c] for c in key))
-            )
+            # On conflict the row takes `update`'s columns from the inserted values: the same,
+            # as every event that sets a column before the row's insert sets it again then.
+            assert all(row.update[c] is row.insert[c] for c in key), (execution_id, node_id)
+            upserts.setdefault(key, []).append(tuple(row.insert[c] for c in _NODE_COLUMNS))
     statements: list[Statement] = []
     for updated, values in upserts.items():
+        conflict = (
+            f"ON CONFLICT ({', '.join(_NODE_KEY)}) DO UPDATE SET"
+            f" {', '.join(f'{c} = EXCLUDED.{c}' for c in updated)}"
+        )
         statements.append(
-            (
-                f"INSERT INTO rm_node_runs ({', '.join(_NODE_COLUMNS)})"
-                f" VALUES ({', '.join(['%s'] * len(_NODE_COLUMNS))})"
-                f" ON CONFLICT ({', '.join(_NODE_KEY)}) DO UPDATE SET"
-                f" {', '.join(f'{c} = %s' for c in updated)}",
-                values,
-            )
+            Statement(_insert("rm_node_runs", _NODE_COLUMNS, conflict), _NODE_COLUMNS, values)
         )
     for updated, values in updates.items():
         statements.append(
-            (
-                f"UPDATE rm_node_runs SET {', '.join(f'{c} = %s' for c in updated)}"
-                " WHERE execution_id = %s AND node_id = %s",
-                values,
-            )
+            Statement(_update("rm_node_runs", updated, _NODE_KEY), (*updated, *_NODE_KEY), values)
         )
     return statements

@@ -129,8 +129,8 @@ class VisibilityProjector(EventConsumer):
 async def project(conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -> None:
     """Apply one batch of events (in log order) to the read models.
 
-    Execution and node rows first, folded (one statement per row, one executemany per shape;
-    see `projections.execution_rows`); then the other events in log order. Callback events
+    Execution and node rows first, folded (one statement per shape of row; see
+    `projections.execution_rows`); then the other events in log order. Callback events
     update rows that an earlier event inserted, so they come after. Pipeline mode: the
     statements go out without waiting for each answer (one round trip per batch); an error
     still fails the batch."""
@@ -138,8 +138,8 @@ async def project(conn: DictConnection, events: list[tuple[LoggedEvent, Any]]) -
         # Each row records the position of its status change (the live feed's order; None for
         # events projected without a log position, as some tests do).
         positions = (logged.position if logged else None for logged, _ in events)
-        for sql, rows in execution_rows.fold((event for _, event in events), positions):
-            await cur.executemany(sql, rows)
+        for statement in execution_rows.fold((event for _, event in events), positions):
+            await cur.execute(statement.sql, statement.params())
         for logged, event in events:
             handler = _HANDLERS.get(type(event))
             if handler is not None:

@@ -10,7 +10,10 @@ import subprocess
 import sys
 from typing import Any
 
+import psycopg
 from processes import REPO
+
+from infra.settings import Settings
 
 FIELDS = (
     "executions_per_s",
@@ -141,3 +144,27 @@ def test_chaos_shape_closes_every_execution_once_through_kills_and_outages(
     assert line["read_model_rows"]["rm_executions"] == 150
     assert min(line["repeated_calls"], 50) == len(line["repeated_call_times_s"])
     assert line["calls_total"] >= 75 * 3  # half the executions are http-3: three calls each
+
+
+def test_the_projector_batch_bench_prints_both_medians_and_drops_its_databases() -> None:
+    # The PostgreSQL the suite uses, nothing else of its settings.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LINKFLOW_") or k.startswith("LINKFLOW_PG_")
+    }
+    argv = ["-m", "bench.projector_batch", "--batch", "10", "--rounds", "3", "--compare-triggers"]
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [json.loads(out) for out in done.stdout.splitlines() if out.strip()]
+    summary = line["projector_batch"]
+    assert (summary["batch_executions"], summary["rounds"]) == (10, 3)
+    assert summary["ms_per_batch_median"] > 0
+    assert summary["ms_per_batch_median_without_triggers"] > 0
+    with psycopg.connect(Settings().conninfo_for("postgres")) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'lf_projbench_%'"
+        ).fetchone()
+    assert left == (0,)

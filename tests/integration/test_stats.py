@@ -604,7 +604,9 @@ def random_row(rng: random.Random, ws: list[UUID], wfs: list[UUID]) -> dict[str,
 
 async def test_random_changes_keep_the_rollups_exact(fresh_settings: Settings) -> None:
     """Inserts, updates (of every column the rollups see, and of others) and deletes of
-    rm_executions in random transactions, some rolled back whole or to a savepoint."""
+    rm_executions, one row or several per statement, and upserts (INSERT … ON CONFLICT DO
+    UPDATE of new and existing rows together), in random transactions, some rolled back whole
+    or to a savepoint."""
     rng = random.Random(14)
     ws, wfs = [uuid4(), uuid4()], [uuid4(), uuid4(), uuid4()]
     ids: list[UUID] = []
@@ -631,10 +633,41 @@ async def test_random_changes_keep_the_rollups_exact(fresh_settings: Settings) -
 async def change(
     conn: Any, rng: random.Random, ws: list[UUID], wfs: list[UUID], ids: list[UUID]
 ) -> None:
-    kind = (
-        rng.choice(["insert", "insert", "update", "update", "other", "delete"]) if ids else "insert"
-    )
-    if kind == "insert":
+    kinds = ["insert", "insert", "update", "update", "other", "delete", "several", "upsert"]
+    kind = rng.choice(kinds) if ids else "insert"
+    if kind == "several":  # one statement, several rows, some changing what the rollups see
+        chosen = rng.sample(ids, min(len(ids), rng.randrange(2, 6)))
+        statuses = [rng.choice(STATUSES) for _ in chosen]
+        await conn.execute(
+            "UPDATE rm_executions e SET status = u.status, event_version = e.event_version + 1"
+            " FROM unnest(%s::uuid[], %s::text[]) AS u (id, status) WHERE e.id = u.id",
+            (chosen, statuses),
+        )
+    elif kind == "upsert":  # as the projector writes a batch: new rows and replayed ones
+        rows = [random_row(rng, ws, wfs) for _ in range(rng.randrange(2, 6))]
+        keys: list[UUID] = []
+        for _ in rows:  # no key twice in one statement (ON CONFLICT DO UPDATE forbids it)
+            existing = [i for i in ids if i not in keys]
+            keys.append(rng.choice(existing) if existing and rng.random() < 0.5 else uuid4())
+        ids.extend(k for k in keys if k not in ids)
+        await conn.execute(
+            "INSERT INTO rm_executions (id, workspace_id, workflow_id, version, status, trigger,"
+            " started_at, closed_at, event_version)"
+            " SELECT id, ws, wf, 1, status, 'manual', started, closed, 1"
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[],"
+            " %s::timestamptz[]) AS u (id, ws, wf, status, started, closed)"
+            " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,"
+            " closed_at = EXCLUDED.closed_at",
+            (
+                keys,
+                [r["workspace_id"] for r in rows],
+                [r["workflow_id"] for r in rows],
+                [r["status"] for r in rows],
+                [r["started_at"] for r in rows],
+                [r["closed_at"] for r in rows],
+            ),
+        )
+    elif kind == "insert":
         row = random_row(rng, ws, wfs)
         ids.append(uuid4())
         await conn.execute(

@@ -5,7 +5,6 @@ of a closing event shows the status and error the Execution has."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -113,9 +112,9 @@ def test_stored_events_hold_plain_strings_and_the_decoded_ones_still_decide() ->
 
 def _close_row(event: Any) -> dict[str, Any]:
     """The columns the read model's fold sets on the execution's row for a closing event."""
-    [(sql, [values])] = fold([event])
-    columns = re.findall(r"(\w+) = %s", sql)
-    return dict(zip(columns, values, strict=False))
+    [statement] = fold([event])
+    [values] = statement.rows
+    return dict(zip(statement.columns, values, strict=True))
 
 
 @pytest.mark.parametrize(
