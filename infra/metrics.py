@@ -86,8 +86,14 @@ EXPORTS = Counter(
 SSE_STREAMS = Gauge("linkflow_sse_streams", "Open SSE streams of this gateway", ["kind"])
 SSE_CUT = Counter(
     "linkflow_sse_cut_total",
-    "SSE clients cut off: slow (their queue was full) or stalled (a write timed out)",
+    "SSE clients cut off: slow (their queue was full), stalled (a write timed out) or access"
+    " (their caller lost access to the workspace)",
     ["reason"],
+)
+SSE_ACCESS_CHECKS = Counter(
+    "linkflow_sse_access_checks_total",
+    "Open SSE streams' access checked again: kept, or lost (the stream is cut off)",
+    ["outcome"],
 )
 SSE_REFUSED = Counter(
     "linkflow_sse_refused_total", "SSE streams refused: LINKFLOW_SSE_MAX_STREAMS were open"

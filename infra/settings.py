@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     sse_write_timeout_s: float = 10.0
     # Open SSE streams per gateway process; past it a new stream is 503 with Retry-After.
     sse_max_streams: int = 1000
+    # An open stream's access is checked again this often (token expiry, membership, role,
+    # API key revocation); a stream whose caller lost it is cut off.
+    sse_access_check_s: float = 30.0
 
     @field_validator("jwt_secret", "secret_key")
     @classmethod

@@ -187,7 +187,7 @@ async def get_version(
 # ---------------------------------------------------------------- executions
 
 
-def _execution(row: dict[str, Any]) -> dict[str, Any]:
+def execution_item(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "workflow_id": str(row["workflow_id"]),
@@ -208,7 +208,7 @@ def _execution(row: dict[str, Any]) -> dict[str, Any]:
 def list_item(row: dict[str, Any]) -> dict[str, Any]:
     """An `rm_executions` row as a list item: what `list_executions` answers for it, and what an
     export (`projections.export`) writes of it."""
-    return _execution(row)
+    return execution_item(row)
 
 
 def list_statement(
@@ -274,7 +274,7 @@ async def list_executions(
         order = (q or ExecutionQuery()).order
         last = rows[-1]
         next_cursor = encode_cursor(Cursor(order, last[order.column], last["id"]))
-    return {"items": [_execution(r) for r in rows], "next_cursor": next_cursor}
+    return {"items": [execution_item(r) for r in rows], "next_cursor": next_cursor}
 
 
 async def get_execution(
@@ -305,7 +305,7 @@ async def get_execution(
         }
         for n in await cur.fetchall()
     ]
-    return _execution(row) | {"callback": row["callback"], "nodes": nodes}
+    return execution_item(row) | {"callback": row["callback"], "nodes": nodes}
 
 
 # ---------------------------------------------------------------- audit
@@ -390,7 +390,7 @@ def _field(store: EventStore, fields: dict[str, bytes], name: str) -> Any:
         return None
 
 
-def _history_entry(store: EventStore, execution_id: UUID, row: dict[str, Any]) -> dict[str, Any]:
+def history_entry(store: EventStore, execution_id: UUID, row: dict[str, Any]) -> dict[str, Any]:
     """One event of a history, with its `workspace_id` (popped by the caller). An event too
     deep to decode is answered from its top-level fields, its data UNRENDERABLE."""
     version, topic, state = row["originator_version"], row["topic"], bytes(row["state"])
@@ -433,7 +433,7 @@ async def execution_history(
     rows = await cur.fetchall()
     history = []
     for row in rows:
-        entry = _history_entry(store, execution_id, row)
+        entry = history_entry(store, execution_id, row)
         if entry.pop("workspace_id") != str(workspace_id):
             return None
         history.append(entry)

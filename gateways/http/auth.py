@@ -18,8 +18,8 @@ from uuid import UUID
 from aiohttp import web
 
 from commands import lookups
-from commands.handlers import Result
-from commands.identity import API_KEY_PREFIX, RecordApiKeyUse
+from commands.handlers import NotFound, Result
+from commands.identity import API_KEY_PREFIX, Forbidden, RecordApiKeyUse
 from commands.models import Command
 from commands.principal import Principal, authorise
 from domain.roles import Action
@@ -120,6 +120,17 @@ async def workspace_access(request: web.Request, action: Action, query_token: bo
         role = caller.key_role(workspace_id)
     request[ROLE_KEY] = authorise(role, action)
     return workspace_id
+
+
+async def still_permitted(request: web.Request, action: Action, query_token: bool = False) -> bool:
+    """Whether the caller of a long-lived request (an SSE stream) may still do `action`: its
+    token decoded again (expired, API key revoked) and its role read again (removed, demoted)."""
+    request.pop(PRINCIPAL_KEY, None)
+    try:
+        await workspace_access(request, action, query_token)
+    except (ApiError, NotFound, Forbidden):
+        return False
+    return True
 
 
 async def execute_with_access(

@@ -65,7 +65,7 @@ from infra.logging import get_logger, log_event
 from infra.outages import OUTAGES, REDIS, is_outage
 from infra.settings import Settings
 from infra.streams import events_stream
-from projections.queries import _execution, _history_entry, projector_position
+from projections.queries import execution_item, history_entry, projector_position
 from projections.query_language import Expr
 from projections.query_match import matches
 
@@ -150,7 +150,7 @@ def event_message(store: EventStore, e: LoggedEvent) -> tuple[Any, Message]:
     """The workspace of an execution's event and its SSE message: the history entry of
     `GET …/history` (`projections.queries`) plus its `position`."""
     row = {"originator_version": e.originator_version, "topic": e.topic, "state": e.state}
-    entry = _history_entry(store, e.originator_id, row)
+    entry = history_entry(store, e.originator_id, row)
     workspace = entry.pop("workspace_id")
     frame = _frame(e.position, entry["type"], {"position": e.position, **entry})
     return workspace, Message(e.position, frame, entry["type"] in CLOSING_TYPES)
@@ -166,7 +166,7 @@ def as_started(row: dict[str, Any], position: int) -> dict[str, Any]:
 def change_message(row: dict[str, Any]) -> Message:
     """An execution's row as the live feed's `execution` event (the list item)."""
     position = row["status_position"]
-    return Message(position, _frame(position, "execution", _execution(row)))
+    return Message(position, _frame(position, "execution", execution_item(row)))
 
 
 class Hub:
@@ -301,6 +301,9 @@ class Hub:
         self.leave(client)
         if client.transport is not None:
             client.transport.abort()
+        # Wake a stream waiting for its next message: it then finds itself cut off.
+        with contextlib.suppress(asyncio.QueueFull):
+            client.queue.put_nowait(END)
 
     def _end(self, client: Client) -> None:
         """Forget the client and end its stream after what it has queued (at once, its

@@ -81,7 +81,7 @@ async def start_execution(request: web.Request) -> web.Response:
     return respond(answer, status=202, headers=headers)
 
 
-def _timestamp(raw: str) -> datetime:
+def parse_timestamp(raw: str) -> datetime:
     """ISO 8601; an unencoded `+hh:mm` offset arrives as ` hh:mm` and is repaired; naive = UTC."""
     if len(raw) > 19 and raw[-6] == " ":
         raw = raw[:-6] + "+" + raw[-5:]
@@ -138,7 +138,7 @@ def matching_filters(
         raw = query.get(name)
         if raw:
             try:
-                filters[name] = _timestamp(raw)
+                filters[name] = parse_timestamp(raw)
             except ValueError:
                 problems.append({"path": name, "message": "must be an ISO 8601 date-time"})
     problems += more_problems or []
@@ -146,11 +146,11 @@ def matching_filters(
         raise ApiError(422, "invalid_request", "the request is invalid", problems)
     q = query.get("q")
     if q:
-        filters["q"] = _parsed(q)
+        filters["q"] = parsed_query(q)
     return filters
 
 
-def _parsed(q: str) -> ExecutionQuery:
+def parsed_query(q: str) -> ExecutionQuery:
     """The filter `q`, else 422 `invalid_query` with the offset of the problem."""
     try:
         return parse(q)

@@ -14,7 +14,9 @@
 
 Both need the viewer role (`Action.READ`), take the token from `Authorization: Bearer` or, for
 browsers, `?access_token=`, and send `: keep-alive` after `LINKFLOW_SSE_HEARTBEAT_S` (15) quiet
-seconds. A malformed or future `Last-Event-ID` is 422 naming it; past `LINKFLOW_SSE_MAX_STREAMS`
+seconds. Their access is checked again every `LINKFLOW_SSE_ACCESS_CHECK_S` (30) seconds: a
+stream whose token expired, whose member was removed or demoted, or whose API key was revoked is
+cut off. A malformed or future `Last-Event-ID` is 422 naming it; past `LINKFLOW_SSE_MAX_STREAMS`
 open streams a new one is 503 `too_many_streams` with Retry-After. The request deadline covers
 everything before the stream starts, not the stream (`deadline.lift_deadline`). How events reach
 the streams is `gateways.http.live`. `ROUTES` is registered by `gateways.http.app` before the
@@ -24,8 +26,10 @@ execution routes (so `/executions/live` is not read as an execution id). Importe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +37,7 @@ from aiohttp import web
 from psycopg import sql
 
 from domain.roles import Action
-from gateways.http.auth import workspace_access
+from gateways.http.auth import still_permitted, workspace_access
 from gateways.http.context import container
 from gateways.http.deadline import lift_deadline
 from gateways.http.errors import ApiError, invalid, parse_uuid
@@ -48,8 +52,9 @@ from gateways.http.live import (
     change_message,
     event_message,
 )
-from gateways.http.routes_executions import Q_DESCRIPTION, _parsed
+from gateways.http.routes_executions import Q_DESCRIPTION, parsed_query
 from gateways.http.routing import Param, Route
+from infra import metrics
 from infra.db import DictConnection, DictPool
 from infra.eventlog import LoggedEvent, head_position
 from infra.eventstore import EVENTS_TABLE, EventStore
@@ -85,6 +90,31 @@ async def _not_past_head(pool: DictPool, position: int) -> None:
     async with pool.connection() as conn:
         if position > await head_position(conn):
             raise invalid(LAST_EVENT_ID, "is past the end of the event log")
+
+
+@contextlib.asynccontextmanager
+async def _while_permitted(request: web.Request, client: Client) -> AsyncIterator[None]:
+    """Check the caller's access again every `LINKFLOW_SSE_ACCESS_CHECK_S` while the stream is
+    open, and cut it off (reason `access`) once it is gone: a token that expired, a member
+    removed or demoted below viewer, a revoked API key. The client's reconnection then gets the
+    401 or 404 any request would."""
+    every = container(request).settings.sse_access_check_s
+    hub = request.app[HUB]
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(every)
+            if not await still_permitted(request, Action.READ, query_token=True):
+                metrics.SSE_ACCESS_CHECKS.labels("lost").inc()
+                hub.cut(client, "access")
+                return
+            metrics.SSE_ACCESS_CHECKS.labels("kept").inc()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 async def _open(request: web.Request, client: Client) -> Stream:
@@ -186,7 +216,10 @@ async def execution_events(request: web.Request) -> web.StreamResponse:
         await _not_past_head(c.pool, after)
         if await _closed_by(c.pool, execution_id, after):
             return web.Response(status=204)
-    async with request.app[HUB].follow_execution(request, ws, execution_id) as client:
+    async with (
+        request.app[HUB].follow_execution(request, ws, execution_id) as client,
+        _while_permitted(request, client),
+    ):
         stream = await _open(request, client)
         with contextlib.suppress(Disconnected):
             await stream.write(OPENED)
@@ -234,12 +267,15 @@ async def _stream_changes(
 
 async def live_executions(request: web.Request) -> web.StreamResponse:
     ws = await workspace_access(request, Action.READ, query_token=True)
-    where = _parsed(request.query.get("q", "")).where
+    where = parsed_query(request.query.get("q", "")).where
     after = last_event_id(request)
     c = container(request)
     if after is not None:
         await _not_past_head(c.pool, after)
-    async with request.app[HUB].follow_live(request, ws, where) as (client, start):
+    async with (
+        request.app[HUB].follow_live(request, ws, where) as (client, start),
+        _while_permitted(request, client),
+    ):
         stream = await _open(request, client)
         with contextlib.suppress(Disconnected):
             await stream.write(OPENED)

@@ -17,7 +17,7 @@ from domain.roles import Action
 from gateways.http.auth import workspace_access
 from gateways.http.consistency import MIN_POSITION, answer_read
 from gateways.http.errors import ApiError
-from gateways.http.routes_executions import Q_DESCRIPTION, WS, _parsed, _timestamp
+from gateways.http.routes_executions import Q_DESCRIPTION, WS, parse_timestamp, parsed_query
 from gateways.http.routing import Param, Route
 from projections import stats
 from projections.query_language import MAX_QUERY_LENGTH, ExecutionQuery
@@ -43,7 +43,7 @@ def _time(request: web.Request, name: str, problems: Problems) -> datetime | Non
     if not raw:
         return None
     try:
-        value = _timestamp(raw)
+        value = parse_timestamp(raw)
     except ValueError:
         problems.append({"path": name, "message": "must be an ISO 8601 date-time"})
         return None
@@ -65,7 +65,7 @@ def _window(request: web.Request, problems: Problems) -> tuple[datetime, datetim
 
 def _query(request: web.Request) -> ExecutionQuery | None:
     q = request.query.get("q")
-    return _parsed(q) if q else None
+    return parsed_query(q) if q else None
 
 
 def _group_by(request: web.Request, problems: Problems) -> list[str]:

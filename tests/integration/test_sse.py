@@ -9,6 +9,7 @@ every stream at shutdown. The gateway is served as `linkflow run gateway` serves
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -504,6 +505,77 @@ async def _completions(s: SseStream, count: int) -> list[str]:
 
 async def _streams(hub: Hub, count: int) -> bool:
     return hub.streams == count
+
+
+def access_checks(outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("linkflow_sse_access_checks_total", {"outcome": outcome}) or 0.0
+    )
+
+
+async def _ended(s: SseStream, timeout: float = 10.0) -> bool:
+    """Read past heartbeats until the server ends or aborts the stream (True), within `timeout`
+    (else the wait raises)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            item = await s.next(deadline - asyncio.get_running_loop().time())
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            return True
+        if item is None:
+            return True
+        assert isinstance(item, Comment), f"a stream that lost its access still sent {item}"
+
+
+async def test_a_stream_is_cut_off_once_its_caller_loses_access(
+    settings: Settings, engine: Roles
+) -> None:
+    """A member removed and an API key revoked: their streams end at the next check, while the
+    owner's stream, checked as often, keeps receiving; reconnecting is refused."""
+    async with gateway(settings, sse_access_check_s=0.2) as g:
+        wf = await g.api.create_workflow(ECHO)
+        created = await g.api.call(
+            "POST", g.api.ws("/api-keys"), json={"name": "feed", "role": "viewer"}
+        )
+        assert created.status == 201, created.body
+        key = created.body
+        async with signed_up(g.api.base) as viewer:
+            me = (await viewer.call("GET", "me")).body["user"]
+            added = await g.api.call(
+                "POST", g.api.ws("/members"), json={"email": me["email"], "role": "viewer"}
+            )
+            assert added.status == 201, added.body
+            kept, cut = access_checks("kept"), cut_total("access")
+            async with (
+                g.stream("/executions/live") as owner,
+                g.stream("/executions/live", token=viewer.token) as member,
+                g.stream("/executions/live", token=key["key"]) as keyed,
+            ):
+                for s in (owner, member, keyed):
+                    await s.opened()
+                # Each stream's access checked twice at least, and kept.
+                await eventually(lambda: _at_least(access_checks("kept"), kept + 6))
+                first = await g.api.start(wf["id"], {"x": 1})
+                for s in (owner, member, keyed):
+                    assert await _completions(s, 1) == [first["execution_id"]]
+
+                removed = await g.api.call("DELETE", g.api.ws(f"/members/{me['id']}"))
+                assert removed.status == 204, removed.body
+                revoked = await g.api.call("DELETE", g.api.ws(f"/api-keys/{key['id']}"))
+                assert revoked.status == 204, revoked.body
+                assert await _ended(member)
+                assert await _ended(keyed)
+                assert cut_total("access") == cut + 2
+                second = await g.api.start(wf["id"], {"x": 2})
+                assert await _completions(owner, 1) == [second["execution_id"]]
+            async with g.stream("/executions/live", token=viewer.token) as again:
+                assert again.response.status == 404
+            async with g.stream("/executions/live", token=key["key"]) as again:
+                assert again.response.status == 401
+
+
+async def _at_least(value: float, wanted: float) -> bool:
+    return value >= wanted
 
 
 async def test_past_the_cap_a_stream_is_503_with_retry_after(
