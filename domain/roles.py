@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-ROLES: tuple[str, ...] = ("owner", "admin", "member", "viewer")
+ROLES: tuple[str, ...] = ("owner", "admin", "member", "viewer", "auditor")
 
 
 class Action(StrEnum):
@@ -23,12 +23,14 @@ class Action(StrEnum):
     READ_SIGNING_SECRET = "signing_secret.read"  # the callback signing secret
     TRANSFER_OWNERSHIP = "ownership.transfer"  # make someone an owner, change/remove an owner
     DELETE_WORKSPACE = "workspace.delete"
+    READ_AUDIT = "audit.read"  # the workspace's event log, past states, checkpoints
 
 
 _EVERYONE = frozenset(ROLES)
 _BUILDERS = frozenset({"owner", "admin", "member"})
 _ADMINS = frozenset({"owner", "admin"})
 _OWNERS = frozenset({"owner"})
+_AUDITORS = frozenset({"owner", "admin", "auditor"})
 
 MATRIX: dict[Action, frozenset[str]] = {
     Action.READ: _EVERYONE,
@@ -41,6 +43,7 @@ MATRIX: dict[Action, frozenset[str]] = {
     Action.READ_SIGNING_SECRET: _ADMINS,
     Action.TRANSFER_OWNERSHIP: _OWNERS,
     Action.DELETE_WORKSPACE: _OWNERS,
+    Action.READ_AUDIT: _AUDITORS,
 }
 
 

@@ -23,7 +23,7 @@ from gateways.http.routing import Route
 from projections.api_keys import list_api_keys
 
 WS = "/api/v1/workspaces/{ws}"
-RoleName = Literal["owner", "admin", "member", "viewer"]
+RoleName = Literal["owner", "admin", "member", "viewer", "auditor"]
 
 
 class MemberRequest(BaseModel):

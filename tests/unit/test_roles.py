@@ -18,6 +18,7 @@ EXPECTED = {
         Action.WRITE_VARIABLES,
     },
     "viewer": {Action.READ},
+    "auditor": {Action.READ, Action.READ_AUDIT},
 }
 
 
