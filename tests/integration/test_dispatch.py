@@ -61,7 +61,8 @@ async def test_when_matching_sends_first_the_fast_path_does_not_send_again(
         # bus.handle is the synchronous path: no fast dispatch, so matching sends the task.
         result = c.bus.handle(m.StartExecution(workspace_id=ws, workflow_id=wf, input={}))
         execution = result.execution_id
-        await eventually(lambda: task_rows(c, execution), timeout=10)
+        # Matching records the task held, then its feed loop sends it.
+        await eventually(lambda: entries_for(c, execution), timeout=10)
         assert len(await entries_for(c, execution)) == 1
         assert c.bus.after_save is not None
         await c.bus.after_save(result.saved)  # the fast path, late
