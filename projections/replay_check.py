@@ -330,10 +330,8 @@ async def check(
     conn = await connect(settings)
     try:
         models = await prepare_scratch(conn, schema)
-        await rebuild(
-            conn, store, schema, models, page, bars("rebuild read models", models.position)
-            if bars else None,
-        )  # fmt: skip
+        progress = bars("rebuild read models", models.position) if bars else None
+        await rebuild(conn, store, schema, models, page, progress)
         await diff(conn, schema, models, max_rows=max_rows)
         aggregates = refold.AggregateReport(head=models.head)
         progress = bars("re-fold aggregates", models.head) if bars else None
