@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +57,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         bars.append(progress)
         return progress.update
 
+    # Ctrl-C and SIGTERM stop it and still drop the scratch schema (asyncio.run cancels the
+    # check, whose cleanup runs); also where the shell started it with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     store = EventStore(settings)
     try:
         report = asyncio.run(check(settings, store, bar, page=args.page, max_rows=args.max_rows))
+    except KeyboardInterrupt:
+        print("replay check interrupted (scratch schema dropped)", file=sys.stderr)
+        return 130
     finally:
         for progress in bars:
             progress.close()
