@@ -1,4 +1,4 @@
-"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`."""
+"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`, `replay check`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from gateways import replay_cli
 from infra import logging as lf_logging
 from infra.schema import migrate
 from infra.settings import Settings
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = sub.add_parser("run", help="run one role (or all) in the foreground")
     run.add_argument("role", choices=ROLE_CHOICES)
+    replay_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         applied = migrate(settings)
         print(f"schema up to date on database {settings.pg_db}; applied now: {applied or 'none'}")
         return 0
+    if args.command == "replay":
+        return replay_cli.main(args, settings)
 
     from gateways import roles  # imported late: `migrate` needs none of it
 
