@@ -38,67 +38,51 @@ BEGIN
 END
 $$;
 
--- The three trigger functions: each queues its statement's changes in one INSERT … SELECT over
--- the transition tables (which only the trigger function itself can read), the first row of the
--- transaction's first flagged.
-CREATE FUNCTION rm_executions_inserted_to_stats() RETURNS trigger
+-- The statement triggers' function: it queues its statement's changes in one INSERT … SELECT
+-- over the transition tables (which only the trigger function itself can read; each trigger
+-- declares the ones its branch reads), the first row of the transaction's first flagged.
+CREATE FUNCTION rm_executions_changed_to_stats() RETURNS trigger
     LANGUAGE plpgsql AS $$
 DECLARE
     first boolean := rm_execution_stats_first();
     queued bigint;
 BEGIN
-    INSERT INTO rm_execution_stats_pending
-    SELECT workspace_id, workflow_id, started_at, status, duration_ms, 1,
-           first AND row_number() OVER () = 1
-      FROM new_rows;
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    PERFORM rm_execution_stats_queued(first, queued);
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION rm_executions_deleted_to_stats() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-DECLARE
-    first boolean := rm_execution_stats_first();
-    queued bigint;
-BEGIN
-    INSERT INTO rm_execution_stats_pending
-    SELECT workspace_id, workflow_id, started_at, status, duration_ms, -1,
-           first AND row_number() OVER () = 1
-      FROM old_rows;
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    PERFORM rm_execution_stats_queued(first, queued);
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION rm_executions_updated_to_stats() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-DECLARE
-    first boolean := rm_execution_stats_first();
-    queued bigint;
-BEGIN
-    INSERT INTO rm_execution_stats_pending
-    SELECT c.*, first AND row_number() OVER () = 1
-      FROM (SELECT o.workspace_id, o.workflow_id, o.started_at, o.status, o.duration_ms, -1
-              FROM old_rows o
-             WHERE NOT EXISTS (
-                   SELECT 1 FROM new_rows n
-                    WHERE n.id = o.id
-                      AND (n.workspace_id, n.workflow_id, n.started_at, n.status, n.duration_ms)
-                          IS NOT DISTINCT FROM
-                          (o.workspace_id, o.workflow_id, o.started_at, o.status, o.duration_ms))
-            UNION ALL
-            SELECT n.workspace_id, n.workflow_id, n.started_at, n.status, n.duration_ms, 1
-              FROM new_rows n
-             WHERE NOT EXISTS (
-                   SELECT 1 FROM old_rows o
-                    WHERE o.id = n.id
-                      AND (n.workspace_id, n.workflow_id, n.started_at, n.status, n.duration_ms)
-                          IS NOT DISTINCT FROM
-                          (o.workspace_id, o.workflow_id, o.started_at, o.status, o.duration_ms))
-           ) c;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO rm_execution_stats_pending
+        SELECT workspace_id, workflow_id, started_at, status, duration_ms, 1,
+               first AND row_number() OVER () = 1
+          FROM new_rows;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO rm_execution_stats_pending
+        SELECT workspace_id, workflow_id, started_at, status, duration_ms, -1,
+               first AND row_number() OVER () = 1
+          FROM old_rows;
+    ELSE
+        INSERT INTO rm_execution_stats_pending
+        SELECT c.*, first AND row_number() OVER () = 1
+          FROM (SELECT o.workspace_id, o.workflow_id, o.started_at, o.status, o.duration_ms, -1
+                  FROM old_rows o
+                 WHERE NOT EXISTS (
+                       SELECT 1 FROM new_rows n
+                        WHERE n.id = o.id
+                          AND (n.workspace_id, n.workflow_id, n.started_at, n.status,
+                               n.duration_ms)
+                              IS NOT DISTINCT FROM
+                              (o.workspace_id, o.workflow_id, o.started_at, o.status,
+                               o.duration_ms))
+                UNION ALL
+                SELECT n.workspace_id, n.workflow_id, n.started_at, n.status, n.duration_ms, 1
+                  FROM new_rows n
+                 WHERE NOT EXISTS (
+                       SELECT 1 FROM old_rows o
+                        WHERE o.id = n.id
+                          AND (n.workspace_id, n.workflow_id, n.started_at, n.status,
+                               n.duration_ms)
+                              IS NOT DISTINCT FROM
+                              (o.workspace_id, o.workflow_id, o.started_at, o.status,
+                               o.duration_ms))
+               ) c;
+    END IF;
     GET DIAGNOSTICS queued = ROW_COUNT;
     PERFORM rm_execution_stats_queued(first, queued);
     RETURN NULL;
@@ -108,17 +92,17 @@ $$;
 CREATE TRIGGER rm_executions_stats_insert
     AFTER INSERT ON rm_executions
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rm_executions_inserted_to_stats();
+    FOR EACH STATEMENT EXECUTE FUNCTION rm_executions_changed_to_stats();
 
 CREATE TRIGGER rm_executions_stats_delete
     AFTER DELETE ON rm_executions
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rm_executions_deleted_to_stats();
+    FOR EACH STATEMENT EXECUTE FUNCTION rm_executions_changed_to_stats();
 
 CREATE TRIGGER rm_executions_stats_update
     AFTER UPDATE ON rm_executions
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rm_executions_updated_to_stats();
+    FOR EACH STATEMENT EXECUTE FUNCTION rm_executions_changed_to_stats();
 
 -- The flush of migration 013, its pending rows first summed per (workspace, workflow, minute,
 -- status, duration bin): a batch of executions started in the same minutes is a few such groups,
