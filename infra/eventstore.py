@@ -30,9 +30,10 @@ APP_NAME = "LinkFlow"
 EVENTS_TABLE = "linkflow_events"
 IDLE_CONNECTIONS = 1
 ABSENT_CACHE_SIZE = 10_000
-# Aggregates whose events' `workspace_id` is not their tenancy (a user's personal workspace):
-# their events belong to no workspace's log (`linkflow_events.workspace_id` NULL).
-OUTSIDE_WORKSPACE_LOGS = frozenset({"domain.user"})  # modules
+# Aggregates whose events' `workspace_id` is not their tenancy but a user's personal workspace
+# (users, the e-mail index, refresh-token families): their events belong to no workspace's log
+# (`linkflow_events.workspace_id` NULL). Modules.
+OUTSIDE_WORKSPACE_LOGS = frozenset({"domain.user", "domain.token_family"})
 
 
 def workspace_of(event: Any) -> UUID | None:

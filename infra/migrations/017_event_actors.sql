@@ -2,8 +2,9 @@
 -- the workspace it belongs to, which the workspace event log (GET /workspaces/{ws}/events)
 -- reads by position.
 --   workspace_id  the domain event's "workspace_id": the workspace whose log holds the event;
---                 NULL for the events of users and the e-mail index (domain/user.py), whose
---                 "workspace_id" is a user's personal workspace, not the event's tenancy;
+--                 NULL for the events of users, the e-mail index and refresh-token families
+--                 (domain/user.py, domain/token_family.py), whose "workspace_id" is a user's
+--                 personal workspace, not the event's tenancy;
 --                 passed by the writer (infra/recorder.py), which has the domain event at hand,
 --                 rather than parsed from `state` under the table lock; existing rows are
 --                 backfilled from their state's JSON here.
@@ -15,7 +16,8 @@ ALTER TABLE linkflow_events ADD COLUMN workspace_id uuid;
 
 UPDATE linkflow_events
 SET workspace_id = (convert_from(state, 'UTF8')::jsonb ->> 'workspace_id')::uuid
-WHERE topic NOT LIKE 'domain.user:%' AND convert_from(state, 'UTF8')::jsonb ? 'workspace_id';
+WHERE topic NOT LIKE 'domain.user:%' AND topic NOT LIKE 'domain.token_family:%'
+    AND convert_from(state, 'UTF8')::jsonb ? 'workspace_id';
 
 -- The workspace's log page: WHERE workspace_id = $1 AND notification_id > $2 ORDER BY
 -- notification_id LIMIT n is one index range scan.
