@@ -16,9 +16,9 @@ from aiohttp import web
 from domain.roles import Action
 from gateways.http.auth import workspace_access
 from gateways.http.context import container, respond
-from gateways.http.errors import ApiError
+from gateways.http.errors import ApiError, parse_uuid
 from gateways.http.routing import Param, Route
-from projections import audit_log
+from projections import audit_log, states
 from projections.audit_log import DEFAULT_LIMIT, EVENT_TOPICS, MAX_LIMIT, LogFilter
 
 WS = "/api/v1/workspaces/{ws}"
@@ -96,6 +96,28 @@ async def workspace_events(request: web.Request) -> web.Response:
     return respond(answer)
 
 
+async def execution_state(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, Action.READ_AUDIT)
+    execution_id = parse_uuid(request.match_info["id"], "execution")
+    problems: Problems = []
+    at_version = _integer(request, "at_version", problems, 1, MAX_POSITION)
+    if "at_version" in request.query and at_version is None:
+        problems[-1]["message"] = "must be a version of the execution (1 or more)"
+    _refuse(problems)
+    c = container(request)
+    async with c.pool.connection() as conn:
+        rows = await states.execution_events(conn, ws, execution_id)
+    if rows is None:
+        raise ApiError(404, "not_found", "execution not found")
+    try:
+        answer = await asyncio.to_thread(
+            states.execution_at, c.store, rows, execution_id, at_version
+        )
+    except states.VersionOutOfRange as exc:
+        _refuse([{"path": "at_version", "message": str(exc)}])
+    return respond(answer)
+
+
 ROUTES: list[Route] = [
     Route(
         "GET",
@@ -120,5 +142,15 @@ ROUTES: list[Route] = [
         ),
         tag="audit",
         extra_responses={403: "Not an owner, admin or auditor", 422: "A bad parameter"},
+    ),
+    Route(
+        "GET",
+        f"{WS}/executions/{{id}}/state",
+        execution_state,
+        "The execution as GET …/executions/{id} would have shown it right after its event"
+        " at_version (default: the last); owner, admin or auditor",
+        params=(Param("at_version", {"type": "integer", "minimum": 1}, "an event's version"),),
+        tag="audit",
+        extra_responses={403: "Not an owner, admin or auditor", 422: "at_version out of range"},
     ),
 ]
