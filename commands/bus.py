@@ -4,6 +4,10 @@ writer never surfaces as a 500. Each run of a command gets its own `CommandConte
 (`commands.context`), which the handler reads and saves through, and from which the bus reads
 the outcome. Starts and node results whose state is held run on the event loop (`_on_loop`).
 
+A command's origin (`infra.origin`: actor, request id) is taken where it enters, in `execute`,
+on the event loop: the caller's `origin`, else the request's (`current_origin`, set by the
+gateway); from there it is an argument down to the saves.
+
 Imported by the gateways and the engine; wiring happens in `gateways.bootstrap`.
 """
 
@@ -37,6 +41,7 @@ from domain.roles import Action, permits
 from infra import metrics
 from infra.eventstore import EventStore
 from infra.group_commit import NO_READS
+from infra.origin import SYSTEM, Origin, current_origin
 from infra.outages import is_unavailable
 from infra.recorder import StaleRead
 
@@ -62,15 +67,18 @@ class CommandBus:
         self.after_save = after_save
         self.limits = limits
 
-    def handle(self, cmd: Command, reads: Mapping[UUID, int] = NO_READS) -> Result:
+    def handle(
+        self, cmd: Command, reads: Mapping[UUID, int] = NO_READS, origin: Origin = SYSTEM
+    ) -> Result:
         """Run one command synchronously, retrying on conflicts with a fresh load; its saves
-        are conditional on `reads` (versions the caller read, see `CommandContext.check`)."""
+        are conditional on `reads` (versions the caller read, see `CommandContext.check`) and
+        record `origin` beside its events."""
         name = type(cmd).__name__
         handler = HANDLERS[type(cmd)]
         started = time.perf_counter()
         fresh = False  # see CommandContext: the first run decides on what the process holds
         for attempt in range(MAX_CONFLICT_RETRIES):
-            ctx = CommandContext(self.store, self.limits, reads, fresh=fresh)
+            ctx = CommandContext(self.store, self.limits, reads, fresh=fresh, origin=origin)
             try:
                 result = handler(ctx, cmd)
                 result.saved = ctx.saved
@@ -111,23 +119,30 @@ class CommandBus:
         metrics.COMMANDS.labels(name, "conflict").inc()
         raise CommandConflict(name)
 
-    async def execute(self, cmd: Command, reads: Mapping[UUID, int] = NO_READS) -> Result:
-        result = await self._on_loop(cmd, reads) if _runs_on_loop(cmd) else None
+    async def execute(
+        self, cmd: Command, reads: Mapping[UUID, int] = NO_READS, origin: Origin | None = None
+    ) -> Result:
+        """Run the command (on the loop when it can, else in a thread). Its events record
+        `origin`, by default the current request's (`infra.origin.current_origin`)."""
+        origin = origin or current_origin()
+        result = await self._on_loop(cmd, reads, origin) if _runs_on_loop(cmd) else None
         if result is None:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.executor, self.handle, cmd, reads)
+            result = await loop.run_in_executor(self.executor, self.handle, cmd, reads, origin)
         if self.after_save is not None and result.saved:
             await self.after_save(result.saved)
         return result
 
-    async def _on_loop(self, cmd: Command, reads: Mapping[UUID, int]) -> Result | None:
+    async def _on_loop(
+        self, cmd: Command, reads: Mapping[UUID, int], origin: Origin
+    ) -> Result | None:
         """Run the command on the event loop when all it reads is held: no thread hop, and its
         save joins the group commit as an awaited future (`GroupCommit.save_async`). None when
         it cannot decide that way (something not held, a refusal, a conflict on saving: nothing
         was written); `execute` then runs it in a thread, which decides it again."""
         name = type(cmd).__name__
         started = time.perf_counter()
-        ctx = CommandContext(self.store, self.limits, reads, on_loop=True)
+        ctx = CommandContext(self.store, self.limits, reads, on_loop=True, origin=origin)
         try:
             result = HANDLERS[type(cmd)](ctx, cmd)
         except Exception:
@@ -136,7 +151,9 @@ class CommandBus:
             return None
         [save] = ctx.deferred
         try:
-            result.position = await self.store.group_commit.save_async(save.events, save.reads)
+            result.position = await self.store.group_commit.save_async(
+                save.events, save.reads, save.origin
+            )
         except (StaleRead, IntegrityError):
             metrics.COMMAND_CONFLICTS.labels(name).inc()
             return None

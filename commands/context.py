@@ -19,6 +19,9 @@ Reads:
   held raises `NotHeld`, and the save is only recorded (`deferred`), for the bus to write with
   `GroupCommit.save_async`.
 
+The run's `origin` (`infra.origin`: who caused the command, in which request) is saved beside
+every event it saves, never in the events themselves.
+
 Imported by `commands/` (the bus and the handlers); it reads and saves through `infra.eventstore`.
 """
 
@@ -34,6 +37,7 @@ from eventsourcing.domain import Aggregate
 from domain.limits import DEFAULT_LIMITS, Limits
 from infra.eventstore import EventStore
 from infra.group_commit import NO_READS
+from infra.origin import SYSTEM, Origin
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -49,6 +53,7 @@ class DeferredSave(NamedTuple):
     aggregates: Sequence[Aggregate]
     events: list[Any]
     reads: dict[UUID, int]
+    origin: Origin
 
 
 class CommandContext:
@@ -59,8 +64,10 @@ class CommandContext:
         reads: Mapping[UUID, int] = NO_READS,
         fresh: bool = False,
         on_loop: bool = False,
+        origin: Origin = SYSTEM,
     ) -> None:
         self.store = store
+        self.origin = origin
         self.limits = limits
         self.fresh = fresh
         self.on_loop = on_loop
@@ -121,9 +128,9 @@ class CommandContext:
         of the last event. On the event loop the save is only recorded (0)."""
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         if self.on_loop:
-            self.deferred.append(DeferredSave(aggregates, events, dict(self.reads)))
+            self.deferred.append(DeferredSave(aggregates, events, dict(self.reads), self.origin))
             return 0
-        position = self.store.group_commit.save(events, self.reads)
+        position = self.store.group_commit.save(events, self.reads, self.origin)
         self.store.keep_saved(aggregates)  # as `EventStore.append`, keeping the events
         self.saved.extend(events)
         return position

@@ -34,6 +34,7 @@ from infra.consumer import EventConsumer
 from infra.db import DictConnection, DictPool
 from infra.eventlog import LoggedEvent
 from infra.logging import get_logger, log_event
+from infra.origin import Origin, schedule_actor
 from infra.outages import OUTAGES
 
 log = get_logger(__name__)
@@ -168,7 +169,8 @@ class Scheduler:
                         trigger="schedule",
                         idempotency_key=f"schedule:{iso_utc(due)}",
                         input=schedule.input_for(due),
-                    )
+                    ),
+                    origin=Origin(schedule_actor(row["workflow_id"])),
                 )
             except DomainError as exc:
                 if exc.code == "trigger_inactive":

@@ -19,7 +19,8 @@ from eventsourcing.persistence import StoredEvent
 from infra.aggregate_cache import BoundedCache
 from infra.compat.eventsourcing import fastforward_lock
 from infra.group_commit import NO_READS, GroupCommit
-from infra.recorder import LinkFlowRecorder
+from infra.origin import SYSTEM, Origin
+from infra.recorder import EventMetadata, LinkFlowRecorder
 from infra.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
@@ -29,6 +30,18 @@ APP_NAME = "LinkFlow"
 EVENTS_TABLE = "linkflow_events"
 IDLE_CONNECTIONS = 1
 ABSENT_CACHE_SIZE = 10_000
+# Aggregates whose events' `workspace_id` is not their tenancy but a user's personal workspace
+# (users, the e-mail index, refresh-token families): their events belong to no workspace's log
+# (`linkflow_events.workspace_id` NULL). Modules.
+OUTSIDE_WORKSPACE_LOGS = frozenset({"domain.user", "domain.token_family"})
+
+
+def workspace_of(event: Any) -> UUID | None:
+    """The workspace whose log holds this domain event (None: none)."""
+    workspace_id = getattr(event, "workspace_id", None)
+    if workspace_id is None or type(event).__module__ in OUTSIDE_WORKSPACE_LOGS:
+        return None
+    return UUID(str(workspace_id))
 
 
 class Held(NamedTuple):
@@ -210,12 +223,17 @@ class EventStore(Application):
                 with suppress(KeyError):
                     cache.get(aggregate_id, evict=True)  # type: ignore[union-attr]
 
-    def append(self, *aggregates: Aggregate, reads: Mapping[UUID, int] = NO_READS) -> int:
+    def append(
+        self,
+        *aggregates: Aggregate,
+        reads: Mapping[UUID, int] = NO_READS,
+        origin: Origin = SYSTEM,
+    ) -> int:
         """Save the aggregates' new events through the group commit (tools and tests; commands
         save through their `CommandContext`), then `keep_saved`. The position of the last
         event. (Not the library's `save`, which bypasses the group commit.)"""
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        position = self.group_commit.save(events, reads)
+        position = self.group_commit.save(events, reads, origin)
         self.keep_saved(aggregates)
         return position
 
@@ -231,8 +249,15 @@ class EventStore(Application):
                 continue
             cache.put(aggregate.id, aggregate)  # type: ignore[union-attr]
 
-    def _put(self, events: Sequence[Any], reads: Mapping[UUID, int]) -> list[int]:
-        return [recording.notification.id for recording in self.events.put(events, reads=reads)]
+    def _put(
+        self, events: Sequence[Any], reads: Mapping[UUID, int], origins: Sequence[Origin]
+    ) -> list[int]:
+        metadata = [
+            EventMetadata(origin, workspace_of(event))
+            for event, origin in zip(events, origins, strict=True)
+        ]
+        recordings = self.events.put(events, reads=reads, metadata=metadata)
+        return [recording.notification.id for recording in recordings]
 
     def close(self) -> None:
         self.group_commit.close()

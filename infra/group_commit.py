@@ -16,6 +16,10 @@ costs no thread of its own. When its request is handed the lead, the group commi
 thread leads for it: never a thread of the command pool, whose threads may all be waiting in
 `save` for that very lead.
 
+Each request carries its command's `infra.origin.Origin` (actor, request id): the leader writes
+every request's events with its own origin, so a shared transaction records each command's
+actor (`Put`'s third argument has one origin per event).
+
 A request may carry read checks (`{aggregate id: version}`, see `infra.recorder`): they travel
 with its events, a failed check fails the shared transaction like a conflict does, and a batch
 never holds a request that writes an aggregate another one of the batch read or wrote.
@@ -33,9 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-# Writes a sequence of domain events in one transaction if the read checks hold; returns each
-# one's notification id (position), in order.
-Put = Callable[[Sequence[Any], Mapping[UUID, int]], list[int]]
+from infra.origin import SYSTEM, Origin
+
+# Writes a sequence of domain events in one transaction if the read checks hold, each with its
+# origin (one per event); returns each one's notification id (position), in order.
+Put = Callable[[Sequence[Any], Mapping[UUID, int], Sequence[Origin]], list[int]]
 NO_READS: Mapping[UUID, int] = {}
 
 
@@ -44,6 +50,7 @@ class _Request:
     events: list[Any]
     ids: frozenset[UUID]
     reads: Mapping[UUID, int]
+    origin: Origin = SYSTEM
     wake: threading.Event | _LoopWake = field(default_factory=threading.Event)
     lead: bool = False
     done: bool = False
@@ -92,13 +99,16 @@ class GroupCommit:
     def close(self) -> None:
         self._leader.shutdown(wait=True)
 
-    def save(self, events: list[Any], reads: Mapping[UUID, int] = NO_READS) -> int:
-        """Write `events` (one command's) atomically, if the aggregates in `reads` are still at
-        those versions; the position of the last one."""
+    def save(
+        self, events: list[Any], reads: Mapping[UUID, int] = NO_READS, origin: Origin = SYSTEM
+    ) -> int:
+        """Write `events` (one command's, caused by `origin`) atomically, if the aggregates in
+        `reads` are still at those versions; the position of the last one."""
         if not events:
             return 0
         wake = threading.Event()
-        request = _Request(events, frozenset(e.originator_id for e in events), reads, wake)
+        ids = frozenset(e.originator_id for e in events)
+        request = _Request(events, ids, reads, origin, wake)
         with self._lock:
             self._queue.append(request)
             request.lead = not self._leading
@@ -113,13 +123,16 @@ class GroupCommit:
             raise request.error
         return request.position
 
-    async def save_async(self, events: list[Any], reads: Mapping[UUID, int]) -> int:
+    async def save_async(
+        self, events: list[Any], reads: Mapping[UUID, int], origin: Origin = SYSTEM
+    ) -> int:
         """`save` for a caller on an event loop: the same batches, without a thread per
         caller."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         wake = _LoopWake(self, loop, future)
-        request = _Request(events, frozenset(e.originator_id for e in events), reads, wake)
+        ids = frozenset(e.originator_id for e in events)
+        request = _Request(events, ids, reads, origin, wake)
         wake.request = request
         with self._lock:
             self._queue.append(request)
@@ -180,7 +193,11 @@ class GroupCommit:
                 for aggregate_id, version in request.reads.items():
                     reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
             try:
-                positions = self._put([e for request in batch for e in request.events], reads)
+                positions = self._put(
+                    [e for request in batch for e in request.events],
+                    reads,
+                    [request.origin for request in batch for _ in request.events],
+                )
             except Exception:  # noqa: BLE001 - fall back to one transaction per request
                 pass
             else:
@@ -191,7 +208,8 @@ class GroupCommit:
                 return
         for request in batch:
             try:
-                request.position = self._put(request.events, request.reads)[-1]
+                origins = [request.origin] * len(request.events)
+                request.position = self._put(request.events, request.reads, origins)[-1]
             except Exception as exc:  # noqa: BLE001 - the caller re-raises it
                 request.error = exc
             request.done = True

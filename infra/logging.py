@@ -2,6 +2,7 @@
 
 Use `log = get_logger(__name__)` then `log.info("event_name", extra={"fields": {...}})`, or the
 helper `log_event(log, "event_name", key=value)` (`level=` for another level than INFO).
+A line written while an HTTP request is served carries its `request_id` (`infra.origin`).
 Everything may import this module.
 """
 
@@ -12,6 +13,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from infra.origin import current_origin
 
 _ROLE = {"role": "-"}
 
@@ -25,6 +28,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_origin().request_id
+        if request_id is not None:
+            line["request_id"] = request_id
         fields = getattr(record, "fields", None)
         if fields:
             line.update(fields)

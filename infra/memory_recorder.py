@@ -9,6 +9,8 @@ missing); writes nothing and raises `EventTooLarge` when an event's stored state
 (originator_id, originator_version); otherwise appends every event and returns their
 notification ids in order. Checks and append run under the recorder's one lock, as they run
 under the table lock in `linkflow_append_events`, in the same order (size, reads, duplicates).
+The metadata travels as on PostgreSQL: `insert_events(..., metadata=[EventMetadata, ...])`
+keeps each event's, and `select_metadata(ids)` reads them back by notification id.
 `position_of(id)` is the notification id of the aggregate's latest event (0: none).
 
 `MemoryFactory` (PERSISTENCE_MODULE `infra.memory_recorder:MemoryFactory`, set by
@@ -29,7 +31,13 @@ from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.utils import resolve_topic
 
-from infra.recorder import DEFAULT_MAX_EVENT_BYTES, StaleRead, refuse_too_large
+from infra.recorder import (
+    DEFAULT_MAX_EVENT_BYTES,
+    EventMetadata,
+    StaleRead,
+    metadata_arrays,
+    refuse_too_large,
+)
 
 # The factory's environment key for the size backstop (what `EventStore` sets on a
 # LinkFlowRecorder from the settings); looked up as LINKFLOW_RECORDER_MAX_EVENT_BYTES first.
@@ -40,16 +48,22 @@ class MemoryRecorder(POPOApplicationRecorder):
     # The longest stored state an append may hold (set from the settings by MemoryFactory).
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metadata: dict[int, EventMetadata] = {}
+
     def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
         *,
         reads: Mapping[UUID, int] | None = None,
+        metadata: Sequence[EventMetadata] | None = None,
         **kwargs: Any,
     ) -> list[int]:
         if not stored_events:
             return []
         refuse_too_large(stored_events, self.max_event_bytes)
+        metadata_arrays(len(stored_events), metadata)  # the same refusal of a wrong count
         with self._database_lock:
             stale = [
                 aggregate_id
@@ -60,8 +74,15 @@ class MemoryRecorder(POPOApplicationRecorder):
                 raise StaleRead(stale)
             # Checks every event before it changes anything (IntegrityError), then appends.
             ids = self._insert_events(stored_events, **kwargs)
+            for i, notification_id in enumerate(ids or ()):
+                self._metadata[notification_id] = metadata[i] if metadata else EventMetadata()
         self._notify_listeners()
         return list(ids or ())
+
+    def select_metadata(self, ids: Sequence[int]) -> dict[int, EventMetadata]:
+        """The metadata recorded with these events (by notification id; absent ids left out)."""
+        with self._database_lock:
+            return {i: self._metadata[i] for i in ids if i in self._metadata}
 
     def position_of(self, originator_id: UUID) -> int:
         """The notification id of the aggregate's latest event (0: it has none)."""

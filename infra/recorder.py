@@ -19,6 +19,11 @@ Read checks (migration 009): `insert_events(..., reads={id: version})` writes no
 raises `StaleRead` if any of those aggregates has an event after that version, checked under
 the table lock.
 
+Metadata (migrations 016–017): `insert_events(..., metadata=[EventMetadata, ...])`, one per
+event, writes each event's actor (`infra.origin`; None: the system, stored as NULL), request id
+and workspace (the log the event belongs to; None: none); without it all three are NULL.
+`select_metadata(ids)` reads them back by notification id, as the memory recorder does.
+
 `position_of(id)`: the notification id of the aggregate's latest event (0: none), as
 `infra.memory_recorder.MemoryRecorder` answers it too.
 
@@ -32,17 +37,24 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 
+from infra.origin import SYSTEM, Origin
+
 F = TypeVar("F", bound=Callable[..., Any])
-APPEND = "SELECT linkflow_append_events(%b, %b, %b, %b, %b, %b) AS id"
+APPEND = "SELECT linkflow_append_events(%b, %b, %b, %b, %b, %b, %b, %b, %b) AS id"
+METADATA = (
+    "SELECT notification_id, actor, request_id, workspace_id FROM {table}"
+    " WHERE notification_id = ANY(%s)"
+)
 STALE_READ = "LF001"  # the SQLSTATE migration 009 raises
 DEFAULT_MAX_EVENT_BYTES = 2 * 1024 * 1024  # infra.settings' default
 
@@ -64,6 +76,32 @@ def refuse_too_large(stored_events: Sequence[StoredEvent], limit: int) -> None:
     for event in stored_events:
         if len(event.state) > limit:
             raise EventTooLarge(event.topic, len(event.state), limit)
+
+
+class EventMetadata(NamedTuple):
+    """What is recorded beside one event: who caused it and in which request (`origin`), and
+    the workspace whose log holds it (None: none, a user's events)."""
+
+    origin: Origin = SYSTEM
+    workspace_id: UUID | None = None
+
+
+def metadata_arrays(
+    count: int, metadata: Sequence[EventMetadata] | None
+) -> tuple[list[Jsonb | None], list[str | None], list[UUID | None]]:
+    """The append's three metadata arrays (actors, request ids, workspaces) for `count` events."""
+    if metadata is None:
+        return [None] * count, [None] * count, [None] * count
+    if len(metadata) != count:
+        raise ValueError(f"{len(metadata)} metadata for {count} events")
+    jsonb: dict[int, Jsonb | None] = {}  # one adapter per origin, not per event
+    actors: list[Jsonb | None] = []
+    for m in metadata:
+        key = id(m.origin)
+        if key not in jsonb:
+            jsonb[key] = None if m.origin.actor is None else Jsonb(m.origin.actor)
+        actors.append(jsonb[key])
+    return actors, [m.origin.request_id for m in metadata], [m.workspace_id for m in metadata]
 
 
 class StaleRead(Exception):
@@ -113,6 +151,7 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         reads: Mapping[UUID, int] | None = None,
+        metadata: Sequence[EventMetadata] | None = None,
         **kwargs: Any,
     ) -> list[int]:
         if not stored_events:
@@ -126,6 +165,7 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
             [e.state for e in stored_events],
             list(reads),
             list(reads.values()),
+            *metadata_arrays(len(stored_events), metadata),
         )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             try:
@@ -173,6 +213,19 @@ class LinkFlowRecorder(PostgresApplicationRecorder):
                 )
                 for row in curs.fetchall()
             ]
+
+    def select_metadata(self, ids: Sequence[int]) -> dict[int, EventMetadata]:
+        """The metadata recorded with these events (by notification id; absent ids left out)."""
+        statement = SQL(METADATA).format(table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (list(ids),))
+            rows = curs.fetchall()
+        return {
+            row["notification_id"]: EventMetadata(
+                Origin(row["actor"], row["request_id"]), row["workspace_id"]
+            )
+            for row in rows
+        }
 
     def position_of(self, originator_id: UUID) -> int:
         """The notification id of the aggregate's latest event (0: it has none)."""

@@ -8,7 +8,9 @@ executions is 2 statements. One statement per shape, not one per row (an `execut
 makes the rollups' statement triggers (migration 015) run once per batch. The fold gives the rows
 that applying the events in order would give: for each row it tracks both what to insert when
 the row does not exist yet and which columns the events set when it does (`ON CONFLICT … DO
-UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements.
+UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the statements, and
+`projections.states` renders the rows of one execution's events up to a version (time travel)
+with the same fold.
 Search attributes (recorded in ExecutionStarted) go to `rm_executions.search_attributes` and, one
 row each in the column of their type, to `rm_execution_attributes` (migration 012).
 `duration_ms`, `error_code` and `failed_node` are generated columns (migration 011): PostgreSQL
@@ -225,13 +227,43 @@ def _attribute_rows(e: Any, attributes: dict[str, Any]) -> list[tuple[Any, ...]]
     ]
 
 
+@dataclass
+class Folded:
+    """The rows a run of events leaves, before they become statements: by execution id, by
+    (execution id, node id), and the search attribute rows. An execution whose first event is
+    in the run has its whole row in `insert` (time travel renders those:
+    `projections.states`)."""
+
+    executions: dict[Any, _Row] = field(default_factory=dict)
+    nodes: dict[tuple[Any, str], _Row] = field(default_factory=dict)
+    attributes: list[tuple[Any, ...]] = field(default_factory=list)
+
+
 def fold(events: Iterable[Any], positions: Iterable[int | None] = ()) -> list[Statement]:
     """The statements (each with its rows) that bring the execution read models up to date with
     `events` (in log order; other event types are ignored). `positions`: the events' log
     positions, in the same order (None where unknown)."""
-    executions: dict[Any, _Row] = {}
-    nodes: dict[tuple[Any, str], _Row] = {}
-    attributes: list[tuple[Any, ...]] = []
+    folded = fold_rows(events, positions)
+    statements = _execution_statements(folded.executions) + _node_statements(folded.nodes)
+    if folded.attributes:
+        statements.append(
+            Statement(
+                _insert(
+                    "rm_execution_attributes",
+                    _ATTRIBUTE_COLUMNS,
+                    "ON CONFLICT (execution_id, name) DO NOTHING",
+                ),
+                _ATTRIBUTE_COLUMNS,
+                folded.attributes,
+            )
+        )
+    return statements
+
+
+def fold_rows(events: Iterable[Any], positions: Iterable[int | None] = ()) -> Folded:
+    """The rows `events` leave (see `fold`, which writes them)."""
+    folded = Folded()
+    executions, nodes, attributes = folded.executions, folded.nodes, folded.attributes
     for e, position in zip(events, chain(positions, repeat(None)), strict=False):
         if isinstance(e, Execution.ExecutionStarted):
             # Absent from events recorded before search attributes existed.
@@ -308,20 +340,7 @@ def fold(events: Iterable[Any], positions: Iterable[int | None] = ()) -> list[St
                 },
                 closed,
             )
-    statements = _execution_statements(executions) + _node_statements(nodes)
-    if attributes:
-        statements.append(
-            Statement(
-                _insert(
-                    "rm_execution_attributes",
-                    _ATTRIBUTE_COLUMNS,
-                    "ON CONFLICT (execution_id, name) DO NOTHING",
-                ),
-                _ATTRIBUTE_COLUMNS,
-                attributes,
-            )
-        )
-    return statements
+    return folded
 
 
 def _execution_statements(rows: dict[Any, _Row]) -> list[Statement]:

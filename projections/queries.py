@@ -292,6 +292,12 @@ async def get_execution(
         " ORDER BY started_at NULLS LAST, closed_at, node_id",
         (workspace_id, execution_id),
     )
+    return execution_answer(row, await cur.fetchall())
+
+
+def execution_answer(row: dict[str, Any], node_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`GET …/executions/{id}`: the `rm_executions` row and its `rm_node_runs` rows (in the
+    order `get_execution` reads them); time travel (`projections.states`) renders with it."""
     nodes = [
         {
             "id": n["node_id"],
@@ -303,7 +309,7 @@ async def get_execution(
             "error": n["error"],
             "output": n["output"],
         }
-        for n in await cur.fetchall()
+        for n in node_rows
     ]
     return execution_item(row) | {"callback": row["callback"], "nodes": nodes}
 

@@ -17,7 +17,8 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from infra.eventstore import EventStore
-from infra.recorder import EventTooLarge, StaleRead
+from infra.origin import SYSTEM, Origin, api_key_actor, user_actor
+from infra.recorder import EventMetadata, EventTooLarge, StaleRead
 
 TOPIC = "tests:Appended"
 LIMIT = 1000  # the contract stores' max_event_bytes
@@ -169,3 +170,29 @@ def test_concurrent_appends_get_distinct_ids_in_their_order(store: EventStore) -
     assert all(ids == sorted(ids) for ids in appends)
     every = [i for ids in appends for i in ids]
     assert len(set(every)) == len(every) == 8 * 20 * 3
+
+
+def test_each_event_keeps_its_own_metadata(store: EventStore) -> None:
+    ws = uuid4()
+    by_user = Origin(user_actor(uuid4()), "req-1")
+    by_key = Origin(api_key_actor(uuid4()), None)
+    appended = events(3)
+    metadata = [EventMetadata(by_user, ws), EventMetadata(by_user, ws), EventMetadata(by_key)]
+    ids = store.recorder.insert_events(appended, metadata=metadata)
+    assert ids is not None
+    read = store.recorder.select_metadata(ids)  # type: ignore[attr-defined]
+    assert [read[i] for i in ids] == metadata
+
+
+def test_without_metadata_an_event_is_the_systems_in_no_workspace(store: EventStore) -> None:
+    ids = store.recorder.insert_events(events(2))
+    assert ids is not None
+    read = store.recorder.select_metadata(ids)  # type: ignore[attr-defined]
+    assert [read[i] for i in ids] == [EventMetadata(SYSTEM, None)] * 2
+
+
+def test_metadata_of_another_length_writes_nothing(store: EventStore) -> None:
+    last = store.recorder.max_notification_id()
+    with pytest.raises(ValueError, match="metadata"):
+        store.recorder.insert_events(events(2), metadata=[EventMetadata()])
+    assert store.recorder.max_notification_id() == last

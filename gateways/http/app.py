@@ -1,6 +1,7 @@
-"""The gateway's aiohttp application: middlewares (metrics outermost, then error mapping, then
-the request deadline), the `/api/v1` routes, the OpenAPI document, the ops endpoints and the
-live-updates hub of the SSE routes (`gateways.http.live`).
+"""The gateway's aiohttp application: middlewares (request ids outermost, then metrics, error
+mapping and the request deadline; every response says its `X-Request-Id`), the `/api/v1`
+routes, the OpenAPI document, the ops endpoints and the live-updates hub of the SSE routes
+(`gateways.http.live`).
 Imported by `gateways.roles` and the tests.
 """
 
@@ -15,6 +16,7 @@ from gateways.bootstrap import Container
 from gateways.http import (
     ops,
     routes_access,
+    routes_audit,
     routes_credentials,
     routes_executions,
     routes_export,
@@ -33,6 +35,7 @@ from gateways.http.deadline import deadline_middleware
 from gateways.http.errors import Handler, error_middleware
 from gateways.http.live import HUB, Hub
 from gateways.http.openapi import add_openapi_route
+from gateways.http.request_ids import answer_request_id, request_id_middleware
 from gateways.http.routing import Route, add_routes
 from infra import metrics
 
@@ -45,6 +48,7 @@ def api_routes() -> list[Route]:
         *routes_identity.ROUTES,
         *routes_access.ROUTES,
         *routes_stats.ROUTES,  # before /workflows/{wf} and /executions/{id}
+        *routes_audit.ROUTES,  # before /executions/{id}
         *routes_workflows.ROUTES,
         *routes_export.ROUTES,  # before /executions/{id}
         *routes_live.ROUTES,  # before /executions/{id} takes /executions/live
@@ -84,8 +88,14 @@ def make_app(container: Container, roles: Sequence[str] = ("gateway",)) -> web.A
     """The gateway application. `roles` are the roles this process runs (for `/ready`)."""
     app = web.Application(
         client_max_size=container.settings.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware, deadline_middleware],
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            error_middleware,
+            deadline_middleware,
+        ],
     )
+    app.on_response_prepare.append(answer_request_id)
     app[CONTAINER] = container
     app[KEY_USAGE] = KeyUsage()
     app[ADMISSION] = Admission(container.pool, container.settings.max_queued_per_workspace)

@@ -4,8 +4,9 @@ take `?access_token=`, for browsers' EventSource, which cannot send headers). Ea
 names the `domain.roles.Action` it performs; `workspace_access` checks it
 (`commands.principal.authorise`, over the permission matrix `domain.roles.permits`), and
 `execute_with_access` asks the command layer to run a command as the caller
-(`CommandBus.execute_as`, which owns the role check and its retries). Imported by the route
-modules of `gateways.http`.
+(`CommandBus.execute_as`, which owns the role check and its retries). Once the caller is
+known, the request's origin (`infra.origin`) names them as the actor of its events. Imported
+by the route modules of `gateways.http`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from domain.roles import Action
 from gateways.http.context import container
 from gateways.http.errors import ApiError, parse_uuid
 from gateways.http.tokens import decode_access_token
+from infra.origin import api_key_actor, current_origin, set_origin, user_actor
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +94,20 @@ async def principal(request: web.Request, query_token: bool = False) -> Principa
                 "the API key is invalid or revoked",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        await request.app[KEY_USAGE].seen(request, key.id)
         found = Principal(key.id, "api_key", key.workspace_id, key.role)
+        _act_as(found)
+        await request.app[KEY_USAGE].seen(request, key.id)
     else:
         found = Principal(decode_access_token(c.settings, token))
+        _act_as(found)
     request[PRINCIPAL_KEY] = found
     return found
+
+
+def _act_as(caller: Principal) -> None:
+    """The request's events are the caller's from now on (`infra.origin`)."""
+    actor = user_actor(caller.id) if caller.is_user else api_key_actor(caller.id)
+    set_origin(current_origin().with_actor(actor))
 
 
 async def current_user(request: web.Request) -> UUID:

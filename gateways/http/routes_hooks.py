@@ -46,6 +46,7 @@ from gateways.http.errors import ApiError, build, nul_path, too_large
 from gateways.http.routing import Handler, Param, Route
 from infra.crypto import SealedValueInvalid
 from infra.logging import get_logger
+from infra.origin import current_origin, webhook_actor
 from infra.outages import OUTAGES, is_unavailable
 from infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
@@ -352,7 +353,8 @@ async def receive_hook(request: web.Request) -> web.Response:
     )
     await admit(request, cmd)
     try:
-        result = await c.bus.execute(cmd)
+        origin = current_origin().with_actor(webhook_actor(target.workflow_id))
+        result = await c.bus.execute(cmd, origin=origin)
     except NotFound:
         raise _unknown() from None
     except DomainError as exc:

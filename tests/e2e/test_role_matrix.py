@@ -19,7 +19,10 @@ from gateways.http.app import api_routes
 from gateways.http.tokens import issue_access_token
 
 RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
-ROLES = tuple(RANK)
+# The auditor is outside the rank: it reads what a viewer reads, plus the audit routes (whose
+# least role is written "auditor": owners, admins and auditors read them).
+AUDITOR = "auditor"
+ROLES = (*RANK, AUDITOR)
 WORKFLOW = {"name": "m", "nodes": [{"id": "a", "type": "transform", "config": {"set": {"x": 1}}}]}
 
 
@@ -51,7 +54,7 @@ class World:
         made = await owner.call("POST", "workspaces", json={"name": f"ws-{uuid.uuid4().hex[:6]}"})
         assert made.status == 201, made.body
         ws = made.body["id"]
-        for role in ("admin", "member", "viewer"):
+        for role in ("admin", "member", "viewer", AUDITOR):
             email = (await self.users[role].call("GET", "me")).body["user"]["email"]
             added = await owner.call(
                 "POST", f"workspaces/{ws}/members", json={"email": email, "role": role}
@@ -296,6 +299,12 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
     ),
     ("GET", "/executions/live"): ("viewer", 200, static(WS + "/executions/live")),
     ("GET", "/executions/export"): ("viewer", 200, static(WS + "/executions/export")),
+    ("GET", "/events"): (AUDITOR, 200, static(WS + "/events")),
+    ("GET", "/executions/{id}/state"): (
+        AUDITOR,
+        200,
+        with_execution(WS + "/executions/{id}/state"),
+    ),
 }
 # Server-Sent Events and exports: a success is a stream (the live feed never ends; an export is
 # NDJSON), so only its status is read; an error is an ordinary JSON answer.
@@ -335,6 +344,10 @@ def expected(caller: Caller, least: str, success: int) -> int:
     if caller.outcome != "role":
         return int(caller.outcome)
     assert caller.role is not None
+    if caller.role == AUDITOR:
+        return success if least in ("viewer", AUDITOR) else 403
+    if least == AUDITOR:
+        return success if caller.role in ("owner", "admin") else 403
     return success if RANK[caller.role] >= RANK[least] else 403
 
 

@@ -36,9 +36,9 @@ def counted_puts(store: EventStore) -> tuple[list[int], Any]:
     transactions: list[int] = []
     original = store._put
 
-    def counting_put(events: Any, reads: Any) -> list[int]:
+    def counting_put(events: Any, reads: Any, origins: Any) -> list[int]:
         transactions.append(len(events))
-        return original(events, reads)
+        return original(events, reads, origins)
 
     store.group_commit._put = counting_put
     return transactions, original

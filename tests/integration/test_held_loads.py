@@ -55,9 +55,9 @@ class Process:
         threaded: list[str] = []
         original = self.bus.handle
 
-        def counting(cmd: m.Command, reads: Any = NO_READS) -> Any:
+        def counting(cmd: m.Command, reads: Any = NO_READS, *rest: Any) -> Any:
             threaded.append(type(cmd).__name__)
-            return original(cmd, reads)
+            return original(cmd, reads, *rest)
 
         self.bus.handle = counting  # type: ignore[method-assign]
         return threaded

@@ -168,7 +168,7 @@ def test_the_read_check_probes_the_index_after_the_log_grew(fresh_settings: Sett
             [event] = events(1)
             read = written[-4:]
             conn.execute(
-                "SELECT linkflow_append_events(%s, %s, %s, %s, %s, %s)",
+                "SELECT linkflow_append_events(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     [event.originator_id],
                     [1],
@@ -176,6 +176,9 @@ def test_the_read_check_probes_the_index_after_the_log_grew(fresh_settings: Sett
                     [event.state],
                     [e.originator_id for e in read],
                     [1] * len(read),
+                    [None],  # actor (migration 017): the system
+                    [None],  # request id
+                    [None],  # workspace
                 ),
             )
             written.append(event)

@@ -18,7 +18,7 @@ def request(writes: set, reads: dict | None = None) -> _Request:  # type: ignore
 
 def test_a_batch_holds_no_reader_of_what_it_writes_nor_writer_of_what_it_reads() -> None:
     a, b, c = uuid4(), uuid4(), uuid4()
-    commit = GroupCommit(lambda events, reads: [])
+    commit = GroupCommit(lambda events, reads, origins: [])
     writes_a = request({a})
     reads_a = request({b}, {a: 1})  # would check a against the state before writes_a
     writes_c_reads_b = request({c}, {b: 0})
@@ -38,7 +38,7 @@ async def test_an_event_loop_request_handed_the_lead_leads_while_every_thread_wa
     entered, gate = threading.Event(), threading.Event()
     batches: list[int] = []
 
-    def put(events: list, reads: dict) -> list[int]:  # type: ignore[type-arg]
+    def put(events: list, reads: dict, origins: list) -> list[int]:  # type: ignore[type-arg]
         if not batches:
             entered.set()
             gate.wait(timeout=10)  # the first leader holds the lead until the others queue

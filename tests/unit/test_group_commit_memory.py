@@ -69,12 +69,12 @@ class Batches:
         commit._lock = self.lock  # type: ignore[assignment]
         original = commit._put
 
-        def put(events: Sequence[Any], reads: Mapping[UUID, int]) -> list[int]:
+        def put(events: Sequence[Any], reads: Mapping[UUID, int], origins: Any) -> list[int]:
             if not self.entered.is_set():
                 self.entered.set()
                 assert self.gate.wait(WAIT_S)
             try:
-                positions = original(events, reads)
+                positions = original(events, reads, origins)
             except Exception:
                 self.appends.append((len(events), False))
                 raise

@@ -1,0 +1,158 @@
+"""The workspace event log (`GET /workspaces/{ws}/events`): every event of one workspace, by
+position, read from the event store itself (not a projection), with who caused it.
+
+One page is one index range scan (`linkflow_events (workspace_id, notification_id)`, migration
+017): `WHERE workspace_id = $ws AND notification_id > $after ORDER BY notification_id LIMIT n`,
+the filters (`types`, `aggregate_id`, `actor_id`) applied to the rows the scan meets; only the
+page's events are decoded (`projections.queries.history_entry`, the history's rendering).
+
+What is never answered: credential data, sealed or not (`sealed_data` of CredentialCreated and
+CredentialUpdated; their `name`, `type` and field names stay), API key hashes (`secret_hash`),
+and any token or password hash (`token_hash`, `password_hash`: the identity aggregates' events —
+users, e-mail index, refresh-token families — belong to no workspace's log anyway). `hash` is
+None here (the hash chain, table `audit_chain`, is joined elsewhere).
+
+Imported by `gateways.http.routes_audit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+import domain.api_key
+import domain.credential
+import domain.execution
+import domain.variables
+import domain.webhook
+import domain.workflow
+import domain.workspace
+from domain.base import TenantAggregate
+from infra.db import DictConnection
+from infra.eventstore import EVENTS_TABLE, OUTSIDE_WORKSPACE_LOGS, EventStore
+from infra.origin import read_actor
+from projections.queries import history_entry
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# Fields of event data never answered (see the module's docstring).
+WITHHELD_FIELDS = frozenset({"sealed_data", "secret_hash", "token_hash", "password_hash"})
+_DOMAIN_MODULES = (
+    domain.api_key,
+    domain.credential,
+    domain.execution,
+    domain.variables,
+    domain.webhook,
+    domain.workflow,
+    domain.workspace,
+)
+
+
+def _event_topics() -> dict[str, list[str]]:
+    """Every event type a workspace's log may hold: its name → its stored topics."""
+    topics: dict[str, list[str]] = {}
+    pending: list[type] = list(TenantAggregate.__subclasses__())
+    while pending:
+        aggregate = pending.pop()
+        pending.extend(aggregate.__subclasses__())
+        if aggregate.__module__ in OUTSIDE_WORKSPACE_LOGS:
+            continue
+        for name, value in vars(aggregate).items():
+            if isinstance(value, type) and issubclass(value, Aggregate.Event):
+                topic = f"{value.__module__}:{value.__qualname__}"
+                topics.setdefault(name, []).append(topic)
+    return topics
+
+
+EVENT_TOPICS: dict[str, list[str]] = _event_topics()
+assert _DOMAIN_MODULES  # imported for their aggregates (EVENT_TOPICS)
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """A page's bounds and filters, as the route validated them."""
+
+    after: int = 0
+    limit: int = DEFAULT_LIMIT
+    types: Sequence[str] = ()  # event type names (keys of EVENT_TOPICS)
+    aggregate_id: UUID | None = None
+    actor_id: str | None = None
+
+
+def _statement(f: LogFilter) -> tuple[str, list[Any]]:
+    where = ["workspace_id = %s", "notification_id > %s", "notification_id <= %s"]
+    params: list[Any] = []
+    if f.types:
+        where.append("topic = ANY(%s)")
+        params.append([t for name in f.types for t in EVENT_TOPICS[name]])
+    if f.aggregate_id is not None:
+        where.append("originator_id = %s")
+        params.append(f.aggregate_id)
+    if f.actor_id is not None:
+        where.append("(actor ->> 'id' = %s OR actor ->> 'workflow_id' = %s)")
+        params.extend([f.actor_id, f.actor_id])
+    statement = (
+        "SELECT notification_id, originator_id, originator_version, topic, state, actor,"
+        f" request_id FROM {EVENTS_TABLE} WHERE {' AND '.join(where)}"
+        " ORDER BY notification_id LIMIT %s"
+    )
+    return statement, params
+
+
+async def read_page(
+    conn: DictConnection, workspace_id: UUID, f: LogFilter
+) -> tuple[list[dict[str, Any]], int]:
+    """The page's stored rows (undecoded) and the workspace log's head (its last position),
+    read first: the page stops at it, so a page shorter than the limit has seen every event
+    up to the head (appends commit in position order, under the table lock)."""
+    cur = await conn.execute(
+        f"SELECT max(notification_id) AS head FROM {EVENTS_TABLE} WHERE workspace_id = %s",
+        (workspace_id,),
+    )
+    found = await cur.fetchone()
+    head = int(found["head"] or 0) if found else 0
+    statement, params = _statement(f)
+    cur = await conn.execute(
+        statement,  # type: ignore[arg-type]
+        [workspace_id, f.after, head, *params, f.limit],
+    )
+    return await cur.fetchall(), head
+
+
+def _aggregate_type(topic: str) -> str:
+    qualname = topic.rpartition(":")[2]
+    return qualname.partition(".")[0]
+
+
+def render(store: EventStore, row: dict[str, Any]) -> dict[str, Any]:
+    """One event of the log as answered (CPU only: run it off the event loop for a page)."""
+    entry = history_entry(store, row["originator_id"], row)
+    entry.pop("workspace_id", None)
+    data = entry["data"]
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in WITHHELD_FIELDS}
+    return {
+        "position": row["notification_id"],
+        "aggregate_id": str(row["originator_id"]),
+        "aggregate_type": _aggregate_type(row["topic"]),
+        "version": entry["version"],
+        "type": entry["type"],
+        "recorded_at": entry["recorded_at"],
+        "actor": read_actor(row["actor"]),
+        "request_id": row["request_id"],
+        "data": data,
+        "hash": None,
+    }
+
+
+def page(store: EventStore, rows: list[dict[str, Any]], head: int, f: LogFilter) -> dict[str, Any]:
+    """The answer: the page's events, where the next page starts (the head, once the page
+    has read everything up to it), and the log's head."""
+    items = [render(store, row) for row in rows]
+    full = len(items) == f.limit
+    next_after = items[-1]["position"] if full else max(head, f.after)
+    return {"items": items, "next_after": next_after, "head": head}
