@@ -87,7 +87,7 @@ def test_states_compare_as_plain_data_and_the_first_difference_is_named() -> Non
 
 def test_a_faithful_aggregate_folds_the_same_twice() -> None:
     store = _store()
-    workflow = Workflow.create(uuid4(), "ws", DEFINITION, "u", NOW)
+    workflow = Workflow.create(uuid4(), str(uuid4()), DEFINITION, "u", NOW)
     workflow.publish_version({**DEFINITION, "name": "w2"}, NOW)
     workflow.activate(2, NOW)
     store.append(workflow)
@@ -109,7 +109,7 @@ def test_a_mutator_that_is_not_a_function_of_its_events_fails_the_second_fold() 
 
 def test_an_event_whose_topic_does_not_resolve_fails_the_fold_at_its_version() -> None:
     store = _store()
-    workflow = Workflow.create(uuid4(), "ws", DEFINITION, "u", NOW)
+    workflow = Workflow.create(uuid4(), str(uuid4()), DEFINITION, "u", NOW)
     store.append(workflow)
     events = _logged(store, workflow.id)
     gone = "domain.workflow:Workflow.WorkflowRenamed"
