@@ -108,7 +108,7 @@ async def open_executions(conn: DictConnection, workspace_id: UUID) -> tuple[int
 # ---------------------------------------------------------------- workflows
 
 
-def _workflow(row: dict[str, Any]) -> dict[str, Any]:
+def workflow_item(row: dict[str, Any]) -> dict[str, Any]:
     workflow = {
         "id": str(row["id"]),
         "name": row["name"],
@@ -134,7 +134,7 @@ async def list_workflows(
         " ORDER BY created_at DESC, id DESC",
         (workspace_id, include_archived),
     )
-    return [_workflow(row) for row in await cur.fetchall()]
+    return [workflow_item(row) for row in await cur.fetchall()]
 
 
 async def get_workflow(
@@ -147,7 +147,7 @@ async def get_workflow(
         (workspace_id, workflow_id),
     )
     row = await cur.fetchone()
-    return _workflow(row) | {"definition": row["definition"]} if row else None
+    return workflow_item(row) | {"definition": row["definition"]} if row else None
 
 
 async def list_versions(

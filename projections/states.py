@@ -1,11 +1,14 @@
 """Time travel: an execution as `GET …/executions/{id}` would have shown it right after its
-event N (`GET …/executions/{id}/state?at_version=N`).
+event N (`GET …/executions/{id}/state?at_version=N`), and a workflow as `GET …/workflows/{wf}`
+would have (`…/workflows/{wf}/state?at_version=N`).
 
 One code path with the projector: the execution's events up to N, read from the event store,
 are folded by `projections.execution_rows.fold_rows` (the fold whose rows the projector writes)
 and rendered by `projections.queries.execution_answer` (what the GET renders its rows with).
 The rows' JSON columns are unwrapped, and `duration_ms` (a generated column in PostgreSQL,
-migration 011) is derived as PostgreSQL derives it.
+migration 011) is derived as PostgreSQL derives it. A workflow's events are folded with
+`projections.visibility.workflow_change` (what the projector writes for each) and rendered with
+`projections.queries.workflow_item` and the latest version's definition, as the GET does.
 
 Imported by `gateways.http.routes_audit`.
 """
@@ -21,9 +24,11 @@ from psycopg.types.json import Jsonb
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, EventStore
 from projections.execution_rows import fold_rows
-from projections.queries import execution_answer
+from projections.queries import execution_answer, workflow_item
+from projections.visibility import workflow_change
 
 EXECUTION_TOPICS = "domain.execution:"
+WORKFLOW_TOPICS = "domain.workflow:"
 
 
 class VersionOutOfRange(ValueError):
@@ -86,12 +91,46 @@ def execution_at(
     return execution_answer(_plain(row), sorted(nodes, key=_node_order))
 
 
+def workflow_at(
+    store: EventStore, rows: list[dict[str, Any]], workflow_id: UUID, at_version: int | None
+) -> dict[str, Any]:
+    """The workflow right after its event `at_version` (None: the last); VersionOutOfRange."""
+    last = rows[-1]["originator_version"]
+    version = last if at_version is None else at_version
+    if not 1 <= version <= last:
+        raise VersionOutOfRange(last)
+    row: dict[str, Any] = {}
+    definitions: dict[int, Any] = {}
+    for r in rows[:version]:
+        event = store.decode(workflow_id, r["originator_version"], r["topic"], bytes(r["state"]))
+        changed, added = workflow_change(event)
+        archived = row.get("archived", False)
+        row.update(changed)
+        row["archived"] = archived or changed.get("archived", False)
+        if added is not None:
+            definitions[added["version"]] = added["definition"]
+    return workflow_item(row) | {"definition": definitions[row["latest_version"]]}
+
+
 async def execution_events(
     conn: DictConnection, workspace_id: UUID, execution_id: UUID
 ) -> list[dict[str, Any]] | None:
     """The execution's stored events (None: no execution of this workspace has this id)."""
-    rows = await _events(conn, execution_id)
-    if not rows or not rows[0]["topic"].startswith(EXECUTION_TOPICS):
+    return await _events_of(conn, workspace_id, execution_id, EXECUTION_TOPICS)
+
+
+async def workflow_events(
+    conn: DictConnection, workspace_id: UUID, workflow_id: UUID
+) -> list[dict[str, Any]] | None:
+    """The workflow's stored events (None: no workflow of this workspace has this id)."""
+    return await _events_of(conn, workspace_id, workflow_id, WORKFLOW_TOPICS)
+
+
+async def _events_of(
+    conn: DictConnection, workspace_id: UUID, aggregate_id: UUID, topics: str
+) -> list[dict[str, Any]] | None:
+    rows = await _events(conn, aggregate_id)
+    if not rows or not rows[0]["topic"].startswith(topics):
         return None
     if rows[0]["workspace_id"] != workspace_id:
         return None

@@ -34,56 +34,118 @@ READ_MODEL_TABLES = (
 )
 
 
+def workflow_change(e: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a Workflow event sets on its `rm_workflows` row (the whole row for WorkflowCreated;
+    `archived` is to be OR-ed in), and the `rm_workflow_versions` row it adds (or None). The
+    projector writes these; time travel (`projections.states`) folds them in memory: one code."""
+    trigger = "manual"
+    if isinstance(e, Workflow.WorkflowCreated | Workflow.WorkflowVersionPublished):
+        trigger = (e.definition.get("trigger") or {}).get("type", "manual")
+    if isinstance(e, Workflow.WorkflowCreated):
+        row = {
+            "id": e.originator_id,
+            "workspace_id": e.workspace_id,
+            "name": e.name,
+            "latest_version": 1,
+            "active_version": None,
+            "archived": False,
+            "trigger_type": trigger,
+            "created_by": e.created_by,
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "event_version": e.originator_version,
+            "webhook_token": e.webhook_token,
+        }
+        return row, _version(e.originator_id, 1, e.workspace_id, e.name, e.definition, e.timestamp)
+    if isinstance(e, Workflow.WorkflowVersionPublished):
+        changed = {
+            "latest_version": e.number,
+            "name": e.name,
+            "trigger_type": trigger,
+            "updated_at": e.timestamp,
+            "event_version": e.originator_version,
+        }
+        version = _version(
+            e.originator_id, e.number, e.workspace_id, e.name, e.definition, e.timestamp
+        )
+        return changed, version
+    changed = {
+        "active_version": getattr(e, "active_version", None),
+        "archived": isinstance(e, Workflow.WorkflowArchived),
+        "updated_at": e.timestamp,
+        "event_version": e.originator_version,
+    }
+    return changed, None
+
+
+def _version(wf: Any, number: int, ws: str, name: str, definition: Any, at: Any) -> dict[str, Any]:
+    return {
+        "workflow_id": wf,
+        "version": number,
+        "workspace_id": ws,
+        "name": name,
+        "definition": definition,
+        "created_at": at,
+    }
+
+
 async def _workflow_created(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
-    trigger = (e.definition.get("trigger") or {}).get("type", "manual")
+    row, version = workflow_change(e)
+    columns = [c for c in row if c not in ("active_version", "archived")]
     await conn.execute(
-        "INSERT INTO rm_workflows (id, workspace_id, name, latest_version, trigger_type,"
-        " created_by, created_at, updated_at, event_version, webhook_token)"
-        " VALUES (%s, %s, %s, 1, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-        (
-            e.originator_id,
-            e.workspace_id,
-            e.name,
-            trigger,
-            e.created_by,
-            e.timestamp,
-            e.timestamp,
-            e.originator_version,
-            e.webhook_token,
-        ),
+        f"INSERT INTO rm_workflows ({', '.join(columns)})"
+        f" VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT (id) DO NOTHING",
+        [row[c] for c in columns],
     )
-    await _version_row(conn, e.originator_id, 1, e.workspace_id, e.name, e.definition, e.timestamp)
+    assert version is not None
+    await _version_row(conn, version)
 
 
-async def _version_row(
-    conn: DictConnection, wf: Any, number: int, ws: str, name: str, definition: Any, at: Any
-) -> None:
+async def _version_row(conn: DictConnection, version: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO rm_workflow_versions (workflow_id, version, workspace_id, name, definition,"
         " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (wf, number, ws, name, Jsonb(definition), at),
+        (
+            version["workflow_id"],
+            version["version"],
+            version["workspace_id"],
+            version["name"],
+            Jsonb(version["definition"]),
+            version["created_at"],
+        ),
     )
 
 
 async def _version_published(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
-    trigger = (e.definition.get("trigger") or {}).get("type", "manual")
+    changed, version = workflow_change(e)
     await conn.execute(
         "UPDATE rm_workflows SET latest_version = %s, name = %s, trigger_type = %s,"
         " updated_at = %s, event_version = %s WHERE id = %s",
-        (e.number, e.name, trigger, e.timestamp, e.originator_version, e.originator_id),
+        (
+            changed["latest_version"],
+            changed["name"],
+            changed["trigger_type"],
+            changed["updated_at"],
+            changed["event_version"],
+            e.originator_id,
+        ),
     )
-    await _version_row(
-        conn, e.originator_id, e.number, e.workspace_id, e.name, e.definition, e.timestamp
-    )
+    assert version is not None
+    await _version_row(conn, version)
 
 
 async def _workflow_state(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
-    active = getattr(e, "active_version", None)
-    archived = isinstance(e, Workflow.WorkflowArchived)
+    changed, _ = workflow_change(e)
     await conn.execute(
         "UPDATE rm_workflows SET active_version = %s, archived = archived OR %s,"
         " updated_at = %s, event_version = %s WHERE id = %s",
-        (active, archived, e.timestamp, e.originator_version, e.originator_id),
+        (
+            changed["active_version"],
+            changed["archived"],
+            changed["updated_at"],
+            changed["event_version"],
+            e.originator_id,
+        ),
     )
 
 

@@ -96,14 +96,19 @@ async def workspace_events(request: web.Request) -> web.Response:
     return respond(answer)
 
 
-async def execution_state(request: web.Request) -> web.Response:
-    ws = await workspace_access(request, Action.READ_AUDIT)
-    execution_id = parse_uuid(request.match_info["id"], "execution")
+def _at_version(request: web.Request, kind: str) -> int | None:
     problems: Problems = []
     at_version = _integer(request, "at_version", problems, 1, MAX_POSITION)
     if "at_version" in request.query and at_version is None:
-        problems[-1]["message"] = "must be a version of the execution (1 or more)"
+        problems[-1]["message"] = f"must be a version of the {kind} (1 or more)"
     _refuse(problems)
+    return at_version
+
+
+async def execution_state(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, Action.READ_AUDIT)
+    execution_id = parse_uuid(request.match_info["id"], "execution")
+    at_version = _at_version(request, "execution")
     c = container(request)
     async with c.pool.connection() as conn:
         rows = await states.execution_events(conn, ws, execution_id)
@@ -113,6 +118,22 @@ async def execution_state(request: web.Request) -> web.Response:
         answer = await asyncio.to_thread(
             states.execution_at, c.store, rows, execution_id, at_version
         )
+    except states.VersionOutOfRange as exc:
+        _refuse([{"path": "at_version", "message": str(exc)}])
+    return respond(answer)
+
+
+async def workflow_state(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, Action.READ_AUDIT)
+    workflow_id = parse_uuid(request.match_info["wf"], "workflow")
+    at_version = _at_version(request, "workflow")
+    c = container(request)
+    async with c.pool.connection() as conn:
+        rows = await states.workflow_events(conn, ws, workflow_id)
+    if rows is None:
+        raise ApiError(404, "not_found", "workflow not found")
+    try:
+        answer = await asyncio.to_thread(states.workflow_at, c.store, rows, workflow_id, at_version)
     except states.VersionOutOfRange as exc:
         _refuse([{"path": "at_version", "message": str(exc)}])
     return respond(answer)
@@ -148,6 +169,16 @@ ROUTES: list[Route] = [
         f"{WS}/executions/{{id}}/state",
         execution_state,
         "The execution as GET …/executions/{id} would have shown it right after its event"
+        " at_version (default: the last); owner, admin or auditor",
+        params=(Param("at_version", {"type": "integer", "minimum": 1}, "an event's version"),),
+        tag="audit",
+        extra_responses={403: "Not an owner, admin or auditor", 422: "at_version out of range"},
+    ),
+    Route(
+        "GET",
+        f"{WS}/workflows/{{wf}}/state",
+        workflow_state,
+        "The workflow as GET …/workflows/{wf} would have shown it right after its event"
         " at_version (default: the last); owner, admin or auditor",
         params=(Param("at_version", {"type": "integer", "minimum": 1}, "an event's version"),),
         tag="audit",

@@ -305,6 +305,7 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
         200,
         with_execution(WS + "/executions/{id}/state"),
     ),
+    ("GET", "/workflows/{wf}/state"): (AUDITOR, 200, with_workflow(WS + "/workflows/{wf}/state")),
 }
 # Server-Sent Events and exports: a success is a stream (the live feed never ends; an export is
 # NDJSON), so only its status is read; an error is an ordinary JSON answer.

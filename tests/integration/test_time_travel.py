@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from api import Api
-from stack import roles
+from stack import eventually, roles
 
 from infra.settings import Settings
 
@@ -73,3 +73,44 @@ async def test_another_workspace_is_404_and_members_403(api: Api) -> None:
     assert added.status in (200, 201), added.body
     other.workspace = api.workspace
     assert (await state(other, execution_id)).status == 403
+
+
+async def workflow_state(api: Api, workflow_id: str, **params: Any) -> Any:
+    return await api.call("GET", api.ws(f"/workflows/{workflow_id}/state"), **params)
+
+
+async def test_a_workflows_state_at_each_version_ends_as_the_get_shows_it(
+    api: Api, fresh_settings: Settings
+) -> None:
+    """Created (1), version 2 published (2), activated (3), deactivated (4), archived (5)."""
+    workflow = await api.create_workflow(THREE)
+    wf = workflow["id"]
+    path = api.ws(f"/workflows/{wf}")
+    renamed = {**THREE, "name": "three, renamed"}
+    assert (await api.call("PUT", path, json=renamed)).status in (200, 201)
+    assert (await api.call("POST", f"{path}/activate", json={"version": 2})).status == 200
+    assert (await api.call("POST", f"{path}/deactivate")).status == 200
+    assert (await api.call("DELETE", path)).status in (200, 204)
+    async with roles(fresh_settings, "relay", "projector"):
+        shown = await eventually(lambda: _archived(api, path))
+    assert (await workflow_state(api, wf)).body == shown
+    states = [(await workflow_state(api, wf, at_version=v)).body for v in range(1, 6)]
+    assert states[-1] == shown
+    assert [s["version"] for s in states] == [1, 2, 2, 2, 2]
+    assert [s["name"] for s in states] == ["three"] + ["three, renamed"] * 4
+    assert [s["active_version"] for s in states] == [None, None, 2, None, None]
+    assert [s["archived"] for s in states] == [False, False, False, False, True]
+    assert [s["definition"]["name"] for s in states[:2]] == ["three", "three, renamed"]
+    for bad in (0, 6, "x"):
+        reply = await workflow_state(api, wf, at_version=bad)
+        assert reply.status == 422, (bad, reply.body)
+        assert [d["path"] for d in reply.body["error"]["details"]] == ["at_version"]
+    other = Api(api.base, api.session)
+    await other.sign_up()
+    assert (await other.call("GET", api.ws(f"/workflows/{wf}/state"))).status == 404
+    assert (await workflow_state(other, wf)).status == 404  # not in their own workspace
+
+
+async def _archived(api: Api, path: str) -> dict[str, Any] | None:
+    reply = await api.call("GET", path)
+    return reply.body if reply.status == 200 and reply.body["archived"] else None
