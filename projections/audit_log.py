@@ -17,6 +17,7 @@ Imported by `gateways.http.routes_audit`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from domain.base import TenantAggregate
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, OUTSIDE_WORKSPACE_LOGS, EventStore
 from infra.origin import read_actor
-from projections.queries import history_entry
+from projections.queries import ENVELOPE, HISTORY_MAX_DEPTH, history_entry
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -128,9 +129,57 @@ def _aggregate_type(topic: str) -> str:
     return qualname.partition(".")[0]
 
 
+class _Unknown(Exception):
+    """A transcoded value of a type the fast rendering does not know."""
+
+
+def _value(d: dict[str, Any]) -> Any:
+    """`json.loads`'s object hook: a value the event store's transcoder encoded, as the history
+    renders it (`queries.history_entry`: a UUID as text, a datetime in ISO form, a decimal as
+    its text); any other object as it is."""
+    if len(d) == 2 and "_type_" in d and "_data_" in d:
+        kind, data = d["_type_"], d["_data_"]
+        if kind == "uuid_hex":
+            return str(UUID(data))
+        if kind in ("datetime_iso", "decimal_str"):
+            return data  # the transcoder stored isoformat() / str(): what rendering gives
+        raise _Unknown(kind)
+    return d
+
+
+_decode = json.JSONDecoder(object_hook=_value).decode
+
+
+def fast_entry(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The history entry of a stored event read straight from its JSON (one `json.loads`),
+    as `queries.history_entry` renders it by decoding the domain event — or None when this
+    cannot be sure to give the same (an unknown transcoded type, or an event that may be nested
+    too deeply to render: more brackets than HISTORY_MAX_DEPTH). The tests compare the two on
+    every kind of event. A page of 1,000 events: ~57 ms decoded, a fifth of it this way."""
+    state = bytes(row["state"])
+    if state.count(b"{") + state.count(b"[") > HISTORY_MAX_DEPTH:
+        return None
+    try:
+        data = _decode(state.decode())
+    except (_Unknown, RecursionError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("timestamp"), str):
+        return None
+    recorded_at = data["timestamp"]
+    for key in ENVELOPE:
+        data.pop(key, None)
+    return {
+        "workspace_id": data.get("workspace_id"),
+        "version": row["originator_version"],
+        "type": row["topic"].rpartition(":")[2].rpartition(".")[2],
+        "recorded_at": recorded_at,
+        "data": data,
+    }
+
+
 def render(store: EventStore, row: dict[str, Any]) -> dict[str, Any]:
     """One event of the log as answered (CPU only: run it off the event loop for a page)."""
-    entry = history_entry(store, row["originator_id"], row)
+    entry = fast_entry(row) or history_entry(store, row["originator_id"], row)
     entry.pop("workspace_id", None)
     data = entry["data"]
     if isinstance(data, dict):

@@ -346,7 +346,7 @@ def _renderable(data: dict[str, Any]) -> Any:
         return UNRENDERABLE
 
 
-_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 _TOKEN = re.compile(rb'["\[\]{},:]')
 _STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.S)
 
@@ -415,7 +415,7 @@ def history_entry(store: EventStore, execution_id: UUID, row: dict[str, Any]) ->
             "recorded_at": recorded.isoformat() if isinstance(recorded, datetime) else None,
             "data": UNRENDERABLE,
         }
-    data = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
+    data = {k: v for k, v in vars(event).items() if k not in ENVELOPE}
     return {
         "workspace_id": getattr(event, "workspace_id", None),
         "version": version,
