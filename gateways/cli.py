@@ -1,4 +1,4 @@
-"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`."""
+"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`, `audit …`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,22 @@ import argparse
 import asyncio
 import sys
 
+from gateways import audit_cli
 from infra import logging as lf_logging
 from infra.schema import migrate
 from infra.settings import Settings
 
-ROLE_CHOICES = ("gateway", "relay", "projector", "matching", "timers", "callbacks", "worker", "all")
+ROLE_CHOICES = (
+    "gateway",
+    "relay",
+    "projector",
+    "matching",
+    "timers",
+    "callbacks",
+    "worker",
+    "audit",
+    "all",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = sub.add_parser("run", help="run one role (or all) in the foreground")
     run.add_argument("role", choices=ROLE_CHOICES)
+    audit_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -32,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         applied = migrate(settings)
         print(f"schema up to date on database {settings.pg_db}; applied now: {applied or 'none'}")
         return 0
+    if args.command == "audit":
+        lf_logging.configure("audit", settings.log_level)
+        return audit_cli.run(args, settings)
 
     from gateways import roles  # imported late: `migrate` needs none of it
 
