@@ -15,6 +15,7 @@ from gateways.bootstrap import Container
 from gateways.http import (
     ops,
     routes_access,
+    routes_checkpoints,
     routes_credentials,
     routes_executions,
     routes_export,
@@ -53,6 +54,7 @@ def api_routes() -> list[Route]:
         *routes_credentials.ROUTES,
         *routes_variables.ROUTES,
         *routes_hooks.ROUTES,
+        *routes_checkpoints.ROUTES,
     ]
 
 
