@@ -182,3 +182,11 @@ def test_events_past_the_recorded_head_are_not_findings() -> None:
     record = _record([log[p] for p in range(1, 5)])
     v = _verify(log, record)
     assert v.finding is None and v.unchained == 2
+
+
+def test_workspace_of_agrees_with_json_loads_on_malformed_and_padded_states() -> None:
+    good = b' {"workspace_id":"' + WS.encode() + b'"} \n'
+    assert workspace_of(good) == WS
+    assert workspace_of(good + b"{}") == NIL_WORKSPACE  # two values: not JSON
+    assert workspace_of(b'{"workspace_id":"' + WS.encode() + b'"') == NIL_WORKSPACE
+    assert workspace_of(b"\xff\xfe") == NIL_WORKSPACE
