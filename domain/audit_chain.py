@@ -32,7 +32,7 @@ _ACTORS: dict[str | None, str] = {None: "null"}
 _WORKSPACES: dict[str, str] = {}
 _CACHE_MAX = 10_000
 # The json module's scanner without its wrappers (a third of the cost of reading a workspace).
-_scan = json.scanner.make_scanner(json.JSONDecoder())
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 _JSON_SPACE = " \t\n\r"
 
 
