@@ -296,6 +296,8 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
     ),
     ("GET", "/executions/live"): ("viewer", 200, static(WS + "/executions/live")),
     ("GET", "/executions/export"): ("viewer", 200, static(WS + "/executions/export")),
+    # audit.read: owner, admin and auditor (not in RANK: tests/integration/test_audit_*.py).
+    ("GET", "/audit/checkpoints"): ("admin", 200, static(WS + "/audit/checkpoints")),
 }
 # Server-Sent Events and exports: a success is a stream (the live feed never ends; an export is
 # NDJSON), so only its status is read; an error is an ordinary JSON answer.
@@ -313,6 +315,7 @@ PUBLIC_ROUTES = {
     ("POST", "/auth/login"),
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
+    ("GET", "/audit/keys"),  # the public keys that sign audit checkpoints
     # Webhooks authenticate their callers themselves (tests/e2e/test_webhooks.py).
     *((method, "/hooks/{token}") for method in ("GET", "POST", "PUT", "PATCH", "DELETE")),
 }
