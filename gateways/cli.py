@@ -1,4 +1,5 @@
-"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`, `replay check`."""
+"""The `linkflow` command: `migrate`, `run <role>`, `rebuild-read-models`, `replay check`,
+`audit …`."""
 
 from __future__ import annotations
 
@@ -6,12 +7,22 @@ import argparse
 import asyncio
 import sys
 
-from gateways import replay_cli
+from gateways import audit_cli, replay_cli
 from infra import logging as lf_logging
 from infra.schema import migrate
 from infra.settings import Settings
 
-ROLE_CHOICES = ("gateway", "relay", "projector", "matching", "timers", "callbacks", "worker", "all")
+ROLE_CHOICES = (
+    "gateway",
+    "relay",
+    "projector",
+    "matching",
+    "timers",
+    "callbacks",
+    "worker",
+    "audit",
+    "all",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run one role (or all) in the foreground")
     run.add_argument("role", choices=ROLE_CHOICES)
     replay_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -36,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "replay":
         return replay_cli.main(args, settings)
+    if args.command == "audit":
+        lf_logging.configure("audit", settings.log_level)
+        return audit_cli.run(args, settings)
 
     from gateways import roles  # imported late: `migrate` needs none of it
 

@@ -2,7 +2,7 @@
 how each starts, serves `/metrics` + `/health` + `/ready`, and stops on SIGTERM without losing
 work.
 
-Event consumers (projector, matching, timers, callbacks) and the relay are single-active per
+Event consumers (projector, matching, timers, callbacks, audit) and the relay are single-active per
 role: each holds a PostgreSQL advisory lock (see infra.leader); extra processes wait as standbys.
 Workers and gateways scale out freely.
 
@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from faststream.redis import RedisBroker
 
+from engine.audit_chain import AuditChain
 from engine.callbacks import Callbacks
 from engine.matching import Matching
 from engine.schedules import Clock, Scheduler, Schedules, utc_now
@@ -35,6 +36,7 @@ from gateways.http.app import make_app
 from gateways.http.context import respond
 from gateways.http.errors import error_response
 from gateways.http.ops import add_ops_routes
+from infra.audit_keys import load_signing_key
 from infra.consumer import EventConsumer
 from infra.leader import LeadershipLost, hold_leadership
 from infra.logging import get_logger, log_event
@@ -48,7 +50,7 @@ from projections.visibility import VisibilityProjector, reset_read_models
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "relay", "projector", "matching", "timers", "worker", "callbacks")
+ROLES = ("gateway", "relay", "projector", "matching", "timers", "worker", "callbacks", "audit")
 METRICS_PORTS = {
     "relay": 9101,
     "projector": 9102,
@@ -56,6 +58,7 @@ METRICS_PORTS = {
     "timers": 9104,
     "worker": 9105,
     "callbacks": 9106,
+    "audit": 9107,
 }
 
 RoleRunner = Callable[[Container, asyncio.Event], Awaitable[None]]
@@ -192,6 +195,20 @@ async def run_callbacks(c: Container, stop: asyncio.Event) -> None:
     await _run_event_consumer(c, stop, build, extra)
 
 
+async def run_audit(c: Container, stop: asyncio.Event) -> None:
+    """The audit chain and its signed checkpoints (engine.audit_chain)."""
+    key = await asyncio.to_thread(load_signing_key, c.settings)
+
+    def build(broker: RedisBroker) -> EventConsumer:
+        return AuditChain(key, c.store, c.pool, c.redis, broker, events_stream(c.settings))
+
+    def extra(consumer: EventConsumer, stop: asyncio.Event) -> list[Awaitable[None]]:
+        assert isinstance(consumer, AuditChain)
+        return [consumer.checkpoint_loop(stop, c.settings.audit_checkpoint_s)]
+
+    await _run_event_consumer(c, stop, build, extra)
+
+
 async def run_worker(c: Container, stop: asyncio.Event) -> None:
     broker = _broker(c.settings)
     worker = Worker(c.settings, c.bus, c.redis, broker, c.box, c.pool)
@@ -241,6 +258,7 @@ RUNNERS: dict[str, RoleRunner] = {
     "timers": run_timers,
     "worker": run_worker,
     "callbacks": run_callbacks,
+    "audit": run_audit,
 }
 
 

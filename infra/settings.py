@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     # API key revocation); a stream whose caller lost it is cut off.
     sse_access_check_s: float = 30.0
 
+    # ---- Audit chain (engine/audit_chain.py, docs/audit.md)
+    # A workspace whose chain head moved has its head signed at least this often (seconds).
+    audit_checkpoint_s: float = 60.0
+    # The Ed25519 key that signs checkpoints: base64 of the 32-byte private key. Unset: the key
+    # in `audit_key_file`, generated there on first start (development). Keep it secret.
+    audit_signing_key: str | None = None
+    # The key's id in checkpoints and GET /audit/keys (default: derived from the public key).
+    audit_key_id: str | None = None
+    # Where a generated development key is kept (default: ~/.local/share/linkflow/).
+    audit_key_file: str | None = None
+
     @field_validator("jwt_secret", "secret_key")
     @classmethod
     def _long_enough(cls, value: str, info: ValidationInfo) -> str:

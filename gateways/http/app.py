@@ -17,6 +17,7 @@ from gateways.http import (
     ops,
     routes_access,
     routes_audit,
+    routes_checkpoints,
     routes_credentials,
     routes_executions,
     routes_export,
@@ -57,6 +58,7 @@ def api_routes() -> list[Route]:
         *routes_credentials.ROUTES,
         *routes_variables.ROUTES,
         *routes_hooks.ROUTES,
+        *routes_checkpoints.ROUTES,
     ]
 
 

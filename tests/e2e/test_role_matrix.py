@@ -306,6 +306,7 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
         with_execution(WS + "/executions/{id}/state"),
     ),
     ("GET", "/workflows/{wf}/state"): (AUDITOR, 200, with_workflow(WS + "/workflows/{wf}/state")),
+    ("GET", "/audit/checkpoints"): (AUDITOR, 200, static(WS + "/audit/checkpoints")),
 }
 # Server-Sent Events and exports: a success is a stream (the live feed never ends; an export is
 # NDJSON), so only its status is read; an error is an ordinary JSON answer.
@@ -323,6 +324,7 @@ PUBLIC_ROUTES = {
     ("POST", "/auth/login"),
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
+    ("GET", "/audit/keys"),  # the public keys that sign audit checkpoints
     # Webhooks authenticate their callers themselves (tests/e2e/test_webhooks.py).
     *((method, "/hooks/{token}") for method in ("GET", "POST", "PUT", "PATCH", "DELETE")),
 }
