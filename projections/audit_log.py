@@ -8,9 +8,11 @@ page's events are decoded (`projections.queries.history_entry`, the history's re
 
 What is never answered: credential data, sealed or not (`sealed_data` of CredentialCreated and
 CredentialUpdated; their `name`, `type` and field names stay), API key hashes (`secret_hash`),
-and any token or password hash (`token_hash`, `password_hash`: the identity aggregates' events —
-users, e-mail index, refresh-token families — belong to no workspace's log anyway). `hash` is
-None here (the hash chain, table `audit_chain`, is joined elsewhere).
+any token or password hash (`token_hash`, `password_hash`: the identity aggregates' events —
+users, e-mail index, refresh-token families — belong to no workspace's log anyway) and webhook
+tokens (`webhook_token`): `domain.audit_export.SECRET_FIELDS`, what an export leaves out too.
+`hash` is the event's link in the workspace's hash chain (`audit_chain`, hex; docs/audit.md),
+null until the `audit` role has chained it.
 
 Imported by `gateways.http.routes_audit`.
 """
@@ -32,6 +34,7 @@ import domain.variables
 import domain.webhook
 import domain.workflow
 import domain.workspace
+from domain.audit_export import SECRET_FIELDS
 from domain.base import TenantAggregate
 from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, OUTSIDE_WORKSPACE_LOGS, EventStore
@@ -40,8 +43,8 @@ from projections.queries import ENVELOPE, HISTORY_MAX_DEPTH, history_entry
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-# Fields of event data never answered (see the module's docstring).
-WITHHELD_FIELDS = frozenset({"sealed_data", "secret_hash", "token_hash", "password_hash"})
+# Fields of event data never answered (see the module's docstring): those an export leaves out.
+WITHHELD_FIELDS = SECRET_FIELDS
 _DOMAIN_MODULES = (
     domain.api_key,
     domain.credential,
@@ -96,10 +99,14 @@ def _statement(f: LogFilter) -> tuple[str, list[Any]]:
     if f.actor_id is not None:
         where.append("(actor ->> 'id' = %s OR actor ->> 'workflow_id' = %s)")
         params.extend([f.actor_id, f.actor_id])
-    statement = (
+    page = (
         "SELECT notification_id, originator_id, originator_version, topic, state, actor,"
         f" request_id FROM {EVENTS_TABLE} WHERE {' AND '.join(where)}"
         " ORDER BY notification_id LIMIT %s"
+    )
+    statement = (
+        f"SELECT e.*, c.hash FROM ({page}) e"
+        " LEFT JOIN audit_chain c ON c.position = e.notification_id ORDER BY e.notification_id"
     )
     return statement, params
 
@@ -194,7 +201,7 @@ def render(store: EventStore, row: dict[str, Any]) -> dict[str, Any]:
         "actor": read_actor(row["actor"]),
         "request_id": row["request_id"],
         "data": data,
-        "hash": None,
+        "hash": row["hash"].hex() if row["hash"] is not None else None,
     }
 
 

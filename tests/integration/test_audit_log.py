@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
 from api import Api
+from stack import eventually, roles
+
+from domain.audit_signing import SigningKey, b64
+from infra.settings import Settings
 
 PURE = {"name": "pure", "nodes": [{"id": "t", "type": "transform", "config": {"set": {"x": 1}}}]}
 SECRET = "never-in-the-log-0123456789"
@@ -150,3 +155,28 @@ async def test_another_workspace_is_404_and_no_token_401(api: Api) -> None:
     mine = {i["aggregate_id"] for i in (await events(api))["items"]}
     theirs = {i["aggregate_id"] for i in (await events(other))["items"]}
     assert mine.isdisjoint(theirs)
+
+
+async def test_each_event_shows_its_link_in_the_hash_chain_once_chained(
+    api: Api, fresh_settings: Settings
+) -> None:
+    """`hash` is null until the `audit` role has chained the event, then the chain's hash of
+    it (`audit_chain`), for every event of the page; and a webhook's token is never shown."""
+    hooked = {**PURE, "name": "hooked", "trigger": {"type": "webhook"}}
+    await api.create_workflow(hooked)
+    before = await events(api, limit=1000)
+    assert before["items"] and all(item["hash"] is None for item in before["items"])
+    assert all("webhook_token" not in item["data"] for item in before["items"])
+    key = b64(SigningKey.generate().private_bytes())
+    async with roles(fresh_settings.model_copy(update={"audit_signing_key": key}), "audit"):
+        after = await eventually(lambda: _all_chained(api), timeout=30)
+    with psycopg.connect(fresh_settings.conninfo) as conn:
+        chain = dict(conn.execute("SELECT position, encode(hash, 'hex') FROM audit_chain"))
+    assert [i["position"] for i in after["items"]] == [i["position"] for i in before["items"]]
+    assert all(item["hash"] == chain[item["position"]] for item in after["items"])
+    assert len({item["hash"] for item in after["items"]}) == len(after["items"])
+
+
+async def _all_chained(api: Api) -> dict[str, Any] | None:
+    page = await events(api, limit=1000)
+    return page if all(item["hash"] for item in page["items"]) else None
