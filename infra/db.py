@@ -34,6 +34,20 @@ DictConnection: TypeAlias = AsyncConnection[DictRow]
 DictPool: TypeAlias = AsyncConnectionPool[DictConnection]
 
 
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` (a query on a connection) and wait until it has ended, before the
+    connection is closed. A task still waiting on a connection's socket when the socket closes
+    leaves the socket's number registered in the event loop; the next socket given that number
+    then fails to connect (`connection socket closed`, from the selector's ENOENT). psycopg
+    answers a first cancel by asking the server to cancel the query (up to 10 s against an
+    unreachable one): it is cancelled again every 50 ms until it gives up."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.cancelled():
+        task.exception()  # retrieved: an error of a query being abandoned is not news
+
+
 def _checker(wait_s: float) -> Callable[[DictConnection], Awaitable[None]]:
     """The pool's check before it hands out a connection (one empty query): a dead one is
     discarded and another taken or made; one that answers shows PostgreSQL is up. One that does
@@ -46,9 +60,8 @@ def _checker(wait_s: float) -> Callable[[DictConnection], Awaitable[None]]:
         ping = asyncio.ensure_future(AsyncConnectionPool.check_connection(conn))
         done, _ = await asyncio.wait({ping}, timeout=wait_s)
         if not done:
-            await conn.close()  # first: cancelling a live query would ask the server
-            ping.cancel()
-            await asyncio.gather(ping, return_exceptions=True)
+            await cancel_and_wait(ping)  # before closing: see cancel_and_wait
+            await conn.close()
             raise OperationalError(f"no answer to the pool's check within {wait_s:g} s")
         ping.result()
         OUTAGES.ok(POSTGRES)

@@ -21,10 +21,10 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from infra import metrics
-from infra.db import DictConnection, connect
+from infra.db import DictConnection, cancel_and_wait, connect
 from infra.logging import get_logger, log_event
 from infra.outages import describe
 from infra.settings import Settings
@@ -132,6 +132,7 @@ async def _acquire(conn: DictConnection, name: str, stop: asyncio.Event, retry_s
 async def _watch(conn: DictConnection, leadership: Leadership, wait_s: float) -> None:
     """Until the lock's connection fails: wake on anything the server sends (a termination
     notice, a closed socket) or every CHECK_S to ping it; then `leadership.lose`."""
+    ping: asyncio.Future[Any] | None = None
     try:
         while True:
             async for _ in conn.notifies(timeout=CHECK_S, stop_after=1):
@@ -139,8 +140,10 @@ async def _watch(conn: DictConnection, leadership: Leadership, wait_s: float) ->
             ping = asyncio.ensure_future(conn.execute("SELECT 1"))
             done, _ = await asyncio.wait({ping}, timeout=wait_s)
             if not done:
-                ping.cancel()
                 raise TimeoutError(f"the lock's connection did not answer within {wait_s:g} s")
             ping.result()
     except Exception as exc:
         leadership.lose(exc)
+    finally:
+        if ping is not None:  # ended before the connection closes (infra.db.cancel_and_wait)
+            await cancel_and_wait(ping)

@@ -6,6 +6,7 @@ event whose topic no longer resolves, and compares only up to a lagging projecto
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -137,7 +138,7 @@ async def test_a_faithful_log_passes_and_the_live_tables_stay_as_they_were(
         await build_log(api, r)
         before = await live_tables(r)
         assert all(before[t] for t in READ_MODEL_TABLES), "every read model has rows"
-        code, report = summary(fresh_settings)
+        code, report = await asyncio.to_thread(summary, fresh_settings)
         assert (code, report["ok"]) == (0, True), report
         assert report["position"] == report["head"] == report["events_replayed"]
         for table in READ_MODEL_TABLES:
@@ -149,7 +150,7 @@ async def test_a_faithful_log_passes_and_the_live_tables_stay_as_they_were(
         assert report["compared_with_read_models"] >= 7 + 3 + 2 + 1
         assert report["events_refolded"] == report["head"]
         assert await live_tables(r) == before  # nothing written; the scratch schema is gone
-        text = replay_check(fresh_settings)
+        text = await asyncio.to_thread(replay_check, fresh_settings)
         assert text.returncode == 0, text.stdout + text.stderr
         assert "no differences" in text.stdout
 
@@ -175,7 +176,7 @@ async def test_live_rows_changed_behind_the_projector_are_named_by_table_and_key
             )
             [stats] = await cur.fetchall()
             await conn.commit()
-        code, report = summary(fresh_settings)
+        code, report = await asyncio.to_thread(summary, fresh_settings)
         assert (code, report["ok"]) == (1, False)
         found = {(d["table"], d["column"]): d for d in report["differences"]}
         status = found["rm_executions", "status"]
@@ -195,7 +196,7 @@ async def test_live_rows_changed_behind_the_projector_are_named_by_table_and_key
         ]  # fmt: skip
         assert [d["live"] - d["rebuilt"] for d in rollups] == [5]
         assert datetime.fromisoformat(rollups[0]["key"]["bucket"]) == stats["bucket"]
-        text = replay_check(fresh_settings)
+        text = await asyncio.to_thread(replay_check, fresh_settings)
         assert text.returncode == 1
         assert f"rm_executions [id={ids['completed']}] status" in text.stdout
         assert f"rm_node_runs [execution_id={ids['running']}, node_id=fetch]" in text.stdout
@@ -222,7 +223,7 @@ async def test_an_event_whose_topic_no_longer_resolves_names_its_aggregate(
             )
             await conn.commit()
         await caught_up(r)
-        code, report = summary(fresh_settings)
+        code, report = await asyncio.to_thread(summary, fresh_settings)
         assert (code, report["ok"]) == (1, False)
         assert report["differences"] == []  # the projector skips both, as the rebuild does
         failures = {f["aggregate_id"]: f for f in report["failures"]}
@@ -237,7 +238,7 @@ async def test_an_event_whose_topic_no_longer_resolves_names_its_aggregate(
             "Execution",
             "domain.execution:Execution.NodeRenamed",
         )
-        text = replay_check(fresh_settings)
+        text = await asyncio.to_thread(replay_check, fresh_settings)
         assert text.returncode == 1
         assert f"Execution {ids['running']}: fold failed at version {row['v'] + 1}" in text.stdout
 
@@ -251,11 +252,11 @@ async def test_a_lagging_projector_is_compared_at_its_own_position(
         await caught_up(r)
         await r.stop("projector")
         r.container.store.append(_domain_execution(ws, wf, "timeout.json", {"base_url": "y"}))
-        code, report = summary(fresh_settings)
+        code, report = await asyncio.to_thread(summary, fresh_settings)
         assert (code, report["ok"]) == (0, True), report
         assert report["position"] < report["head"]
         assert report["events_replayed"] == report["position"]
         assert report["tables"]["rm_executions"]["rebuilt_rows"] == 1
         assert report["aggregates"] == {"Execution": 2}  # every aggregate is re-folded
-        text = replay_check(fresh_settings)
+        text = await asyncio.to_thread(replay_check, fresh_settings)
         assert f"compared as of position {report['position']}" in text.stdout
