@@ -120,10 +120,11 @@ async def _pages(
         params = {"after": str(after), "limit": str(limit), **extra}
         started = time.perf_counter()
         async with session.get(url, params=params, headers=headers) as resp:
-            body = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"{url} answered {resp.status}: {body}")
-        times.append((time.perf_counter() - started) * 1000)
+            raw = await resp.read()
+        times.append((time.perf_counter() - started) * 1000)  # the last byte: before parsing
+        body = json.loads(raw)
+        if resp.status != 200:
+            raise RuntimeError(f"{url} answered {resp.status}: {body}")
         items = len(body["items"])
     return times, items
 

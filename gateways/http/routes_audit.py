@@ -92,8 +92,8 @@ async def workspace_events(request: web.Request) -> web.Response:
     c = container(request)
     async with c.pool.connection() as conn:
         rows, head = await audit_log.read_page(conn, ws, f)
-    answer = await asyncio.to_thread(audit_log.page, c.store, rows, head, f)
-    return respond(answer)
+    body = await asyncio.to_thread(audit_log.page_body, c.store, rows, head, f)
+    return web.Response(body=body, content_type="application/json")
 
 
 def _at_version(request: web.Request, kind: str) -> int | None:

@@ -7,14 +7,22 @@ parameter."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 from api import Api
+from psycopg.rows import dict_row
 from stack import eventually, roles
 
 from domain.audit_signing import SigningKey, b64
+from domain.definition import parse_definition
+from domain.execution import Execution
+from infra.eventstore import EVENTS_TABLE, EventStore
 from infra.settings import Settings
+from projections import audit_log
+from projections.queries import history_entry
 
 PURE = {"name": "pure", "nodes": [{"id": "t", "type": "transform", "config": {"set": {"x": 1}}}]}
 SECRET = "never-in-the-log-0123456789"
@@ -180,3 +188,115 @@ async def test_each_event_shows_its_link_in_the_hash_chain_once_chained(
 async def _all_chained(api: Api) -> dict[str, Any] | None:
     page = await events(api, limit=1000)
     return page if all(item["hash"] for item in page["items"]) else None
+
+
+HTTP_NODE = {"method": "GET", "url": "http://127.0.0.1:9/never"}
+LIFECYCLE = {
+    "name": "lifecycle",
+    "nodes": [
+        {"id": "a", "type": "transform", "config": {"set": {"n": "{{ trigger.n }}"}}},
+        {"id": "b", "type": "http_request", "config": HTTP_NODE, "retry": {"max_attempts": 3}},
+    ],
+    "edges": [{"source": "a", "target": "b"}],
+}
+
+
+def _lifecycle_events(store: EventStore, workspace: str) -> list[dict[str, Any]]:
+    """Stored rows of executions made by the domain: nodes started, completed, failed and
+    retried, a timer fired, a callback attempt, a cancel — the events the API alone does not
+    make without workers."""
+    now = datetime.now(UTC)
+    definition = parse_definition(LIFECYCLE).to_json()
+    done = Execution.start(
+        uuid4(),
+        workspace,
+        str(uuid4()),
+        1,
+        definition,
+        {"n": 1.5, "deep": [[{"x": None}]]},
+        now,
+        callback_url="https://example.com/cb",
+    )
+    done.start_node("a", 1, now)
+    done.complete_node("a", 1, {"n": 1.5, "ok": True}, now)
+    done.start_node("b", 1, now)
+    done.fail_node("b", 1, {"type": "http", "message": "refused"}, now)
+    for timer in list(done.timers):
+        done.fire_timer(timer, now + timedelta(seconds=5))
+    done.start_node("b", 2, now)
+    done.fail_node("b", 2, {"type": "http", "message": "refused"}, now, retryable=False)
+    done.record_callback_attempt(1, 500, "bad gateway", now + timedelta(seconds=1), now)
+    canceled = Execution.start(uuid4(), workspace, str(uuid4()), 1, definition, [], now)
+    canceled.cancel("no longer needed", now)
+    rows = []
+    for event in [*done.collect_events(), *canceled.collect_events()]:
+        stored = store.mapper.to_stored_event(event)
+        rows.append(
+            {
+                "originator_id": stored.originator_id,
+                "originator_version": stored.originator_version,
+                "topic": stored.topic,
+                "state": stored.state,
+            }
+        )
+    return rows
+
+
+async def test_the_fast_rendering_is_the_historys_on_every_kind_of_event(
+    api: Api, fresh_settings: Settings
+) -> None:
+    """`audit_log.fast_entry` (orjson, no domain decoding) answers exactly what the history's
+    rendering (`queries.history_entry`, decoding the domain event) answers, on the events of
+    every aggregate a workspace holds and on an execution's whole lifecycle."""
+    hooked = {**PURE, "name": "hooked", "trigger": {"type": "webhook"}}
+    workflow = await api.create_workflow(hooked)
+    published = await api.call(
+        "PUT", api.ws(f"/workflows/{workflow['id']}"), json={**hooked, "name": "h2"}
+    )
+    assert published.status == 200, published.body
+    await api.call("POST", api.ws(f"/workflows/{workflow['id']}/activate"))
+    await api.start(workflow["id"], {"n": 1})
+    credential = {"name": "c", "type": "http_header", "data": {"name": "X-K", "value": SECRET}}
+    await api.call("POST", api.ws("/credentials"), json=credential)
+    await api.call("POST", api.ws("/api-keys"), json={"name": "k", "role": "viewer"})
+    await api.call("PUT", api.ws("/variables/region"), json={"value": "eu"})
+    await member_of(api, "viewer")
+    with psycopg.connect(fresh_settings.conninfo, row_factory=dict_row) as conn:
+        rows = conn.execute(
+            f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}"
+            " WHERE workspace_id = %s ORDER BY notification_id",
+            (api.workspace,),
+        ).fetchall()
+    store = EventStore(fresh_settings)
+    try:
+        rows += _lifecycle_events(store, api.workspace)
+        types = set()
+        for row in rows:
+            fast = audit_log.fast_entry(row)
+            slow = history_entry(store, row["originator_id"], row)
+            assert fast is not None, row["topic"]
+            fast.pop("workspace_id"), slow.pop("workspace_id")
+            assert fast == slow, row["topic"]
+            types.add(fast["type"])
+    finally:
+        store.close()
+    assert {
+        "WorkspaceCreated",
+        "MemberAdded",
+        "WorkflowCreated",
+        "WorkflowVersionPublished",
+        "WorkflowActivated",
+        "WebhookTokenIssued",
+        "ExecutionStarted",
+        "CredentialCreated",
+        "ApiKeyCreated",
+        "VariableSet",
+        "NodeStarted",
+        "NodeCompleted",
+        "NodeFailed",
+        "TimerScheduled",
+        "TimerFired",
+        "ExecutionFailed",
+        "CallbackFailed",
+        "ExecutionCanceled",
+    } <= types, types
