@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from domain.base import OUTSIDE_WORKSPACE_LOGS
+
 NIL_WORKSPACE = "00000000-0000-0000-0000-000000000000"
 GENESIS = bytes(32)
 
@@ -57,9 +59,14 @@ def actor_text(raw: str | None) -> str:
     return text
 
 
-def workspace_of(state: bytes | str) -> str:
-    """The workspace an event belongs to: its state's top-level `workspace_id` when that is a
-    UUID (as lowercase hyphenated text), else the nil UUID (the instance chain)."""
+def workspace_of(state: bytes | str, topic: str) -> str:
+    """The workspace an event belongs to: the nil UUID (the instance chain) for the events of
+    users, the e-mail index and refresh-token families (`topic` in a module of
+    OUTSIDE_WORKSPACE_LOGS: their `workspace_id` is a user's personal workspace, and they are
+    in no workspace's event log); else its state's top-level `workspace_id` when that is a
+    UUID (as lowercase hyphenated text), else the nil UUID."""
+    if topic.partition(":")[0] in OUTSIDE_WORKSPACE_LOGS:
+        return NIL_WORKSPACE
     try:
         text = (state.decode() if isinstance(state, bytes) else state).lstrip(_JSON_SPACE)
         data, end = _scan(text, 0)
@@ -135,7 +142,7 @@ def chain_event(
     """The chain's view of one stored row (`actor` as the column's JSON text or None)."""
     return ChainEvent(
         position,
-        workspace_of(state),
+        workspace_of(state, topic),
         aggregate_id,
         version,
         topic,

@@ -10,6 +10,13 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+# The aggregates whose events belong to no workspace's log, by module (as stored topics name
+# them): users, the e-mail index and refresh-token families. Their events' `workspace_id` is a
+# user's personal workspace, not the workspace the event is about; the workspace event log
+# leaves them out (`linkflow_events.workspace_id` NULL) and the hash chain puts them in the
+# instance chain (domain.audit_chain).
+OUTSIDE_WORKSPACE_LOGS = frozenset({"domain.user", "domain.token_family"})
+
 
 class DomainError(Exception):
     """A command the aggregate refuses (the caller maps it to 409/422)."""

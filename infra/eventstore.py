@@ -16,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, LRUCa
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
+from domain.base import OUTSIDE_WORKSPACE_LOGS
 from infra.aggregate_cache import BoundedCache
 from infra.compat.eventsourcing import fastforward_lock
 from infra.group_commit import NO_READS, GroupCommit
@@ -30,10 +31,6 @@ APP_NAME = "LinkFlow"
 EVENTS_TABLE = "linkflow_events"
 IDLE_CONNECTIONS = 1
 ABSENT_CACHE_SIZE = 10_000
-# Aggregates whose events' `workspace_id` is not their tenancy but a user's personal workspace
-# (users, the e-mail index, refresh-token families): their events belong to no workspace's log
-# (`linkflow_events.workspace_id` NULL). Modules.
-OUTSIDE_WORKSPACE_LOGS = frozenset({"domain.user", "domain.token_family"})
 
 
 def workspace_of(event: Any) -> UUID | None:

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from api import Api
+from psycopg.types.json import Jsonb
 from stack import eventually, roles
 
 from domain.audit_signing import SigningKey, b64, checkpoint_message
@@ -150,7 +151,8 @@ async def test_a_deleted_event_is_named_removed_and_the_restored_log_passes(
     assert report.finding is not None
     assert (report.finding.position, report.finding.kind) == (target, "removed")
     columns = ", ".join(["%s"] * len(saved[0]))
-    sql(audited, f"INSERT INTO linkflow_events VALUES ({columns})", saved[0])
+    row = [Jsonb(v) if isinstance(v, dict) else v for v in saved[0]]  # the actor column
+    sql(audited, f"INSERT INTO linkflow_events VALUES ({columns})", row)
     assert (await verify(audited)).finding is None
 
 

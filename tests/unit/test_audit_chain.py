@@ -24,6 +24,7 @@ from domain.audit_chain import (
 WS = "0d9e4c1a-6b1f-4c55-9a51-2b7f1c0e8a11"
 OTHER = "5f0c2b9e-1111-4a2b-8c3d-000000000002"
 AGG = "7a1c3e55-2222-4b6d-9e0f-000000000003"
+TOPIC = "domain.execution:Execution.NodeCompleted"
 
 
 def _event(position: int, state: bytes = b'{"workspace_id":"' + WS.encode() + b'"}') -> ChainEvent:
@@ -70,13 +71,23 @@ def test_actor_text_is_canonical_whatever_the_column_spacing_and_null_when_absen
 
 
 def test_workspace_of_reads_the_top_level_workspace_id_else_the_nil_uuid() -> None:
-    assert (
-        workspace_of(b'{"a":{"workspace_id":"x"},"workspace_id":"' + WS.upper().encode() + b'"}')
-        == WS
+    state = b'{"a":{"workspace_id":"x"},"workspace_id":"' + WS.upper().encode() + b'"}'
+    assert workspace_of(state, TOPIC) == WS
+    assert workspace_of(b'{"user":"u"}', TOPIC) == NIL_WORKSPACE
+    assert workspace_of(b'{"workspace_id":"not-a-uuid"}', TOPIC) == NIL_WORKSPACE
+    assert workspace_of(b"not json", TOPIC) == NIL_WORKSPACE
+
+
+def test_the_events_of_users_and_token_families_are_in_the_instance_chain() -> None:
+    """Their `workspace_id` is a user's personal workspace: like the workspace event log
+    (`linkflow_events.workspace_id` NULL), the chain keeps them out of that workspace."""
+    state = b'{"workspace_id":"' + WS.encode() + b'","email":"a@b.c"}'
+    assert workspace_of(state, "domain.user:User.UserRegistered") == NIL_WORKSPACE
+    assert workspace_of(state, "domain.user:EmailIndex.EmailClaimed") == NIL_WORKSPACE
+    assert workspace_of(state, "domain.token_family:TokenFamily.TokenFamilyStarted") == (
+        NIL_WORKSPACE
     )
-    assert workspace_of(b'{"user":"u"}') == NIL_WORKSPACE
-    assert workspace_of(b'{"workspace_id":"not-a-uuid"}') == NIL_WORKSPACE
-    assert workspace_of(b"not json") == NIL_WORKSPACE
+    assert workspace_of(state, "domain.workspace:Workspace.MemberAdded") == WS
 
 
 def test_chain_event_digests_the_stored_state_bytes() -> None:
@@ -186,7 +197,7 @@ def test_events_past_the_recorded_head_are_not_findings() -> None:
 
 def test_workspace_of_agrees_with_json_loads_on_malformed_and_padded_states() -> None:
     good = b' {"workspace_id":"' + WS.encode() + b'"} \n'
-    assert workspace_of(good) == WS
-    assert workspace_of(good + b"{}") == NIL_WORKSPACE  # two values: not JSON
-    assert workspace_of(b'{"workspace_id":"' + WS.encode() + b'"') == NIL_WORKSPACE
-    assert workspace_of(b"\xff\xfe") == NIL_WORKSPACE
+    assert workspace_of(good, TOPIC) == WS
+    assert workspace_of(good + b"{}", TOPIC) == NIL_WORKSPACE  # two values: not JSON
+    assert workspace_of(b'{"workspace_id":"' + WS.encode() + b'"', TOPIC) == NIL_WORKSPACE
+    assert workspace_of(b"\xff\xfe", TOPIC) == NIL_WORKSPACE
