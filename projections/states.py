@@ -3,7 +3,8 @@ event N (`GET …/executions/{id}/state?at_version=N`), and a workflow as `GET �
 would have (`…/workflows/{wf}/state?at_version=N`).
 
 One code path with the projector: the execution's events up to N, read from the event store,
-are folded by `projections.execution_rows.fold_rows` (the fold whose rows the projector writes)
+are folded by `projections.execution_rows.fold_rows` (the fold whose rows the projector writes;
+then the callback events with `projections.visibility.callback_change`, as the projector does)
 and rendered by `projections.queries.execution_answer` (what the GET renders its rows with).
 The rows' JSON columns are unwrapped, and `duration_ms` (a generated column in PostgreSQL,
 migration 011) is derived as PostgreSQL derives it. A workflow's events are folded with
@@ -25,7 +26,7 @@ from infra.db import DictConnection
 from infra.eventstore import EVENTS_TABLE, EventStore
 from projections.execution_rows import fold_rows
 from projections.queries import execution_answer, workflow_item
-from projections.visibility import workflow_change
+from projections.visibility import CALLBACK_EVENTS, callback_change, workflow_change
 
 EXECUTION_TOPICS = "domain.execution:"
 WORKFLOW_TOPICS = "domain.workflow:"
@@ -87,6 +88,10 @@ def execution_at(
     folded = fold_rows(events, positions)
     row = folded.executions[execution_id].insert
     assert row is not None  # its first event is ExecutionStarted
+    for event in events:  # the projector applies these after the fold's rows (visibility)
+        if isinstance(event, CALLBACK_EVENTS) and row["callback"] is not None:
+            row["callback"] = Jsonb(row["callback"].obj | callback_change(event))
+            row["event_version"] = event.originator_version
     nodes = [_plain(n.insert) for n in folded.nodes.values() if n.insert is not None]
     return execution_answer(_plain(row), sorted(nodes, key=_node_order))
 

@@ -149,18 +149,32 @@ async def _workflow_state(conn: DictConnection, logged: LoggedEvent, e: Any) -> 
     )
 
 
-async def _callback_attempted(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
-    """CallbackFailed (still pending, or abandoned next), CallbackDelivered, CallbackAbandoned."""
+CALLBACK_EVENTS = (
+    Execution.CallbackFailed,
+    Execution.CallbackDelivered,
+    Execution.CallbackAbandoned,
+)
+
+
+def callback_change(e: Any) -> dict[str, Any]:
+    """What a callback event changes in the execution row's `callback`: its status (still
+    pending after CallbackFailed, which may be abandoned next) and attempts. Used by the
+    projector and by time travel (`projections.states`)."""
     status = CallbackStatus.PENDING
     if isinstance(e, Execution.CallbackDelivered):
         status = CallbackStatus.DELIVERED
     elif isinstance(e, Execution.CallbackAbandoned):
         status = CallbackStatus.ABANDONED
     attempts = e.attempts if isinstance(e, Execution.CallbackAbandoned) else e.attempt
+    return {"status": str(status), "attempts": attempts}
+
+
+async def _callback_attempted(conn: DictConnection, logged: LoggedEvent, e: Any) -> None:
+    change = callback_change(e)
     await conn.execute(
         "UPDATE rm_executions SET callback = callback || jsonb_build_object('status', %s::text,"
         " 'attempts', %s::int), event_version = %s WHERE id = %s AND callback IS NOT NULL",
-        (status, attempts, e.originator_version, e.originator_id),
+        (change["status"], change["attempts"], e.originator_version, e.originator_id),
     )
 
 
@@ -171,9 +185,7 @@ _HANDLERS: dict[type, Callable[[DictConnection, LoggedEvent, Any], Awaitable[Non
     Workflow.WorkflowDeactivated: _workflow_state,
     Workflow.WorkflowArchived: _workflow_state,
     **api_keys.HANDLERS,
-    Execution.CallbackFailed: _callback_attempted,
-    Execution.CallbackDelivered: _callback_attempted,
-    Execution.CallbackAbandoned: _callback_attempted,
+    **{event: _callback_attempted for event in CALLBACK_EVENTS},
     **credentials.HANDLERS,
 }
 

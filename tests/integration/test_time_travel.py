@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from api import Api
+from callback_receiver import receiver
 from stack import eventually, roles
 
 from infra.settings import Settings
@@ -47,6 +48,41 @@ async def test_the_state_at_each_version_ends_as_the_get_shows_it(
         (await state(api, execution_id, at_version=v)).body["status"] for v in range(1, last + 1)
     ]
     assert statuses[-1] == "completed" and set(statuses[:-1]) == {"running"}
+
+
+async def test_the_callback_is_shown_as_it_was_at_each_version(
+    api: Api, fresh_settings: Settings
+) -> None:
+    """The callback events (applied by the projector after the execution's row) are folded
+    too: before the first attempt the callback is pending with no attempts, after the failed
+    one pending with 1, after the delivery delivered with 2, as the GET shows it."""
+    settings = fresh_settings.model_copy(
+        update={"callback_backoff_s": 0.05, "callback_backoff_max_s": 0.1}
+    )
+    workflow = await api.create_workflow(THREE)
+    async with receiver([500]) as rec, roles(settings, "relay", "projector", "callbacks"):
+        started = await api.start(workflow["id"], {"n": 1}, callback_url=rec.url)
+        execution_id = started["execution_id"]
+        shown = await eventually(lambda: _delivered(api, execution_id), timeout=30)
+    history = (await api.call("GET", api.ws(f"/executions/{execution_id}/history"))).body
+    versions = {entry["type"]: entry["version"] for entry in history}
+    assert (await state(api, execution_id)).body == shown
+    callbacks = [
+        (await state(api, execution_id, at_version=versions[kind] - offset)).body["callback"]
+        for kind, offset in (("CallbackFailed", 1), ("CallbackFailed", 0), ("CallbackDelivered", 0))
+    ]
+    assert [(c["status"], c["attempts"]) for c in callbacks] == [
+        ("pending", 0),
+        ("pending", 1),
+        ("delivered", 2),
+    ]
+    assert callbacks[-1] == shown["callback"]
+
+
+async def _delivered(api: Api, execution_id: str) -> dict[str, Any] | None:
+    reply = await api.call("GET", api.ws(f"/executions/{execution_id}"))
+    callback = reply.body.get("callback") if reply.status == 200 else None
+    return reply.body if callback and callback["status"] == "delivered" else None
 
 
 async def test_at_version_out_of_range_or_malformed_is_422(api: Api) -> None:
