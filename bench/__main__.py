@@ -16,7 +16,9 @@ Opt-in, by name in `--shapes`: the fault shapes of issue 12, each on a stack of 
 10× what the workers can do), `noisy` (`bench.noisy`: one workspace's flood against another's
 latency) and `chaos` (`bench.chaos`: kills, a Redis restart and a PostgreSQL cut; the exit status
 is 1 when one of its checks fails). Also opt-in: `visibility` (`bench.visibility`: the
-analysts' queries, export and live streams over 1,000,000 bulk-loaded executions).
+analysts' queries, export and live streams over 1,000,000 bulk-loaded executions), and the
+auditors' `audit-log` (`bench.audit_log`: pages of the event log over `--audit-events` events)
+and `audit-verify` (`bench.audit_verify`: `linkflow audit verify` and `verify-export`).
 `--code-root` runs another checkout's code with this harness.
 """
 
@@ -36,10 +38,10 @@ from typing import Any
 
 import aiohttp
 
-from bench import chaos, noisy, overload, report, visibility
+from bench import audit_log, audit_verify, chaos, noisy, overload, report, visibility
 from bench.api import create_workflow, sign_up
 from bench.load import (
-    ProjectionLag,
+    ConsumerLag,
     Starter,
     close_times,
     closed_loop,
@@ -55,7 +57,7 @@ from bench.shapes import SHAPES, definition
 from bench.stack import Layout, Stack, bench_settings
 from infra.schema import create_database, drop_database
 
-FAULT_SHAPES = ("overload", "noisy", "chaos", "visibility")
+FAULT_SHAPES = ("overload", "noisy", "chaos", "visibility", "audit-log", "audit-verify")
 NOISY_SHAPES = noisy.SHAPES
 FaultRunner = Callable[[argparse.Namespace, aiohttp.ClientSession, str], Awaitable[dict[str, Any]]]
 FAULT_RUNNERS: dict[str, FaultRunner] = {
@@ -63,6 +65,12 @@ FAULT_RUNNERS: dict[str, FaultRunner] = {
     "noisy": noisy.run,
     "chaos": chaos.run,
     "visibility": visibility.run,
+    "audit-log": lambda args, session, target: audit_log.run(
+        argparse.Namespace(events=args.audit_events, repeats=args.audit_repeats, limit=1000)
+    ),
+    "audit-verify": lambda args, session, target: asyncio.to_thread(
+        audit_verify.measure, args.audit_events, 10
+    ),
 }
 
 
@@ -79,7 +87,7 @@ async def one_run(
 ) -> dict[str, Any]:
     """One closed-loop run, then one open-loop run at half its rate."""
     warmup = warmup_of(args)
-    lag = ProjectionLag(lag_records) if lag_records else None
+    lag = ConsumerLag(lag_records) if lag_records else None
     stop_lag = asyncio.Event()
     lag_task = asyncio.create_task(lag.run(stop_lag)) if lag else None
     try:
@@ -114,6 +122,14 @@ async def one_run(
         "api_start_p50_ms": ms(pct([a.api_ms for a in measured], 0.50)),
         "api_start_p95_ms": ms(pct([a.api_ms for a in measured], 0.95)),
         "projection_lag_p95_ms": ms(pct(lag.lags_ms(*closed.window), 0.95)) if lag else None,
+        "audit_chain_lag_p95_ms": (
+            ms(pct(lag.lags_ms(*closed.window, consumer="audit"), 0.95)) if lag else None
+        ),
+        "audit_checkpoint_lag_p95_ms": (
+            ms(pct(lag.lags_ms(*closed.window, consumer="audit_checkpoints"), 0.95))
+            if lag
+            else None
+        ),
         "failed": sum(1 for ok, _ in closes.values() if not ok),
         "unclosed": len(ids) - len(closes),
         "start_errors": dict(starter.errors),
@@ -395,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     shown = parser.add_argument_group("the visibility shape")
     shown.add_argument("--visibility-rows", type=int, default=1_000_000, help="executions loaded")
     shown.add_argument("--visibility-repeats", type=int, default=200, help="times each query")
+    audit = parser.add_argument_group("the audit-log and audit-verify shapes")
+    audit.add_argument("--audit-events", type=int, default=1_000_000, help="events loaded")
+    audit.add_argument("--audit-repeats", type=int, default=200, help="pages asked (audit-log)")
     args = parser.parse_args(argv)
     requested = [s for s in args.shapes.split(",") if s]
     unknown = set(requested) - set(SHAPES) - set(FAULT_SHAPES)

@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -28,6 +29,7 @@ from gateways import audit_cli
 from infra.schema import drop_database, migrate
 from infra.settings import Settings
 
+TARGET_EVENTS_PER_S = 50_000
 LOAD = """
 INSERT INTO linkflow_events
     (originator_id, originator_version, topic, state, notification_id, actor, request_id)
@@ -41,7 +43,7 @@ SELECT md5('agg' || (i / 10))::uuid, i %% 10 + 1, 'domain.execution:Execution.No
        i,
        json_build_object('type', 'user', 'id', md5('user' || (i %% 13))::uuid::text)::jsonb,
        'req-' || i
-FROM generate_series(%(start)s, %(end)s) AS i
+FROM generate_series(%(start)s::bigint, %(end)s::bigint) AS i
 """
 
 
@@ -91,17 +93,15 @@ def record_chain(settings: Settings, key: SigningKey) -> float:
     return time.monotonic() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.audit_verify", description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--workspaces", type=int, default=10)
-    args = parser.parse_args(argv)
+def measure(events: int, workspaces: int) -> dict[str, Any]:
+    """Load, chain and sign `events` events on a scratch database, verify them, export one
+    workspace and verify the export: the JSON line's figures (the database is dropped)."""
     settings = Settings(pg_db=f"lf_bench_audit_{uuid.uuid4().hex[:8]}", log_level="WARNING")
     key = SigningKey.generate()
     migrate(settings)
     try:
-        print(f"loading {args.events} events…", file=sys.stderr)
-        load_s = load(settings, args.events, args.workspaces)
+        print(f"loading {events} events…", file=sys.stderr)
+        load_s = load(settings, events, workspaces)
         chain_s = record_chain(settings, key)
         report = audit_cli.verify(settings)
         assert report.finding is None, report.text()
@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 summary = audit_cli.verify_export(lines, key.public_key, size)
             check_s = time.monotonic() - started
         exported = int(summary.split(" events")[0].removeprefix("OK: "))
-        result = {
+        return {
             "bench": "audit_verify",
-            "events": args.events,
-            "workspaces": args.workspaces,
+            "events": events,
+            "workspaces": workspaces,
             "load_s": round(load_s, 1),
             "record_chain_s": round(chain_s, 1),
             "verify_s": round(report.seconds, 2),
@@ -131,11 +131,19 @@ def main(argv: list[str] | None = None) -> int:
             "export_mb": round(size / 1e6, 1),
             "export_events_per_s": round(exported / export_s),
             "verify_export_events_per_s": round(exported / check_s),
+            "target_events_per_s": TARGET_EVENTS_PER_S,
         }
-        print(json.dumps(result))
-        return 0
     finally:
         drop_database(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.audit_verify", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--workspaces", type=int, default=10)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.events, args.workspaces)))
+    return 0
 
 
 def _md5(text: str) -> str:

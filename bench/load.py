@@ -2,7 +2,8 @@
 closed loop (N clients, each starting the next execution as soon as its start request answers;
 completions per second over the window, counted from the system's own records) or an open loop
 (arrivals on a fixed schedule; start→close latency from the client's send to the close time the
-system recorded). Also the projection-lag probe. Used by `bench.__main__`.
+system recorded). Also the consumers' lag probe (projector, audit chain, signed checkpoints).
+Used by `bench.__main__`.
 """
 
 from __future__ import annotations
@@ -172,30 +173,30 @@ async def drain(records: Records, timeout_s: float) -> int:
         await asyncio.sleep(0.2)
 
 
-class ProjectionLag:
-    """Samples (time, event-log head, projector position) every `interval_s`; the lag of a
-    sample is the time until the projector's position reached that sample's head."""
+class ConsumerLag:
+    """Samples (time, event-log head, consumers' positions) every `interval_s`; a consumer's
+    lag at a sample is the time until its position reached that sample's head."""
 
     def __init__(self, records: LinkFlowRecords, interval_s: float = 0.02) -> None:
         self.records = records
         self.interval_s = interval_s
-        self.samples: list[tuple[float, int, int]] = []
+        self.samples: list[tuple[float, int, dict[str, int]]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            head, position = await self.records.positions()
-            self.samples.append((time.time(), head, position))
+            head, positions = await self.records.positions()
+            self.samples.append((time.time(), head, positions))
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
             except TimeoutError:
                 pass
 
-    def lags_ms(self, since: float, until: float) -> list[float]:
+    def lags_ms(self, since: float, until: float, consumer: str = "projector") -> list[float]:
         lags: list[float] = []
         j = 0
         for i, (t, head, _) in enumerate(self.samples):
             j = max(j, i)
-            while j < len(self.samples) and self.samples[j][2] < head:
+            while j < len(self.samples) and self.samples[j][2][consumer] < head:
                 j += 1
             if j == len(self.samples):
                 break  # never caught up while sampled: the ones after it did not either

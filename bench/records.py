@@ -16,6 +16,10 @@ import psycopg
 from infra.eventstore import EVENTS_TABLE
 
 D = TypeVar("D", bound="_Database")
+# The consumers whose lag behind the event log the benchmark samples (`positions`): the
+# projector, the audit chain (engine.audit_chain) and the position up to which every chain
+# head is in a signed checkpoint.
+LAGGED = ("projector", "audit", "audit_checkpoints")
 
 
 class Records(Protocol):
@@ -66,21 +70,24 @@ class LinkFlowRecords(_Database):
             (uuid.UUID(self.workspace_id),),
         )
 
-    async def positions(self) -> tuple[int, int]:
-        """(head of the event log, position of the projector)."""
+    async def positions(self) -> tuple[int, dict[str, int]]:
+        """(head of the event log, {consumer: its position}) for the LAGGED consumers: the
+        projector, the audit chain and the chain's signed checkpoints."""
         cur = await self.conn.execute(
             f"SELECT (SELECT max(notification_id) FROM {EVENTS_TABLE}),"  # noqa: S608
-            " (SELECT position FROM consumer_positions WHERE consumer = 'projector')"
+            " (SELECT coalesce(json_object_agg(consumer, position), '{}') FROM consumer_positions"
+            "   WHERE consumer = ANY(%s))",
+            (list(LAGGED),),
         )
         row = await cur.fetchone()
         assert row is not None
-        return int(row[0] or 0), int(row[1] or 0)
+        return int(row[0] or 0), {name: int(row[1].get(name, 0)) for name in LAGGED}
 
     async def settle(self, timeout_s: float) -> None:
         """Wait until the projector has applied everything written so far."""
         head, _ = await self.positions()
         deadline = time.monotonic() + timeout_s
-        while (await self.positions())[1] < head:
+        while (await self.positions())[1]["projector"] < head:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"projector did not reach {head} within {timeout_s}s")
             await asyncio.sleep(0.05)

@@ -15,6 +15,8 @@ MEDIAN_KEYS = (
     "p99_ms",
     "api_start_p95_ms",
     "projection_lag_p95_ms",
+    "audit_chain_lag_p95_ms",
+    "audit_checkpoint_lag_p95_ms",
 )
 
 

@@ -168,3 +168,16 @@ def test_the_projector_batch_bench_prints_both_medians_and_drops_its_databases()
             "SELECT count(*) FROM pg_database WHERE datname LIKE 'lf_projbench_%'"
         ).fetchone()
     assert left == (0,)
+
+
+def test_the_audit_shapes_print_their_figures_at_a_tiny_size(redis_url: str) -> None:
+    """`audit-log` (pages of the event log) and `audit-verify` (verify and verify-export), the
+    auditors' figures of `make bench`, at 2,000 events."""
+    argv = ("--shapes", "audit-log,audit-verify", "--audit-events", "2000")
+    log, verify = run_bench(redis_url, *argv, "--audit-repeats", "5", timeout=240)
+    assert (log["bench"], log["limit"], log["repeats"]) == ("audit_log", 1000, 5)
+    assert log["events"] >= 2000 and log["page_items"] == 1000
+    assert 0 < log["page_p50_ms"] <= log["page_p95_ms"]
+    assert verify["bench"] == "audit_verify" and verify["events"] == 2000
+    assert verify["verify_events_per_s"] > 0 and verify["verify_export_events_per_s"] > 0
+    assert verify["checkpoints_verified"] == verify["workspaces"]
