@@ -46,7 +46,7 @@ class WaitForSignalConfig(_Strict):
 
 
 class Approvers(_Strict):
-    roles: list[Literal["owner", "admin", "member", "viewer", "auditor"]] = Field(min_length=1)
+    roles: list[Literal["owner", "admin", "member", "viewer"]] = Field(min_length=1)
 
 
 class ApprovalConfig(_Strict):

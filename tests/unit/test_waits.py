@@ -146,7 +146,11 @@ def test_signal_names_and_payloads_are_checked() -> None:
 def test_a_credentials_marker_in_a_payload_stays_text() -> None:
     nodes = [
         wait("w", "go"),
-        {"id": "use", "type": "transform", "config": {"set": {"p": "{{ nodes.w.output.payload }}"}}},
+        {
+            "id": "use",
+            "type": "transform",
+            "config": {"set": {"p": "{{ nodes.w.output.payload }}"}},
+        },
     ]
     ex = start(nodes, [{"source": "w", "target": "use"}])
     ex.receive_signal("go", "{{ credentials.api.token }}", BOB, None, T0)

@@ -1,0 +1,116 @@
+"""Talking to a running execution: send it a signal, decide one of its approval nodes
+(`commands.signals`). `ROUTES` is the table `app.make_app` registers and `openapi` documents.
+Imported by `gateways.http.app`.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from aiohttp import web
+
+from commands.handlers import Result
+from commands.models import Command
+from commands.signals import DecideApproval, SendSignal
+from domain.base import DomainError
+from domain.roles import Action
+from gateways.http.auth import ROLE_KEY, workspace_access
+from gateways.http.context import container, respond
+from gateways.http.errors import DOMAIN_STATUS, ApiError, build, parse_uuid, read_json
+from gateways.http.routing import Param, Route
+
+WS = "/api/v1/workspaces/{ws}"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Refusals of a signal's payload: answered naming the field.
+_PAYLOAD_CODES = frozenset({"payload_too_large", "too_deep"})
+
+
+def _execution_id(request: web.Request) -> UUID:
+    return parse_uuid(request.match_info["id"], "execution")
+
+
+async def _execute(request: web.Request, cmd: Command) -> web.Response:
+    try:
+        result = await container(request).bus.execute(cmd)
+    except DomainError as exc:
+        if exc.code not in _PAYLOAD_CODES:
+            raise
+        status = DOMAIN_STATUS[exc.code]
+        details = [{"path": "payload", "message": str(exc)}]
+        raise ApiError(status, exc.code, str(exc), details) from None
+    assert isinstance(result, Result)
+    return respond({"position": result.position, **result.fields}, status=202)
+
+
+async def send_signal(request: web.Request) -> web.Response:
+    ws = await workspace_access(request, Action.RUN_EXECUTIONS)
+    execution_id = _execution_id(request)
+    body = await read_json(request, optional=True)
+    cmd = build(
+        SendSignal,
+        body,
+        workspace_id=ws,
+        execution_id=execution_id,
+        name=request.match_info["name"],
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    return await _execute(request, cmd)
+
+
+async def decide_approval(request: web.Request) -> web.Response:
+    # Any member may ask; the node's `approvers.roles` decide (403 `not_an_approver`).
+    ws = await workspace_access(request, Action.READ)
+    execution_id = _execution_id(request)
+    body = await read_json(request)
+    cmd = build(
+        DecideApproval,
+        body,
+        workspace_id=ws,
+        execution_id=execution_id,
+        node_id=request.match_info["node"],
+        role=request[ROLE_KEY],
+    )
+    return await _execute(request, cmd)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        WS + "/executions/{id}/signals/{name}",
+        send_signal,
+        "Send a signal to a running execution (kept until a wait_for_signal node takes it)",
+        status=202,
+        body=SendSignal,
+        body_required=False,
+        server_fields=("workspace_id", "execution_id", "name", "idempotency_key"),
+        params=(
+            Param(
+                IDEMPOTENCY_HEADER,
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "a repeat with the same key records nothing",
+                location="header",
+            ),
+        ),
+        extra_responses={
+            409: "execution_closed: the execution is not running",
+            413: "payload_too_large: the payload exceeds the output limit",
+            422: "invalid_request: details name `name` (the signal's name) or `payload`",
+        },
+        tag="executions",
+    ),
+    Route(
+        "POST",
+        WS + "/executions/{id}/approvals/{node}",
+        decide_approval,
+        "Approve or reject a waiting approval node",
+        status=202,
+        body=DecideApproval,
+        server_fields=("workspace_id", "execution_id", "node_id", "role"),
+        extra_responses={
+            403: "not_an_approver / self_approval_refused",
+            404: "not_found: no such execution, or no approval node of that id",
+            409: "execution_closed / node_not_waiting",
+        },
+        tag="executions",
+    ),
+]
