@@ -45,6 +45,7 @@ from domain.waits import (
     check_payload,
     check_signal_name,
     signal_output,
+    signal_url_map,
     timeout_output,
 )
 
@@ -988,6 +989,9 @@ class Execution(TenantAggregate):
                 "workflow_id": self.workflow_id,
                 "version": self.workflow_version,
                 "started_at": self.created_on.isoformat(),
+                "signal_url": signal_url_map(
+                    self.limits.signal_urls, self.workspace_id, str(self.id), self.created_on
+                ),
             },
         }
 

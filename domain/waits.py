@@ -10,6 +10,8 @@ the state; this module only holds pure helpers. Imported by `domain.definition`,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,3 +122,28 @@ def timeout_output(node_type: str, config: dict[str, Any]) -> dict[str, Any]:
         "actor": None,
         "decided_at": None,
     }
+
+
+class SignalUrlMap(dict[str, Any]):
+    """`execution.signal_url` in expressions: the signal URL of any valid name, made on demand
+    (JMESPath reads a field with `get`); empty as a whole, so that listing it makes nothing."""
+
+    def __init__(self, make: Callable[[str], str]) -> None:
+        super().__init__()
+        self._make = make
+
+    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        if isinstance(key, str) and SIGNAL_NAME.fullmatch(key):
+            return self._make(key)
+        return default
+
+
+def signal_url_map(
+    make: Callable[[str, str, str, datetime], str] | None,
+    workspace_id: str,
+    execution_id: str,
+    started_at: datetime,
+) -> SignalUrlMap | None:
+    if make is None:
+        return None
+    return SignalUrlMap(lambda name: make(workspace_id, execution_id, name, started_at))

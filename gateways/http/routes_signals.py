@@ -1,10 +1,12 @@
-"""Talking to a running execution: send it a signal, decide one of its approval nodes
-(`commands.signals`). `ROUTES` is the table `app.make_app` registers and `openapi` documents.
-Imported by `gateways.http.app`.
+"""Talking to a running execution: send it a signal (logged in, or without login through a
+signal URL, `infra.signal_urls`), decide one of its approval nodes (`commands.signals`).
+`ROUTES` is the table `app.make_app` registers and `openapi` documents. Imported by
+`gateways.http.app`.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
 from aiohttp import web
@@ -18,6 +20,8 @@ from gateways.http.auth import ROLE_KEY, workspace_access
 from gateways.http.context import container, respond
 from gateways.http.errors import DOMAIN_STATUS, ApiError, build, parse_uuid, read_json
 from gateways.http.routing import Param, Route
+from infra.origin import Origin, current_origin, signal_url_actor
+from infra.signal_urls import SignalUrls, TokenInvalid
 
 WS = "/api/v1/workspaces/{ws}"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -29,9 +33,11 @@ def _execution_id(request: web.Request) -> UUID:
     return parse_uuid(request.match_info["id"], "execution")
 
 
-async def _execute(request: web.Request, cmd: Command) -> web.Response:
+async def _execute(
+    request: web.Request, cmd: Command, origin: Origin | None = None
+) -> web.Response:
     try:
-        result = await container(request).bus.execute(cmd)
+        result = await container(request).bus.execute(cmd, origin=origin)
     except DomainError as exc:
         if exc.code not in _PAYLOAD_CODES:
             raise
@@ -55,6 +61,29 @@ async def send_signal(request: web.Request) -> web.Response:
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
     )
     return await _execute(request, cmd)
+
+
+async def signal_by_url(request: web.Request) -> web.Response:
+    """No login: the token names the workspace, the execution and the signal, and expires."""
+    settings = container(request).settings
+    urls = SignalUrls(settings.secret_key, settings.public_url, settings.signal_url_ttl_s)
+    try:
+        target = urls.verify(request.match_info["token"], datetime.now(UTC))
+    except TokenInvalid as exc:
+        if exc.expired:
+            raise ApiError(401, "signal_url_expired", str(exc)) from None
+        raise ApiError(404, "not_found", "signal URL not found") from None
+    body = await read_json(request, optional=True)
+    cmd = build(
+        SendSignal,
+        body,
+        workspace_id=target.workspace_id,
+        execution_id=target.execution_id,
+        name=target.name,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    origin = current_origin().with_actor(signal_url_actor(target.execution_id))
+    return await _execute(request, cmd, origin)
 
 
 async def decide_approval(request: web.Request) -> web.Response:
@@ -95,6 +124,31 @@ ROUTES: list[Route] = [
             409: "execution_closed: the execution is not running",
             413: "payload_too_large: the payload exceeds the output limit",
             422: "invalid_request: details name `name` (the signal's name) or `payload`",
+        },
+        tag="executions",
+    ),
+    Route(
+        "POST",
+        "/api/v1/signals/{token}",
+        signal_by_url,
+        "Send the signal a signal URL names ({{ execution.signal_url.<name> }}), without login",
+        status=202,
+        body=SendSignal,
+        body_required=False,
+        server_fields=("workspace_id", "execution_id", "name", "idempotency_key"),
+        auth=False,
+        params=(
+            Param(
+                IDEMPOTENCY_HEADER,
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "a repeat with the same key records nothing",
+                location="header",
+            ),
+        ),
+        extra_responses={
+            401: "signal_url_expired: the URL's time ran out (LINKFLOW_SIGNAL_URL_TTL_S)",
+            404: "not_found: a malformed or forged token",
+            409: "execution_closed: the execution is not running",
         },
         tag="executions",
     ),

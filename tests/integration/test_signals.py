@@ -4,12 +4,16 @@ roles running."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from api import Api
 from stack import eventually, execution_row, roles
 
 from infra.settings import Settings
+from infra.signal_urls import SignalUrls
+
+URL_EXPRESSION = "{{ execution.signal_url.go }}"
 
 WAIT = {
     "name": "wait",
@@ -247,3 +251,44 @@ async def test_start_wait_signal_complete_with_the_roles_running(
         assert done["status"] == "completed" and done["output"] == {"got": "hi"}
         late = await eventually(lambda: closed(timed_out))
         assert late["status"] == "completed" and late["output"] == {"late": True}
+
+
+BY_URL = {
+    "name": "by-url",
+    "nodes": [
+        {"id": "share", "type": "transform", "config": {"set": {"url": URL_EXPRESSION}}},
+        {"id": "w", "type": "wait_for_signal", "config": {"signal": "go"}},
+    ],
+    "edges": [],
+}
+
+
+async def test_a_signal_url_sends_the_signal_without_login(
+    api: Api, fresh_settings: Settings
+) -> None:
+    execution_id = await started(api, BY_URL)
+    events = await history(api, execution_id)
+    [shared] = [e for e in events if e["type"] == "NodeCompleted"]
+    url = shared["data"]["output"]["url"]
+    assert url.startswith(fresh_settings.public_url + "/api/v1/signals/")
+    path = url[len(fresh_settings.public_url) :]
+    token = path.rsplit("/", 1)[1]
+    forged = await api.call("POST", path[:-4] + "0000", token="")
+    assert forged.status == 404 and forged.body["error"]["code"] == "not_found"
+    assert (await api.call("POST", "/api/v1/signals/garbage", token="")).status == 404
+    bad_body = await api.call("POST", path, json={"payload": 1, "name": "other"}, token="")
+    assert bad_body.status == 422
+    sent = await api.call("POST", path, json={"payload": {"ok": True}}, token="")
+    assert sent.status == 202, sent.body
+    [received] = [e for e in await history(api, execution_id) if e["type"] == "SignalReceived"]
+    assert received["data"]["actor"] == {"type": "signal_url", "execution_id": execution_id}
+    body = await execution(api, execution_id)
+    assert body["status"] == "completed"
+    assert body["output"]["w"]["payload"] == {"ok": True}
+    closed = await api.call("POST", path, json={"payload": 2}, token="")
+    assert closed.status == 409 and closed.body["error"]["code"] == "execution_closed"
+    urls = SignalUrls(fresh_settings.secret_key, fresh_settings.public_url, 60)
+    stale = urls(api.workspace or "", execution_id, "go", datetime.now(UTC) - timedelta(hours=1))
+    expired = await api.call("POST", stale[len(fresh_settings.public_url) :], token="")
+    assert expired.status == 401 and expired.body["error"]["code"] == "signal_url_expired"
+    assert token not in str(received["data"])
