@@ -87,8 +87,9 @@ async def signal_by_url(request: web.Request) -> web.Response:
 
 
 async def decide_approval(request: web.Request) -> web.Response:
-    # Any member may ask; the node's `approvers.roles` decide (403 `not_an_approver`).
-    ws = await workspace_access(request, Action.READ)
+    # Any role but the auditor may ask; the node's `approvers.roles` decide (403
+    # `not_an_approver`).
+    ws = await workspace_access(request, Action.DECIDE_APPROVALS)
     execution_id = _execution_id(request)
     body = await read_json(request)
     cmd = build(
