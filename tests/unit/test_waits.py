@@ -7,6 +7,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from examples import load_example
 
 from domain.base import DomainError
 from domain.definition import DefinitionInvalid, parse_definition
@@ -283,3 +284,31 @@ def test_definitions_check_wait_configs_and_branches() -> None:
         parse_definition(raw)
     paths = {p.path for p in invalid.value.problems}
     assert {"nodes[0].config.signal", "nodes[1].config.approvers.roles", "edges[0].branch"} <= paths
+
+
+def started_example(name: str, input: Any) -> Execution:
+    definition = parse_definition(load_example(name)).to_json()
+    return Execution.start(uuid4(), "ws", "wf", 1, definition, input, T0, started_by=ALICE)
+
+
+def test_the_wait_for_signal_example_reaches_its_documented_outcomes() -> None:
+    signalled = started_example("wait-for-signal.json", {"order": 42})
+    signalled.receive_signal("paid", {"order": 42}, BOB, None, T0 + timedelta(seconds=1))
+    assert signalled.output == {"shipped": 42, "by": "user"}
+    assert signalled.nodes["remind"].status == "skipped"
+    waited = started_example("wait-for-signal.json", {"order": 42})
+    waited.fire_timer(only_timer(waited, "wait_timeout"), T0 + timedelta(seconds=2))
+    assert waited.output == {"reminded": 42}
+    assert waited.nodes["ship"].status == "skipped"
+
+
+def test_the_approval_example_reaches_its_documented_outcomes() -> None:
+    approved = started_example("approval.json", {"amount": 30})
+    with pytest.raises(DomainError):
+        approved.decide_approval("review", "approve", "ok", ALICE, "owner", T0)
+    approved.decide_approval("review", "approve", "ok", BOB, "admin", T0)
+    assert approved.output == {"refunded": 30, "comment": "ok"}
+    rejected = started_example("approval.json", {"amount": 30})
+    rejected.decide_approval("review", "reject", None, BOB, "admin", T0)
+    assert rejected.output == {"refused": 30}
+    assert rejected.nodes["refund"].status == "skipped"
