@@ -196,6 +196,19 @@ def test_canceling_while_waiting_cancels_the_node() -> None:
     assert (ex.nodes["w"].status, ex.nodes["ok"].status) == ("canceled", "canceled")
 
 
+def test_the_execution_timing_out_while_a_node_waits_cancels_the_node() -> None:
+    raw = {
+        "name": "w",
+        "trigger": {"type": "manual"},
+        "nodes": [wait("w", "go")],
+        "settings": {"timeout_s": 60},
+    }
+    definition = parse_definition(raw).to_json()
+    ex = Execution.start(uuid4(), "ws", "wf", 1, definition, {}, T0)
+    assert ex.fire_timer(only_timer(ex, "execution_timeout"), T0 + timedelta(seconds=60))
+    assert (ex.status, ex.nodes["w"].status) == ("timed_out", "canceled")
+
+
 def test_approval_by_an_approver_role_takes_the_approved_branch() -> None:
     edges = [
         {"source": "ok", "target": "yes", "branch": "approved"},
