@@ -4,7 +4,9 @@ All decisions are pure and deterministic: the caller passes the time (`now`) and
 derives everything else from its events. Side-effect-free nodes (`condition`, `transform`) are
 decided inline, in the same command that reaches them (like workflow code in Temporal); nodes with
 side effects (`http_request`) are dispatched to workers; `delay` nodes and retry back-off wait on
-durable timers. Imported by `commands/` (which saves it) and by consumers reading its events.
+durable timers; `wait_for_signal` and `approval` nodes wait (status running) for a signal or a
+decision sent to the execution (domain.waits). Imported by `commands/` (which saves it) and by
+consumers reading its events.
 """
 
 from __future__ import annotations
@@ -404,7 +406,7 @@ class Execution(TenantAggregate):
 
     def take_signal(self, node_id: str, output: Any) -> None:
         """A `wait_for_signal` node completed with a received signal: the oldest one kept
-        under its name is the one it took (see `_deliver`)."""
+        under its name is the one it took (see `receive_signal` and `_begin_wait`)."""
         if isinstance(output, dict) and output.get("branch") == "received":
             if self.graph.node(node_id).type == WAIT_FOR_SIGNAL:
                 signals = self.inbox.get(output.get("signal", ""))
