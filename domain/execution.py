@@ -39,6 +39,7 @@ from domain.statuses import (
 )
 from domain.waits import (
     APPROVAL,
+    MAX_KEPT_SIGNALS,
     TIMEOUT_BRANCH,
     WAIT_FOR_SIGNAL,
     WAIT_TYPES,
@@ -623,6 +624,9 @@ class Execution(TenantAggregate):
             raise DomainError(f"the execution is {self.status}", "execution_closed")
         check_signal_name(name)
         check_payload(payload, self.limits)
+        if sum(len(kept) for kept in self.inbox.values()) >= MAX_KEPT_SIGNALS:
+            message = f"the execution already keeps {MAX_KEPT_SIGNALS} signals no node has taken"
+            raise DomainError(message, "too_many_signals")
         self.record(
             self.SignalReceived,
             now,

@@ -33,6 +33,9 @@ WAIT_BRANCHES: dict[str, frozenset[str]] = {
 }
 DECISION_BRANCH = {"approve": "approved", "reject": "rejected"}
 MAX_COMMENT_LENGTH = 4000
+# Signals an execution keeps for nodes that have not asked for them yet (rule 9: bounded); past
+# it, a signal is refused with 409 `too_many_signals`.
+MAX_KEPT_SIGNALS = 1000
 
 
 class _Strict(BaseModel):

@@ -122,7 +122,8 @@ ROUTES: list[Route] = [
             ),
         ),
         extra_responses={
-            409: "execution_closed: the execution is not running",
+            409: "execution_closed: the execution is not running; too_many_signals: it keeps"
+            " 1,000 signals no node has taken",
             413: "payload_too_large: the payload exceeds the output limit",
             422: "invalid_request: details name `name` (the signal's name) or `payload`",
         },

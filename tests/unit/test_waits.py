@@ -13,6 +13,7 @@ from domain.base import DomainError
 from domain.definition import DefinitionInvalid, parse_definition
 from domain.execution import Execution
 from domain.limits import Limits
+from domain.waits import MAX_KEPT_SIGNALS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ALICE = {"type": "user", "id": "alice"}
@@ -142,6 +143,15 @@ def test_signal_names_and_payloads_are_checked() -> None:
         ex.receive_signal("go", "x" * 200, BOB, None, T0)
     assert too_large.value.code == "payload_too_large"
     assert ex.nodes["w"].status == "running"
+
+
+def test_the_signals_kept_are_bounded() -> None:
+    ex = start([wait("w", "never")])
+    for i in range(MAX_KEPT_SIGNALS):
+        ex.receive_signal("go", i, BOB, None, T0)
+    with pytest.raises(DomainError) as refused:
+        ex.receive_signal("go", "one more", BOB, None, T0)
+    assert refused.value.code == "too_many_signals"
 
 
 def test_a_credentials_marker_in_a_payload_stays_text() -> None:
