@@ -36,6 +36,7 @@ from commands.models import (
 )
 from commands.principal import Principal, authorise
 from commands.registry import HANDLERS
+from commands.signals import SendSignal
 from domain.limits import DEFAULT_LIMITS, Limits
 from domain.roles import Action, permits
 from infra import metrics
@@ -216,7 +217,7 @@ _ON_LOOP = (CompleteNode, FailNode, FireTimer, StartNode, TimeOutNode)
 
 
 def _runs_on_loop(cmd: Command) -> bool:
-    if isinstance(cmd, StartExecution):
+    if isinstance(cmd, StartExecution | SendSignal):  # a keyed repeat answers an earlier save
         return cmd.idempotency_key is None
     return isinstance(cmd, _ON_LOOP)
 

@@ -240,6 +240,7 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnsw
         vars=_held_variables(ctx, cmd.workspace_id),
         limits=ctx.limits,
         search_attributes=cmd.search_attributes,
+        started_by=ctx.origin.actor,
     )
     try:
         position = ctx.save(execution)

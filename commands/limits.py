@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from domain.limits import Limits
 from infra.settings import Settings
+from infra.signal_urls import SignalUrls
 
 __all__ = ["limits_from"]
 
@@ -22,4 +23,5 @@ def limits_from(settings: Settings) -> Limits:
         max_expression_cost=settings.max_expression_cost,
         max_expression_result_bytes=settings.max_expression_result_bytes,
         max_variables_bytes=settings.max_variables_bytes,
+        signal_urls=SignalUrls(settings.secret_key, settings.public_url, settings.signal_url_ttl_s),
     )

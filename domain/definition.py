@@ -43,6 +43,14 @@ from domain.node_logic import (
     split_path,
 )
 from domain.search_attributes import SearchAttributeError, check_templates
+from domain.waits import (
+    APPROVAL,
+    WAIT_BRANCHES,
+    WAIT_FOR_SIGNAL,
+    WAIT_TYPES,
+    ApprovalConfig,
+    WaitForSignalConfig,
+)
 
 __all__ = [
     "NODE_ID_PATTERN",
@@ -68,7 +76,9 @@ __all__ = [
 
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-NODE_TYPES: frozenset[str] = frozenset({"http_request", "condition", "transform", "delay"})
+NODE_TYPES: frozenset[str] = frozenset(
+    {"http_request", "condition", "transform", "delay", *WAIT_TYPES}
+)
 # Nodes a worker runs (the others are decided inline by the Execution): only these may read
 # credentials, which are opened in the worker alone.
 WORKER_NODE_TYPES: frozenset[str] = frozenset({"http_request"})
@@ -127,7 +137,8 @@ class Node(_Strict):
 
 
 class Edge(_Strict):
-    """``source`` runs before ``target``; ``branch`` (condition sources only) gates it."""
+    """``source`` runs before ``target``; ``branch`` (condition, wait_for_signal and approval
+    sources only) gates it."""
 
     source: str
     target: str
@@ -376,6 +387,8 @@ CONFIG_MODELS: dict[str, type[BaseModel]] = {
     "condition": ConditionConfig,
     "transform": TransformConfig,
     "delay": DelayConfig,
+    WAIT_FOR_SIGNAL: WaitForSignalConfig,
+    APPROVAL: ApprovalConfig,
 }
 
 
@@ -394,8 +407,10 @@ def _config_branches(config: Any) -> set[str] | None:
 
 
 def branches_of(node: Node) -> set[str]:
-    """The branches a condition node can take (each condition's and the default); empty for
-    other node types."""
+    """The branches a condition node can take (each condition's and the default), or a waiting
+    node's (domain.waits); empty for other node types."""
+    if node.type in WAIT_BRANCHES:
+        return set(WAIT_BRANCHES[node.type])
     if node.type != "condition":
         return set()
     return _config_branches(node.config) or set()
@@ -583,11 +598,22 @@ def _edge_problems(edges: list[Any], nodes: list[Any], ids: Mapping[str, int]) -
 
         if branch is not None and isinstance(source, str) and source in ids:
             source_node = nodes[ids[source]]
-            if source_node.get("type") != "condition":
+            waits = WAIT_BRANCHES.get(source_node.get("type"))  # type: ignore[arg-type]
+            if waits is not None:
+                if isinstance(branch, str) and branch not in waits:
+                    problems.append(
+                        Problem(
+                            f"edges[{j}].branch",
+                            f"{source_node.get('type')} {source!r} never takes branch "
+                            f"{branch!r} (its branches: {', '.join(sorted(waits))})",
+                        )
+                    )
+            elif source_node.get("type") != "condition":
                 problems.append(
                     Problem(
                         f"edges[{j}].branch",
-                        f"only edges leaving a condition node can have a branch; "
+                        f"only edges leaving a condition, wait_for_signal or approval node "
+                        f"can have a branch; "
                         f"{source!r} is a {source_node.get('type')!r} node",
                     )
                 )

@@ -4,7 +4,9 @@ All decisions are pure and deterministic: the caller passes the time (`now`) and
 derives everything else from its events. Side-effect-free nodes (`condition`, `transform`) are
 decided inline, in the same command that reaches them (like workflow code in Temporal); nodes with
 side effects (`http_request`) are dispatched to workers; `delay` nodes and retry back-off wait on
-durable timers. Imported by `commands/` (which saves it) and by consumers reading its events.
+durable timers; `wait_for_signal` and `approval` nodes wait (status running) for a signal or a
+decision sent to the execution (domain.waits). Imported by `commands/` (which saves it) and by
+consumers reading its events.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.base import TenantAggregate
+from domain.base import DomainError, TenantAggregate
 from domain.definition import WORKER_NODE_TYPES, Node, WorkflowDefinition
 from domain.expressions import ExpressionError, ExpressionLimits, render, render_task
 from domain.json_limits import footprint, json_size
@@ -34,6 +36,20 @@ from domain.statuses import (
     NodeStatus,
     NodeTimeout,
     TimerKind,
+)
+from domain.waits import (
+    APPROVAL,
+    MAX_KEPT_SIGNALS,
+    TIMEOUT_BRANCH,
+    WAIT_FOR_SIGNAL,
+    WAIT_TYPES,
+    ApprovalConfig,
+    approval_output,
+    check_payload,
+    check_signal_name,
+    signal_output,
+    signal_url_map,
+    timeout_output,
 )
 
 DISPATCHED_TYPES = WORKER_NODE_TYPES
@@ -70,6 +86,9 @@ class Execution(TenantAggregate):
         vars: dict[str, Any]  # the workspace's variables at the start (replay never re-reads)
         # Given at the start or derived from settings.search_attributes (absent before them).
         search_attributes: dict[str, Any]
+        # Who started it (the request's actor; absent before approvals: None), for approvals'
+        # self-approval rule.
+        started_by: dict[str, Any] | None
 
     class NodeScheduled(Aggregate.Event):
         """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
@@ -107,6 +126,7 @@ class Execution(TenantAggregate):
         def apply(self, aggregate: Execution) -> None:
             run = aggregate.nodes[self.node_id]
             run.output = self.output
+            aggregate.take_signal(self.node_id, self.output)
             aggregate.outputs[self.node_id] = {"output": self.output}
             aggregate.footprint += footprint(self.output)
             aggregate.settle(self.node_id, NodeStatus.COMPLETED, self.timestamp)
@@ -172,6 +192,38 @@ class Execution(TenantAggregate):
 
         def apply(self, aggregate: Execution) -> None:
             aggregate.settle(self.node_id, NodeStatus.CANCELED, self.timestamp)
+
+    class SignalReceived(Aggregate.Event):
+        """A signal sent to the execution: kept until a `wait_for_signal` node for `name`
+        takes it (domain.waits); `idempotency_key` makes a repeat a no-op."""
+
+        workspace_id: str
+        name: str
+        payload: Any
+        actor: dict[str, Any]
+        idempotency_key: str | None
+
+        def apply(self, aggregate: Execution) -> None:
+            signal = {
+                "name": self.name,
+                "payload": self.payload,
+                "actor": self.actor,
+                "received_at": self.timestamp.isoformat(),
+            }
+            aggregate.inbox.setdefault(self.name, []).append(signal)
+            if self.idempotency_key is not None:
+                aggregate.signal_keys.add(self.idempotency_key)
+            aggregate.footprint += footprint(self.payload)
+
+    class ApprovalDecided(Aggregate.Event):
+        """An approver's decision on a waiting `approval` node (its NodeCompleted follows)."""
+
+        workspace_id: str
+        node_id: str
+        attempt: int
+        decision: str
+        comment: str | None
+        actor: dict[str, Any]
 
     class TimerScheduled(Aggregate.Event):
         workspace_id: str
@@ -296,6 +348,7 @@ class Execution(TenantAggregate):
         idempotency_key: str | None,
         vars: dict[str, Any] | None = None,  # None: started before variables existed
         search_attributes: dict[str, Any] | None = None,  # None: started before them
+        started_by: dict[str, Any] | None = None,  # None: started before approvals
     ) -> None:
         self.workspace_id = workspace_id
         self.workflow_id = workflow_id
@@ -307,6 +360,10 @@ class Execution(TenantAggregate):
         self.idempotency_key = idempotency_key
         self.vars = dict(vars or {})
         self.search_attributes = dict(search_attributes or {})
+        self.started_by = started_by
+        # Signals no node has taken yet, by name, oldest first; the Idempotency-Keys seen.
+        self.inbox: dict[str, list[dict[str, Any]]] = {}
+        self.signal_keys: set[str] = set()
         self.status = ExecutionStatus.RUNNING
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -337,6 +394,8 @@ class Execution(TenantAggregate):
         )
         clone.nodes = {node_id: copy.copy(run) for node_id, run in self.nodes.items()}
         clone.timers = dict(self.timers)
+        clone.inbox = {name: list(signals) for name, signals in self.inbox.items()}
+        clone.signal_keys = set(self.signal_keys)
         clone.outputs = dict(self.outputs)
         clone.newly_settled = list(self.newly_settled)
         memo[id(self)] = clone
@@ -345,6 +404,15 @@ class Execution(TenantAggregate):
     def close(self, status: ExecutionStatus, at: datetime) -> None:
         self.status = status
         self.closed_at = at
+
+    def take_signal(self, node_id: str, output: Any) -> None:
+        """A `wait_for_signal` node completed with a received signal: the oldest one kept
+        under its name is the one it took (see `receive_signal` and `_begin_wait`)."""
+        if isinstance(output, dict) and output.get("branch") == "received":
+            if self.graph.node(node_id).type == WAIT_FOR_SIGNAL:
+                signals = self.inbox.get(output.get("signal", ""))
+                if signals:
+                    signals.pop(0)
 
     def settle(self, node_id: str, status: NodeStatus, at: datetime) -> None:
         """A node reached a terminal status (each node does so once)."""
@@ -373,6 +441,7 @@ class Execution(TenantAggregate):
         vars: dict[str, Any] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         search_attributes: dict[str, Any] | None = None,
+        started_by: dict[str, Any] | None = None,
     ) -> Execution:
         """A new execution. `search_attributes` are the ones the start request gave (checked);
         the definition's `settings.search_attributes` add theirs (`search_attribute_problems`
@@ -405,6 +474,7 @@ class Execution(TenantAggregate):
             idempotency_key=idempotency_key,
             vars=variables,
             search_attributes=attributes,
+            started_by=started_by,
             timestamp=now,
         )
         execution.limits = limits
@@ -493,6 +563,8 @@ class Execution(TenantAggregate):
         elif kind == TimerKind.RETRY:
             self._schedule_node(self.graph.node(node_id), attempt, now)
             self._advance(now)
+        elif kind == TimerKind.WAIT_TIMEOUT:
+            self._wait_ran_out(self.graph.node(node_id), attempt, now)
         elif kind == TimerKind.SCHEDULE_TO_START:
             self._time_out(self.graph.node(node_id), attempt, NodeTimeout.SCHEDULE_TO_START, now)
         else:  # node_timeout: the start-to-close timeout of an attempt a worker started
@@ -532,6 +604,103 @@ class Execution(TenantAggregate):
             return False
         self._cancel_in_flight(now)
         self.record(self.ExecutionCanceled, now, reason=reason)
+        return True
+
+    def receive_signal(
+        self,
+        name: str,
+        payload: Any,
+        actor: dict[str, Any],
+        idempotency_key: str | None,
+        now: datetime,
+    ) -> bool:
+        """A signal sent to the execution: delivered to the `wait_for_signal` node for `name`
+        that has waited longest, or kept until one asks. False (and nothing recorded) for a
+        repeated `idempotency_key`; a DomainError when the execution is closed
+        (`execution_closed`) or the name or payload are invalid."""
+        if idempotency_key is not None and idempotency_key in self.signal_keys:
+            return False
+        if not self.running:
+            raise DomainError(f"the execution is {self.status}", "execution_closed")
+        check_signal_name(name)
+        check_payload(payload, self.limits)
+        if sum(len(kept) for kept in self.inbox.values()) >= MAX_KEPT_SIGNALS:
+            message = f"the execution already keeps {MAX_KEPT_SIGNALS} signals no node has taken"
+            raise DomainError(message, "too_many_signals")
+        self.record(
+            self.SignalReceived,
+            now,
+            name=name,
+            payload=payload,
+            actor=actor,
+            idempotency_key=idempotency_key,
+        )
+        waiting = [
+            (run.started_at or now, self.graph.position(node_id), node_id)
+            for node_id, run in self.nodes.items()
+            if run.status == NodeStatus.RUNNING
+            and self.graph.node(node_id).type == WAIT_FOR_SIGNAL
+            and self.graph.node(node_id).config.get("signal") == name
+        ]
+        if waiting:
+            node_id = min(waiting)[2]
+            output = signal_output(self.inbox[name][0])
+            attempt = self.nodes[node_id].attempts
+            self.record(self.NodeCompleted, now, node_id=node_id, attempt=attempt, output=output)
+            self._advance(now)
+        return True
+
+    def decide_approval(
+        self,
+        node_id: str,
+        decision: str,
+        comment: str | None,
+        actor: dict[str, Any],
+        role: str,
+        now: datetime,
+    ) -> bool:
+        """An approver's decision on the waiting `approval` node `node_id`. False (and nothing
+        recorded) for a repeat of the decision that completed it; a DomainError when there is
+        no such node (`not_found`), the execution is closed (`execution_closed`), the node is
+        not waiting (`node_not_waiting`), `role` is not among its approvers
+        (`not_an_approver`) or `actor` started the execution and self-approval is off
+        (`self_approval_refused`)."""
+        if node_id not in self.nodes or self.graph.node(node_id).type != APPROVAL:
+            raise DomainError(f"approval node {node_id!r} not found", "not_found")
+        run = self.nodes[node_id]
+        if run.status == NodeStatus.COMPLETED and isinstance(run.output, dict):
+            given = (decision, comment, actor)
+            if (
+                run.output.get("decision"),
+                run.output.get("comment"),
+                run.output.get("actor"),
+            ) == given:
+                return False
+        if not self.running:
+            raise DomainError(f"the execution is {self.status}", "execution_closed")
+        if run.status != NodeStatus.RUNNING:
+            raise DomainError(f"node {node_id!r} is not waiting for a decision", "node_not_waiting")
+        config = ApprovalConfig.model_validate(self.graph.node(node_id).config)
+        if role not in config.approvers.roles:
+            roles = ", ".join(config.approvers.roles)
+            raise DomainError(f"only these roles may decide: {roles}", "not_an_approver")
+        if not config.allow_self_approval and self.started_by is not None:
+            if actor == self.started_by:
+                message = "whoever started the execution may not approve it"
+                raise DomainError(message, "self_approval_refused")
+        attempt = run.attempts
+        self.record(
+            self.ApprovalDecided,
+            now,
+            node_id=node_id,
+            attempt=attempt,
+            decision=decision,
+            comment=comment,
+            actor=actor,
+        )
+        output = approval_output(decision, comment, actor, now.isoformat())
+        self.record(self.NodeCompleted, now, node_id=node_id, attempt=attempt, output=output)
+        self._advance(now)
         return True
 
     def record_callback_attempt(
@@ -699,6 +868,9 @@ class Execution(TenantAggregate):
             if node.schedule_to_start_s:
                 fire_at = now + timedelta(seconds=node.schedule_to_start_s)
                 self._schedule_timer(TimerKind.SCHEDULE_TO_START, fire_at, now, node.id, attempt)
+        elif node.type in WAIT_TYPES:
+            self._record_scheduled(node, attempt, None, now)
+            self._begin_wait(node, attempt, config, now)
         elif node.type == "delay":
             self._record_scheduled(node, attempt, None, now)
             try:
@@ -723,6 +895,38 @@ class Execution(TenantAggregate):
                 self._fail_inline(node, attempt, "node_error", str(exc), now)
                 return
             self.record(self.NodeCompleted, now, node_id=node.id, attempt=attempt, output=output)
+
+    def _begin_wait(self, node: Node, attempt: int, config: dict[str, Any], now: datetime) -> None:
+        """A waiting node starts waiting (status `running`): a `wait_for_signal` takes the
+        oldest signal kept under its name at once; otherwise its `timeout_s` starts a timer."""
+        self.record(self.NodeStarted, now, node_id=node.id, attempt=attempt)
+        kept = self.inbox.get(config.get("signal", "")) if node.type == WAIT_FOR_SIGNAL else None
+        if kept:
+            output = signal_output(kept[0])
+            self.record(self.NodeCompleted, now, node_id=node.id, attempt=attempt, output=output)
+            return
+        timeout_s = config.get("timeout_s")
+        if timeout_s:
+            fire_at = now + timedelta(seconds=float(timeout_s))
+            self._schedule_timer(TimerKind.WAIT_TIMEOUT, fire_at, now, node.id, attempt)
+
+    def _wait_ran_out(self, node: Node, attempt: int, now: datetime) -> None:
+        """A waiting node's `timeout_s` passed: it takes its `timeout` branch when it has one,
+        else it times out (and the execution fails unless `on_error` is `continue`)."""
+        if any(e.source == node.id and e.branch == TIMEOUT_BRANCH for e in self.graph.edges):
+            output = timeout_output(node.type, node.config)
+            self.record(self.NodeCompleted, now, node_id=node.id, attempt=attempt, output=output)
+            self._advance(now)
+            return
+        self.record(
+            self.NodeTimedOut,
+            now,
+            node_id=node.id,
+            attempt=attempt,
+            will_retry=False,
+            timeout=NodeTimeout.START_TO_CLOSE,
+        )
+        self._after_attempt_ended(node, attempt, None, now)
 
     def _record_scheduled(
         self, node: Node, attempt: int, task: dict[str, Any] | None, now: datetime
@@ -791,6 +995,9 @@ class Execution(TenantAggregate):
                 "workflow_id": self.workflow_id,
                 "version": self.workflow_version,
                 "started_at": self.created_on.isoformat(),
+                "signal_url": signal_url_map(
+                    self.limits.signal_urls, self.workspace_id, str(self.id), self.created_on
+                ),
             },
         }
 

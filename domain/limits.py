@@ -7,7 +7,9 @@ Pure (stdlib only). Imported by the domain, commands, the engine and the gateway
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 __all__ = ["DEFAULT_LIMITS", "Limits"]
 
@@ -29,6 +31,12 @@ class Limits:
     max_expression_result_bytes: int = 1024 * 1024
     # A workspace's variables together, as compact JSON: 422 `too_large`.
     max_variables_bytes: int = 256 * 1024
+    # Not a limit, but process configuration handed to the Execution the same way: how
+    # `{{ execution.signal_url.<name> }}` is made, `(workspace_id, execution_id, name,
+    # started_at) -> url` (infra.signal_urls; None: the expression is null).
+    signal_urls: Callable[[str, str, str, datetime], str] | None = field(
+        default=None, compare=False
+    )
 
 
 DEFAULT_LIMITS = Limits()

@@ -24,6 +24,9 @@ class Action(StrEnum):
     TRANSFER_OWNERSHIP = "ownership.transfer"  # make someone an owner, change/remove an owner
     DELETE_WORKSPACE = "workspace.delete"
     READ_AUDIT = "audit.read"  # the workspace's event log, past states, checkpoints
+    # Decide an approval node (the node's `approvers.roles` then narrow it): everyone but the
+    # auditor, who changes nothing.
+    DECIDE_APPROVALS = "approvals.decide"
 
 
 _EVERYONE = frozenset(ROLES)
@@ -44,6 +47,7 @@ MATRIX: dict[Action, frozenset[str]] = {
     Action.TRANSFER_OWNERSHIP: _OWNERS,
     Action.DELETE_WORKSPACE: _OWNERS,
     Action.READ_AUDIT: _AUDITORS,
+    Action.DECIDE_APPROVALS: _EVERYONE - {"auditor"},
 }
 
 

@@ -84,6 +84,7 @@ class TimerKind(StrEnum):
     RETRY = "retry"  # the next attempt of a failed node is scheduled
     SCHEDULE_TO_START = "schedule_to_start"  # no worker started the attempt in time
     NODE_TIMEOUT = "node_timeout"  # the start-to-close timeout of a started attempt
+    WAIT_TIMEOUT = "wait_timeout"  # a wait_for_signal or approval node waited `timeout_s`
 
 
 class NodeTimeout(StrEnum):

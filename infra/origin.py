@@ -65,6 +65,11 @@ def schedule_actor(workflow_id: UUID | str) -> dict[str, str]:
     return {"type": "schedule", "workflow_id": str(workflow_id)}
 
 
+def signal_url_actor(execution_id: UUID | str) -> dict[str, str]:
+    """Whoever holds a signal URL of the execution (infra.signal_urls): no login."""
+    return {"type": "signal_url", "execution_id": str(execution_id)}
+
+
 def read_actor(stored: Any) -> dict[str, str]:
     """An actor as read from the log: NULL (the system, or an event recorded before actors
     were) reads as `SYSTEM_ACTOR`."""

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     callback_backoff_max_s: float = 3600.0
 
     allow_private_network: bool = False
+    # The base of the URLs LinkFlow hands out (signal URLs: `{{ execution.signal_url.<name> }}`),
+    # and how long a signal URL works after its execution started.
+    public_url: str = "http://127.0.0.1:8080"
+    signal_url_ttl_s: float = 30 * 24 * 3600.0
     worker_concurrency: int = 64
     worker_queues: str = "default"
     task_claim_idle_ms: int = 30_000

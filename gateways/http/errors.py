@@ -41,7 +41,17 @@ THREAD_PARSE_BYTES = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # DomainError codes that mean "the request names something invalid" rather than a conflict.
-DOMAIN_STATUS: dict[str, int] = {"unknown_version": 422, "invalid_role": 422, "not_found": 404}
+DOMAIN_STATUS: dict[str, int] = {
+    "unknown_version": 422,
+    "invalid_role": 422,
+    "not_found": 404,
+    # signals and approvals (domain.waits)
+    "invalid_signal_name": 422,
+    "payload_too_large": 413,
+    "too_deep": 422,
+    "not_an_approver": 403,
+    "self_approval_refused": 403,
+}
 
 # Retry-After of a 503 `unavailable` (a dependency is away, or the request deadline passed).
 UNAVAILABLE_RETRY_AFTER_S = 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pytest
 from api import Api
@@ -75,3 +76,47 @@ async def test_node_timeout(api: Api, target: str) -> None:
     assert slow["status"] == "timed_out"
     took = datetime.fromisoformat(slow["closed_at"]) - datetime.fromisoformat(slow["started_at"])
     assert 0.9 <= took.total_seconds() <= 2.0, took
+
+
+async def test_wait_for_signal_received_and_timed_out(api: Api) -> None:
+    wf = await api.create_workflow(load_example("wait-for-signal.json"))
+    signalled = (await api.start(wf["id"], {"order": 42}))["execution_id"]
+    waited = (await api.start(wf["id"], {"order": 42}))["execution_id"]
+    sent = await api.call(
+        "POST", api.ws(f"/executions/{signalled}/signals/paid"), json={"payload": {"order": 42}}
+    )
+    assert sent.status == 202, sent.body
+    done = await api.wait_terminal(signalled)
+    assert done["status"] == "completed"
+    assert done["output"] == {"shipped": 42, "by": "user"}
+    assert nodes_by_id(done)["remind"]["status"] == "skipped"
+    late = await api.wait_terminal(waited)
+    assert late["status"] == "completed" and late["output"] == {"reminded": 42}
+    assert nodes_by_id(late)["ship"]["status"] == "skipped"
+
+
+async def test_approval_refuses_the_starter_and_takes_an_admins_decision(api: Api) -> None:
+    wf = await api.create_workflow(load_example("approval.json"))
+    approved = (await api.start(wf["id"], {"amount": 30}))["execution_id"]
+    rejected = (await api.start(wf["id"], {"amount": 30}))["execution_id"]
+    admin = Api(api.base, api.session)
+    await admin.sign_up()
+    email = (await admin.call("GET", "me")).body["user"]["email"]
+    added = await api.call("POST", api.ws("/members"), json={"email": email, "role": "admin"})
+    assert added.status == 201, added.body
+    admin.workspace = api.workspace
+
+    def decide(who: Api, execution_id: str, decision: str, comment: str | None = None) -> Any:
+        body = {"decision": decision, "comment": comment}
+        return who.call("POST", who.ws(f"/executions/{execution_id}/approvals/review"), json=body)
+
+    own = await decide(api, approved, "approve")
+    assert own.status == 403 and own.body["error"]["code"] == "self_approval_refused"
+    assert (await decide(admin, approved, "approve", "ok")).status == 202
+    assert (await decide(admin, rejected, "reject")).status == 202
+    done = await api.wait_terminal(approved)
+    assert done["status"] == "completed"
+    assert done["output"] == {"refunded": 30, "comment": "ok"}
+    refused = await api.wait_terminal(rejected)
+    assert refused["output"] == {"refused": 30}
+    assert nodes_by_id(refused)["refund"]["status"] == "skipped"

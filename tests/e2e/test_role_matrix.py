@@ -24,6 +24,21 @@ RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 AUDITOR = "auditor"
 ROLES = (*RANK, AUDITOR)
 WORKFLOW = {"name": "m", "nodes": [{"id": "a", "type": "transform", "config": {"set": {"x": 1}}}]}
+# An execution that waits: for a signal, and for an approval anyone but the auditor may give.
+WAITING = {
+    "name": "waits",
+    "nodes": [
+        {"id": "w", "type": "wait_for_signal", "config": {"signal": "go"}},
+        {
+            "id": "ok",
+            "type": "approval",
+            "config": {
+                "approvers": {"roles": ["owner", "admin", "member", "viewer"]},
+                "allow_self_approval": True,
+            },
+        },
+    ],
+}
 
 
 @dataclass
@@ -100,14 +115,16 @@ class World:
 Prepare = Callable[[World, Workspace, str], Awaitable[tuple[str, Any]]]
 
 
-async def _workflow(world: World, ws: Workspace) -> dict[str, Any]:
-    made = await ws.owner.call("POST", f"workspaces/{ws.id}/workflows", json=WORKFLOW)
+async def _workflow(
+    world: World, ws: Workspace, definition: dict[str, Any] = WORKFLOW
+) -> dict[str, Any]:
+    made = await ws.owner.call("POST", f"workspaces/{ws.id}/workflows", json=definition)
     assert made.status == 201, made.body
     return made.body
 
 
-async def _execution(world: World, ws: Workspace) -> dict[str, Any]:
-    wf = await _workflow(world, ws)
+async def _execution(world: World, ws: Workspace, waiting: bool = False) -> dict[str, Any]:
+    wf = await _workflow(world, ws, WAITING if waiting else WORKFLOW)
     started = await ws.owner.call(
         "POST", f"workspaces/{ws.id}/workflows/{wf['id']}/executions", json={"input": {}}
     )
@@ -140,10 +157,12 @@ def with_workflow(path: str, body: Any = None) -> Prepare:
     return prepare
 
 
-def with_execution(path: str) -> Prepare:
+def with_execution(path: str, body: Any = None, waiting: bool = False) -> Prepare:
+    """A new execution per caller (`waiting`: one of WAITING, which waits)."""
+
     async def prepare(world: World, ws: Workspace, who: str) -> tuple[str, Any]:
-        ex = await _execution(world, ws)
-        return path.format(ws=ws.id, id=ex["execution_id"], pos=ex["position"]), None
+        ex = await _execution(world, ws, waiting)
+        return path.format(ws=ws.id, id=ex["execution_id"], pos=ex["position"]), body
 
     return prepare
 
@@ -292,6 +311,16 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
         202,
         with_execution(WS + "/executions/{id}/cancel"),
     ),
+    ("POST", "/executions/{id}/signals/{name}"): (
+        "member",
+        202,
+        with_execution(WS + "/executions/{id}/signals/go", {"payload": 1}, waiting=True),
+    ),
+    ("POST", "/executions/{id}/approvals/{node}"): (
+        "viewer",
+        202,
+        with_execution(WS + "/executions/{id}/approvals/ok", {"decision": "approve"}, True),
+    ),
     ("GET", "/executions/{id}/events"): (
         "viewer",
         200,
@@ -315,6 +344,8 @@ STREAMS = {
     ("GET", "/executions/live"),
     ("GET", "/executions/export"),
 }
+# Routes open to viewers that change something: the auditor, who changes nothing, gets 403.
+CHANGES = {("POST", "/executions/{id}/approvals/{node}")}
 # Destructive for the whole workspace: each caller gets a workspace of its own.
 DELETE_WORKSPACE = ("DELETE", "")
 # Routes outside a workspace.
@@ -325,6 +356,8 @@ PUBLIC_ROUTES = {
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
     ("GET", "/audit/keys"),  # the public keys that sign audit checkpoints
+    # A signal URL's token is its authority (tests/integration/test_signals.py).
+    ("POST", "/signals/{token}"),
     # Webhooks authenticate their callers themselves (tests/e2e/test_webhooks.py).
     *((method, "/hooks/{token}") for method in ("GET", "POST", "PUT", "PATCH", "DELETE")),
 }
@@ -343,12 +376,12 @@ def test_every_route_is_in_the_matrix() -> None:
     assert routes == covered, {"missing": routes - covered, "stale": covered - routes}
 
 
-def expected(caller: Caller, least: str, success: int) -> int:
+def expected(caller: Caller, least: str, success: int, route: tuple[str, str] | None = None) -> int:
     if caller.outcome != "role":
         return int(caller.outcome)
     assert caller.role is not None
     if caller.role == AUDITOR:
-        return success if least in ("viewer", AUDITOR) else 403
+        return success if least in ("viewer", AUDITOR) and route not in CHANGES else 403
     if least == AUDITOR:
         return success if caller.role in ("owner", "admin") else 403
     return success if RANK[caller.role] >= RANK[least] else 403
@@ -375,7 +408,7 @@ async def test_workspace_route(route: tuple[str, str], world: World, e2e_setting
             reply = await _stream_status(world.stranger, path, caller.token)
         else:
             reply = await world.stranger.call(route[0], path, json=body, token=caller.token)
-        want = expected(caller, least, success)
+        want = expected(caller, least, success, route)
         if reply.status != want:
             failures.append((caller.name, want, reply.status, reply.body))
         elif want >= 400:

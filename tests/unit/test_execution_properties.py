@@ -1,5 +1,6 @@
-"""Properties of the Execution aggregate over generated workflows and worker behaviour:
-it never gets stuck, ends with every node settled, and replays to the same state."""
+"""Properties of the Execution aggregate over generated workflows and worker behaviour (with
+waiting nodes, signals arriving at random points and approvals): it never gets stuck, ends with
+every node settled, and replays to the same state."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from hypothesis import strategies as st
 from domain.definition import parse_definition
 from domain.execution import Execution
 from domain.statuses import IN_FLIGHT, NODE_TERMINAL
+from domain.waits import WAIT_BRANCHES
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SIGNALS = ["a", "b"]
+SENDER = {"type": "user", "id": "someone"}
 
 
 @st.composite
@@ -22,7 +26,11 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
     size = draw(st.integers(1, 7))
     nodes: list[dict[str, Any]] = []
     for i in range(size):
-        kind = draw(st.sampled_from(["http_request", "transform", "condition", "delay"]))
+        kind = draw(
+            st.sampled_from(
+                ["http_request", "transform", "condition", "delay", "wait_for_signal", "approval"]
+            )
+        )
         node: dict[str, Any] = {"id": f"n{i}", "type": kind}
         if kind == "http_request":
             node["config"] = {"url": "http://example.org/x"}
@@ -44,8 +52,14 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
                     }
                 ]
             }
+        elif kind == "wait_for_signal":
+            node["config"] = {"signal": draw(st.sampled_from(SIGNALS))}
+        elif kind == "approval":
+            node["config"] = {"approvers": {"roles": ["owner"]}}
         else:
             node["config"] = {"seconds": draw(st.integers(0, 3))}
+        if kind in WAIT_BRANCHES and draw(st.booleans()):
+            node["config"]["timeout_s"] = draw(st.integers(1, 5))
         nodes.append(node)
     edges = []
     for j in range(1, size):
@@ -53,6 +67,8 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
             edge: dict[str, Any] = {"source": f"n{i}", "target": f"n{j}"}
             if nodes[i]["type"] == "condition":
                 edge["branch"] = draw(st.sampled_from(["yes", "else"]))
+            elif nodes[i]["type"] in WAIT_BRANCHES and draw(st.booleans()):
+                edge["branch"] = draw(st.sampled_from(sorted(WAIT_BRANCHES[nodes[i]["type"]])))
             edges.append(edge)
     return {"name": "generated", "nodes": nodes, "edges": edges}
 
@@ -62,7 +78,16 @@ def possible_actions(ex: Execution) -> list[tuple[str, Any]]:
     for node_id, run in ex.nodes.items():
         if run.status == "scheduled" and ex.graph.node(node_id).type == "http_request":
             actions += [("complete", node_id), ("fail", node_id)]
+        if run.status == "running" and ex.graph.node(node_id).type == "approval":
+            actions += [("approve", node_id), ("reject", node_id)]
     actions += [("fire", t) for t in ex.timers if ex.timer_matters(t)]
+    # A signal may arrive whenever some node waits for its name or may still come to.
+    asked = {
+        ex.graph.node(node_id).config["signal"]
+        for node_id, run in ex.nodes.items()
+        if ex.graph.node(node_id).type == "wait_for_signal" and run.status in ("pending", "running")
+    }
+    actions += [("signal", name) for name in sorted(asked)]
     return actions
 
 
@@ -86,6 +111,10 @@ def test_every_execution_settles_and_replays_to_the_same_state(
         elif kind == "fail":
             error = {"type": "http_status", "message": "HTTP 500"}
             assert ex.fail_node(target, ex.nodes[target].attempts, error, now)
+        elif kind == "signal":
+            assert ex.receive_signal(target, choice, SENDER, f"k{choice}-{now}", now)
+        elif kind in ("approve", "reject"):
+            assert ex.decide_approval(target, kind, None, SENDER, "owner", now)
         else:
             assert ex.fire_timer(target, now)
     events = ex.collect_events()
@@ -101,9 +130,21 @@ def test_every_execution_settles_and_replays_to_the_same_state(
     rebuilt: Any = None
     for event in events:
         rebuilt = event.mutate(rebuilt)
-    assert (rebuilt.status, rebuilt.output, rebuilt.nodes, rebuilt.timers) == (
+    assert (rebuilt.status, rebuilt.output, rebuilt.nodes, rebuilt.timers, rebuilt.inbox) == (
         ex.status,
         ex.output,
         ex.nodes,
         ex.timers,
+        ex.inbox,
     )
+    # Each signal is taken once: what was received is what was taken plus what is kept.
+    received = [e for e in events if isinstance(e, Execution.SignalReceived)]
+    taken = [
+        e.output["signal"]
+        for e in events
+        if isinstance(e, Execution.NodeCompleted)
+        and isinstance(e.output, dict)
+        and e.output.get("branch") == "received"
+    ]
+    kept = [name for name, signals in ex.inbox.items() for _ in signals]
+    assert sorted(e.name for e in received) == sorted(taken + kept)

@@ -16,8 +16,9 @@ EXPECTED = {
         Action.RUN_EXECUTIONS,
         Action.WRITE_CREDENTIALS,
         Action.WRITE_VARIABLES,
+        Action.DECIDE_APPROVALS,
     },
-    "viewer": {Action.READ},
+    "viewer": {Action.READ, Action.DECIDE_APPROVALS},
     "auditor": {Action.READ, Action.READ_AUDIT},
 }
 

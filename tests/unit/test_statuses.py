@@ -78,6 +78,7 @@ def test_the_values_are_the_strings_of_the_api_the_events_and_the_read_models() 
         "retry",
         "schedule_to_start",
         "node_timeout",
+        "wait_timeout",
     ]
     assert list(NodeTimeout) == ["start_to_close", "schedule_to_start"]
     assert f"{ExecutionStatus.TIMED_OUT}" == str(ExecutionStatus.TIMED_OUT) == "timed_out"
