@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from commands import callbacks, credentials, handlers, identity, variables
+from commands import callbacks, credentials, handlers, identity, reruns, variables
 from commands.context import CommandContext
 from commands.handlers import Result
 from commands.models import Command
@@ -18,4 +18,5 @@ HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     **callbacks.HANDLERS,
     **credentials.HANDLERS,
     **variables.HANDLERS,
+    **reruns.HANDLERS,
 }

@@ -24,6 +24,7 @@ from domain.expressions import ExpressionError, ExpressionLimits, render, render
 from domain.json_limits import footprint, json_size
 from domain.limits import DEFAULT_LIMITS, Limits
 from domain.node_logic import apply_transform, evaluate_condition
+from domain.rerun import RerunPlan
 from domain.search_attributes import derive
 from domain.statuses import (
     CURRENT,
@@ -50,6 +51,7 @@ class NodeRun:
     output: Any = None
     error: dict[str, Any] | None = None
     failed_for_good: bool = field(default=False)
+    reused: bool = False  # a re-run's output kept from the original (NodeReused)
 
 
 def timer_id(execution_id: UUID, kind: TimerKind, node_id: str = "", attempt: int = 0) -> str:
@@ -70,6 +72,7 @@ class Execution(TenantAggregate):
         vars: dict[str, Any]  # the workspace's variables at the start (replay never re-reads)
         # Given at the start or derived from settings.search_attributes (absent before them).
         search_attributes: dict[str, Any]
+        rerun_of: str | None  # the execution this one re-runs (absent before re-runs)
 
     class NodeScheduled(Aggregate.Event):
         """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
@@ -87,6 +90,23 @@ class Execution(TenantAggregate):
             run.attempts = self.attempt
             run.started_at = run.started_at or self.timestamp
             run.error = None
+
+    class NodeReused(Aggregate.Event):
+        """A re-run keeps the output its original recorded for this node (an ancestor of the
+        node it re-runs from): the output is copied here, never read from the original."""
+
+        workspace_id: str
+        node_id: str
+        node_type: str
+        output: Any
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.output = self.output
+            run.reused = True
+            aggregate.outputs[self.node_id] = {"output": self.output}
+            aggregate.footprint += footprint(self.output)
+            aggregate.settle(self.node_id, NodeStatus.COMPLETED, self.timestamp)
 
     class NodeStarted(Aggregate.Event):
         """A worker started the attempt (recorded for nodes with `schedule_to_start_s`)."""
@@ -296,6 +316,7 @@ class Execution(TenantAggregate):
         idempotency_key: str | None,
         vars: dict[str, Any] | None = None,  # None: started before variables existed
         search_attributes: dict[str, Any] | None = None,  # None: started before them
+        rerun_of: str | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self.workflow_id = workflow_id
@@ -307,6 +328,7 @@ class Execution(TenantAggregate):
         self.idempotency_key = idempotency_key
         self.vars = dict(vars or {})
         self.search_attributes = dict(search_attributes or {})
+        self.rerun_of = rerun_of
         self.status = ExecutionStatus.RUNNING
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -373,10 +395,13 @@ class Execution(TenantAggregate):
         vars: dict[str, Any] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         search_attributes: dict[str, Any] | None = None,
+        rerun_of: str | None = None,
+        rerun: RerunPlan | None = None,
     ) -> Execution:
         """A new execution. `search_attributes` are the ones the start request gave (checked);
         the definition's `settings.search_attributes` add theirs (`search_attribute_problems`
-        says which could not be derived; it is not recorded)."""
+        says which could not be derived; it is not recorded). A re-run names the execution it
+        re-runs (`rerun_of`) and records what its `rerun` plan keeps before anything runs."""
         variables = dict(vars or {})
         templates = (definition.get("settings") or {}).get("search_attributes") or {}
         context = {
@@ -405,6 +430,7 @@ class Execution(TenantAggregate):
             idempotency_key=idempotency_key,
             vars=variables,
             search_attributes=attributes,
+            rerun_of=rerun_of,
             timestamp=now,
         )
         execution.limits = limits
@@ -413,8 +439,19 @@ class Execution(TenantAggregate):
         if limit:
             fire_at = now + timedelta(seconds=limit)
             execution._schedule_timer(TimerKind.EXECUTION_TIMEOUT, fire_at, now)
+        if rerun is not None:
+            execution._keep(rerun, now)
         execution._advance(now, roots=True)
         return execution
+
+    def _keep(self, plan: RerunPlan, now: datetime) -> None:
+        """Record what a re-run keeps from its original, before anything runs."""
+        for node_id, output in plan.reused.items():
+            node_type = self.graph.node(node_id).type
+            self.record(self.NodeReused, now, node_id=node_id, node_type=node_type, output=output)
+        for node_id in plan.skipped:
+            node_type = self.graph.node(node_id).type
+            self.record(self.NodeSkipped, now, node_id=node_id, node_type=node_type)
 
     @property
     def running(self) -> bool:

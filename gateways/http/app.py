@@ -24,6 +24,7 @@ from gateways.http import (
     routes_hooks,
     routes_identity,
     routes_live,
+    routes_reruns,
     routes_signing,
     routes_stats,
     routes_variables,
@@ -53,6 +54,7 @@ def api_routes() -> list[Route]:
         *routes_workflows.ROUTES,
         *routes_export.ROUTES,  # before /executions/{id}
         *routes_live.ROUTES,  # before /executions/{id} takes /executions/live
+        *routes_reruns.ROUTES,  # before /executions/{id} takes /executions/rerun
         *routes_executions.ROUTES,
         *routes_signing.ROUTES,
         *routes_credentials.ROUTES,
