@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 from api import Api
 from examples import load_example
+from stack import eventually
 
 
 def nodes_by_id(execution: dict) -> dict[str, dict]:
@@ -75,3 +76,28 @@ async def test_node_timeout(api: Api, target: str) -> None:
     assert slow["status"] == "timed_out"
     took = datetime.fromisoformat(slow["closed_at"]) - datetime.fromisoformat(slow["started_at"])
     assert 0.9 <= took.total_seconds() <= 2.0, took
+
+
+async def test_error_workflow(api: Api, target: str) -> None:
+    example = load_example("error-workflow.json")
+    handler = await api.create_workflow(example.pop("handler"))
+    example["settings"]["error_workflow_id"] = handler["id"]
+    wf = await api.create_workflow(example)
+    started = await api.start(wf["id"], {"base_url": target})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "failed"
+    assert nodes_by_id(done)["charge"]["status"] == "failed"
+    q = f"workflow_id = '{handler['id']}'"
+
+    async def runs() -> list[dict]:
+        reply = await api.call("GET", api.ws("/executions"), q=q)
+        return reply.body["items"]
+
+    [run] = await eventually(runs, timeout=30)
+    run = await api.wait_terminal(run["id"])
+    assert (run["trigger"], run["status"]) == ("error_workflow", "completed")
+    assert run["output"] == {
+        "failed_execution": started["execution_id"],
+        "failed_node": "charge",
+        "workflow": "Charge with an error workflow",
+    }
