@@ -102,6 +102,12 @@ async def test_a_rerun_from_the_failed_node_reuses_upstream_outputs(owner: Api) 
     history = await owner.call("GET", owner.ws(f"/executions/{new['id']}/history"))
     reused = [e["data"] for e in history.body if e["type"] == "NodeReused"]
     assert [(e["node_id"], e["output"]) for e in reused] == [("a", {"n": 1})]
+    # Its events record who re-ran it (the request's actor and id).
+    events = await owner.call("GET", owner.ws("/events"), aggregate_id=new["id"])
+    assert events.status == 200, events.body
+    me = (await owner.call("GET", "me")).body["user"]["id"]
+    assert {(e["actor"]["type"], e["actor"]["id"]) for e in events.body["items"]} == {("user", me)}
+    assert all(e["request_id"] for e in events.body["items"])
 
 
 async def test_a_rerun_without_from_node_runs_everything_with_the_same_input(owner: Api) -> None:
