@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from commands.handlers import ExecutionAnswer
 from commands.reruns import RerunExecution, RerunExecutions
 from domain.execution import CLOSED_STATUS
-from domain.rerun import MAX_BULK_RERUN, RerunRefused
+from domain.rerun import MAX_BULK_RERUN, BulkRerun, RerunRefused
 from domain.roles import Action
 from gateways.http.auth import execute_with_access, workspace_access
 from gateways.http.context import container, respond
@@ -78,10 +78,19 @@ async def _closed_matches(request: web.Request, ws: UUID, q: ExecutionQuery) -> 
     return [row["id"] for row in rows]
 
 
+async def _requested_before(request: web.Request, ws: UUID, key: str) -> bool:
+    """Whether a bulk re-run with this Idempotency-Key was recorded in the workspace."""
+    bulk_id = BulkRerun.id_for(str(ws), key)
+    return await container(request).bus.run(lambda store: store.exists(bulk_id))
+
+
 async def rerun_matching(request: web.Request) -> web.Response:
     ws = await workspace_access(request, Action.RUN_EXECUTIONS)
     body = build(BulkRerunBody, await read_json(request))
-    ids = await _closed_matches(request, ws, parsed_query(body.q))
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    ids: list[UUID] = []
+    if not (key and await _requested_before(request, ws, key)):  # a repeat: its answer stands
+        ids = await _closed_matches(request, ws, parsed_query(body.q))
     if len(ids) > MAX_BULK_RERUN:
         message = f"matches more than {MAX_BULK_RERUN} closed executions: narrow the filter"
         raise invalid("q", message, "too_many_matches")
@@ -89,7 +98,7 @@ async def rerun_matching(request: web.Request) -> web.Response:
         workspace_id=ws,
         q=body.q,
         execution_ids=ids,
-        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        idempotency_key=key,
     )
     result = await container(request).bus.execute(cmd)
     headers = {"Idempotent-Replayed": "true"} if result.fields.get("repeated") else None
