@@ -3,7 +3,8 @@ worker, callbacks) against the HTTP target: a failed execution re-run from its f
 completes with its upstream node's output reused (the target sees that node called once), and a
 failing execution starts its error workflow exactly once, even when the error-workflow consumer
 replays the log from position 0 (every failure delivered a second time); the error workflow's
-own failure starts nothing more.
+own failure starts nothing more. An execution timeout starts it too (no failed node); an error
+workflow archived after the definition was saved is not started, and the refusal is counted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from api import Api
+from prometheus_client import REGISTRY
 from stack import Roles, eventually, roles
 from target import serve_target
 
@@ -52,7 +54,9 @@ CHAIN = {
 async def stack(fresh_settings: Settings) -> AsyncIterator[tuple[Roles, str]]:
     async with (
         serve_target() as base,
-        roles(fresh_settings, "relay", "projector", "matching", "worker", "callbacks") as r,
+        roles(
+            fresh_settings, "relay", "projector", "matching", "worker", "timers", "callbacks"
+        ) as r,
     ):
         yield r, base
 
@@ -174,3 +178,52 @@ async def test_a_failing_execution_starts_its_error_workflow_exactly_once(
         now = await head_position(conn)
         await conn.commit()
     assert [e["id"] for e in await error_workflow_runs(api, now)] == [run["id"]]
+
+
+def refused(reason: str) -> float:
+    """linkflow_error_workflows_refused_total{reason} in this process (the roles run here)."""
+    name = "linkflow_error_workflows_refused_total"
+    return REGISTRY.get_sample_value(name, {"reason": reason}) or 0.0
+
+
+async def consumed_past(r: Roles, position: int) -> bool:
+    async with r.container.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT position FROM consumer_positions WHERE consumer = 'error_workflows'"
+        )
+        row = await cur.fetchone()
+        await conn.commit()
+    return bool(row and row["position"] >= position)
+
+
+async def test_a_timeout_starts_it_and_an_archived_one_is_counted_not_started(
+    api: Api, stack: tuple[Roles, str]
+) -> None:
+    r, base = stack
+    pure = {"name": "h", "nodes": [{"id": "t", "type": "transform", "config": {"set": {"x": 1}}}]}
+    handler = await api.create_workflow(pure)
+    slow = {
+        "name": "slow",
+        "nodes": [{"id": "s", "type": "http_request", "config": {"url": f"{base}/slow"}}],
+        "settings": {"timeout_s": 0.5, "error_workflow_id": handler["id"]},
+    }
+    workflow = await api.create_workflow(slow)
+    started = await api.start(workflow["id"], {})
+    assert (await api.wait_terminal(started["execution_id"]))["status"] == "timed_out"
+    [run] = await eventually(lambda: error_workflow_runs(api))
+    assert run["input"]["execution"]["failed_node"] is None
+    assert run["input"]["execution"]["error"]["type"] == "timeout"
+
+    archived = await api.create_workflow(dict(pure, name="archived"))
+    failing = dict(CHAIN, name="failing", settings={"error_workflow_id": archived["id"]})
+    failing_wf = await api.create_workflow(failing)
+    assert (await api.call("DELETE", api.ws(f"/workflows/{archived['id']}"))).status == 200
+    before = refused("archived")
+    failed = await api.start(failing_wf["id"], {"base_url": base, "key": "k3", "path": "missing"})
+    assert (await api.wait_terminal(failed["execution_id"]))["status"] == "failed"
+    async with r.container.pool.connection() as conn:
+        head = await head_position(conn)
+        await conn.commit()
+    await eventually(lambda: consumed_past(r, head))
+    assert refused("archived") == before + 1
+    assert [e["id"] for e in await error_workflow_runs(api, head)] == [run["id"]]
