@@ -16,7 +16,7 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import Field
 
 from commands.context import CommandContext
-from commands.handlers import LOOP_NODES, ExecutionAnswer, Result, _held_variables, _owned
+from commands.handlers import ExecutionAnswer, Result, _held_variables, _owned
 from commands.models import Command
 from domain.base import DomainError
 from domain.definition import WorkflowDefinition
@@ -77,8 +77,6 @@ def _rerun(
     graph = WorkflowDefinition.model_validate(definition)
     original_runs = {node_id: (run.status, run.output) for node_id, run in original.nodes.items()}
     plan = rerun_plan(graph, cmd.from_node, original_runs)
-    if len(definition["nodes"]) > LOOP_NODES:
-        ctx.leave_loop()
     return Execution.start(
         execution_id,
         str(cmd.workspace_id),
@@ -133,7 +131,6 @@ def rerun_executions(ctx: CommandContext, cmd: RerunExecutions) -> Result:
         bulk_id = BulkRerun.id_for(str(cmd.workspace_id), cmd.idempotency_key)
         if ctx.exists(bulk_id):
             return _repeated_bulk(ctx, cmd.workspace_id, bulk_id)
-    ctx.leave_loop()
     now = _now()
     reruns: list[Execution] = []
     skipped: list[dict[str, str]] = []
