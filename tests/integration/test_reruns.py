@@ -102,6 +102,10 @@ async def test_a_rerun_from_the_failed_node_reuses_upstream_outputs(owner: Api) 
     history = await owner.call("GET", owner.ws(f"/executions/{new['id']}/history"))
     reused = [e["data"] for e in history.body if e["type"] == "NodeReused"]
     assert [(e["node_id"], e["output"]) for e in reused] == [("a", {"n": 1})]
+    # Time travel folds NodeReused like the projector: right after it, a is shown reused.
+    state = await owner.call("GET", owner.ws(f"/executions/{new['id']}/state"), at_version=2)
+    assert state.status == 200, state.body
+    assert nodes(state.body)["a"]["reused"] and state.body["rerun_of"] == original
     # Its events record who re-ran it (the request's actor and id).
     events = await owner.call("GET", owner.ws("/events"), aggregate_id=new["id"])
     assert events.status == 200, events.body
