@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError
 from commands import models as m
 from commands.context import CommandContext
 from domain.base import DomainError, TenantAggregate
-from domain.definition import parse_definition
+from domain.definition import DefinitionInvalid, Problem, parse_definition
 from domain.execution import Execution
 from domain.user import EmailIndex, User
 from domain.variables import WorkspaceVariables
@@ -162,9 +162,27 @@ def _workflow_fields(workflow: Workflow) -> dict[str, Any]:
     return fields
 
 
+def _check_error_workflow(ctx: CommandContext, workspace_id: UUID, definition: Any) -> None:
+    """`settings.error_workflow_id` names a workflow of the workspace that is not archived
+    (else 422 `invalid_definition` naming it)."""
+    target = (definition.get("settings") or {}).get("error_workflow_id")
+    if target is None:
+        return
+    path = "settings.error_workflow_id"
+    try:
+        workflow = _owned(ctx, Workflow, UUID(target), workspace_id, "workflow")
+    except NotFound:
+        raise DefinitionInvalid(
+            [Problem(path, "no workflow with this id in the workspace")]
+        ) from None
+    if workflow.archived:
+        raise DefinitionInvalid([Problem(path, "the error workflow is archived")])
+
+
 def create_workflow(ctx: CommandContext, cmd: m.CreateWorkflow) -> Result:
     """Every workflow gets an unguessable webhook token (used once its trigger is a webhook)."""
     definition = parse_definition(cmd.definition, ctx.limits.max_nodes).to_json()
+    _check_error_workflow(ctx, cmd.workspace_id, definition)
     token, at = secrets.token_urlsafe(24), now()
     workflow = Workflow.create(
         uuid4(), str(cmd.workspace_id), definition, str(cmd.actor_id), at, webhook_token=token
@@ -176,6 +194,7 @@ def create_workflow(ctx: CommandContext, cmd: m.CreateWorkflow) -> Result:
 
 def update_workflow(ctx: CommandContext, cmd: m.UpdateWorkflow) -> Result:
     definition = parse_definition(cmd.definition, ctx.limits.max_nodes).to_json()
+    _check_error_workflow(ctx, cmd.workspace_id, definition)
     workflow = _owned(ctx, Workflow, cmd.workflow_id, cmd.workspace_id, "workflow")
     workflow.publish_version(definition, now())
     position = ctx.save(workflow)
@@ -219,7 +238,7 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnsw
             return _repeated_start(ctx, cmd, execution_id)
     if workflow.archived:
         raise DomainError("workflow is archived", "archived")
-    if cmd.trigger == "manual":
+    if cmd.trigger in ("manual", "error_workflow"):
         version = cmd.version or workflow.latest_version
     else:
         version = workflow.triggered_version(cmd.trigger)

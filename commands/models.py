@@ -66,7 +66,8 @@ class StartExecution(Command):
     version: int | None = Field(default=None, ge=1)
     callback_url: str | None = Field(default=None, max_length=2048)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    trigger: Literal["manual", "webhook", "schedule"] = "manual"
+    # error_workflow: started by engine.error_workflows for a failed execution (latest version)
+    trigger: Literal["manual", "webhook", "schedule", "error_workflow"] = "manual"
     search_attributes: dict[str, Any] | None = None
 
     @field_validator("search_attributes")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from commands import callbacks, credentials, handlers, identity, signals, variables
+from commands import callbacks, credentials, handlers, identity, reruns, signals, variables
 from commands.context import CommandContext
 from commands.handlers import Result
 from commands.models import Command
@@ -19,4 +19,5 @@ HANDLERS: dict[type[Command], Callable[[CommandContext, Any], Result]] = {
     **credentials.HANDLERS,
     **variables.HANDLERS,
     **signals.HANDLERS,
+    **reruns.HANDLERS,
 }

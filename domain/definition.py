@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -200,6 +201,9 @@ class Settings(_Strict):
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
     # Search attributes set at each start: {name: "{{ expression }}"} (domain.search_attributes).
     search_attributes: dict[str, Any] | None = None
+    # The workflow started (trigger `error_workflow`) when an execution of this one fails
+    # (engine.error_workflows); checked to exist in the workspace when the definition is saved.
+    error_workflow_id: UUID | None = None
 
     @field_validator("search_attributes")
     @classmethod

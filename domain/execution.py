@@ -26,6 +26,7 @@ from domain.expressions import ExpressionError, ExpressionLimits, render, render
 from domain.json_limits import footprint, json_size
 from domain.limits import DEFAULT_LIMITS, Limits
 from domain.node_logic import apply_transform, evaluate_condition
+from domain.rerun import RerunPlan
 from domain.search_attributes import derive
 from domain.statuses import (
     CURRENT,
@@ -66,6 +67,7 @@ class NodeRun:
     output: Any = None
     error: dict[str, Any] | None = None
     failed_for_good: bool = field(default=False)
+    reused: bool = False  # a re-run's output kept from the original (NodeReused)
 
 
 def timer_id(execution_id: UUID, kind: TimerKind, node_id: str = "", attempt: int = 0) -> str:
@@ -89,6 +91,7 @@ class Execution(TenantAggregate):
         # Who started it (the request's actor; absent before approvals: None), for approvals'
         # self-approval rule.
         started_by: dict[str, Any] | None
+        rerun_of: str | None  # the execution this one re-runs (absent before re-runs)
 
     class NodeScheduled(Aggregate.Event):
         """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
@@ -106,6 +109,23 @@ class Execution(TenantAggregate):
             run.attempts = self.attempt
             run.started_at = run.started_at or self.timestamp
             run.error = None
+
+    class NodeReused(Aggregate.Event):
+        """A re-run keeps the output its original recorded for this node (an ancestor of the
+        node it re-runs from): the output is copied here, never read from the original."""
+
+        workspace_id: str
+        node_id: str
+        node_type: str
+        output: Any
+
+        def apply(self, aggregate: Execution) -> None:
+            run = aggregate.nodes[self.node_id]
+            run.output = self.output
+            run.reused = True
+            aggregate.outputs[self.node_id] = {"output": self.output}
+            aggregate.footprint += footprint(self.output)
+            aggregate.settle(self.node_id, NodeStatus.COMPLETED, self.timestamp)
 
     class NodeStarted(Aggregate.Event):
         """A worker started the attempt (recorded for nodes with `schedule_to_start_s`)."""
@@ -349,6 +369,7 @@ class Execution(TenantAggregate):
         vars: dict[str, Any] | None = None,  # None: started before variables existed
         search_attributes: dict[str, Any] | None = None,  # None: started before them
         started_by: dict[str, Any] | None = None,  # None: started before approvals
+        rerun_of: str | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self.workflow_id = workflow_id
@@ -364,6 +385,7 @@ class Execution(TenantAggregate):
         # Signals no node has taken yet, by name, oldest first; the Idempotency-Keys seen.
         self.inbox: dict[str, list[dict[str, Any]]] = {}
         self.signal_keys: set[str] = set()
+        self.rerun_of = rerun_of
         self.status = ExecutionStatus.RUNNING
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -442,10 +464,13 @@ class Execution(TenantAggregate):
         limits: Limits = DEFAULT_LIMITS,
         search_attributes: dict[str, Any] | None = None,
         started_by: dict[str, Any] | None = None,
+        rerun_of: str | None = None,
+        rerun: RerunPlan | None = None,
     ) -> Execution:
         """A new execution. `search_attributes` are the ones the start request gave (checked);
         the definition's `settings.search_attributes` add theirs (`search_attribute_problems`
-        says which could not be derived; it is not recorded)."""
+        says which could not be derived; it is not recorded). A re-run names the execution it
+        re-runs (`rerun_of`) and records what its `rerun` plan keeps before anything runs."""
         variables = dict(vars or {})
         templates = (definition.get("settings") or {}).get("search_attributes") or {}
         context = {
@@ -475,6 +500,7 @@ class Execution(TenantAggregate):
             vars=variables,
             search_attributes=attributes,
             started_by=started_by,
+            rerun_of=rerun_of,
             timestamp=now,
         )
         execution.limits = limits
@@ -483,8 +509,19 @@ class Execution(TenantAggregate):
         if limit:
             fire_at = now + timedelta(seconds=limit)
             execution._schedule_timer(TimerKind.EXECUTION_TIMEOUT, fire_at, now)
+        if rerun is not None:
+            execution._keep(rerun, now)
         execution._advance(now, roots=True)
         return execution
+
+    def _keep(self, plan: RerunPlan, now: datetime) -> None:
+        """Record what a re-run keeps from its original, before anything runs."""
+        for node_id, output in plan.reused.items():
+            node_type = self.graph.node(node_id).type
+            self.record(self.NodeReused, now, node_id=node_id, node_type=node_type, output=output)
+        for node_id in plan.skipped:
+            node_type = self.graph.node(node_id).type
+            self.record(self.NodeSkipped, now, node_id=node_id, node_type=node_type)
 
     @property
     def running(self) -> bool:

@@ -2,9 +2,9 @@
 how each starts, serves `/metrics` + `/health` + `/ready`, and stops on SIGTERM without losing
 work.
 
-Event consumers (projector, matching, timers, callbacks, audit) and the relay are single-active per
-role: each holds a PostgreSQL advisory lock (see infra.leader); extra processes wait as standbys.
-Workers and gateways scale out freely.
+Event consumers (projector, matching, timers, callbacks and error workflows, audit) and the relay
+are single-active per role: each holds a PostgreSQL advisory lock (see infra.leader); extra
+processes wait as standbys. Workers and gateways scale out freely.
 
 Outages: a role that stops because PostgreSQL or Redis is away, or because it lost its lock
 with its PostgreSQL session, is started again every second by `_supervised` until it runs; the
@@ -27,6 +27,7 @@ from faststream.redis import RedisBroker
 
 from engine.audit_chain import AuditChain
 from engine.callbacks import Callbacks
+from engine.error_workflows import ErrorWorkflows
 from engine.matching import Matching
 from engine.schedules import Clock, Scheduler, Schedules, utc_now
 from engine.timers import Timers
@@ -192,7 +193,14 @@ async def run_callbacks(c: Container, stop: asyncio.Event) -> None:
         assert isinstance(consumer, Callbacks)
         return [consumer.deliver_loop(stop)]
 
-    await _run_event_consumer(c, stop, build, extra)
+    def build_error_workflows(broker: RedisBroker) -> EventConsumer:
+        return ErrorWorkflows(c.bus, c.store, c.pool, c.redis, broker, events_stream(c.settings))
+
+    # The callbacks role also starts error workflows (engine.error_workflows): both react to
+    # closed executions; one failing cancels the other (then restarted).
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_run_event_consumer(c, stop, build, extra))
+        group.create_task(_run_event_consumer(c, stop, build_error_workflows))
 
 
 async def run_audit(c: Container, stop: asyncio.Event) -> None:

@@ -13,6 +13,9 @@ UPDATE SET` exactly those). No I/O here: `projections.visibility` executes the s
 with the same fold.
 Search attributes (recorded in ExecutionStarted) go to `rm_executions.search_attributes` and, one
 row each in the column of their type, to `rm_execution_attributes` (migration 012).
+A re-run's `rerun_of` (ExecutionStarted) and the node runs it kept from its original (NodeReused:
+status completed, `reused` true) go to `rm_executions.rerun_of` and `rm_node_runs.reused`
+(migration 020).
 `duration_ms`, `error_code` and `failed_node` are generated columns (migration 011): PostgreSQL
 derives them from `started_at`, `closed_at` and `error`. `status_position` (migration 014) is the
 log position of the event that last set the status, when the caller gives positions.
@@ -35,6 +38,7 @@ from domain.statuses import CallbackStatus, ExecutionStatus, NodeStatus
 
 NODE_EVENTS = (
     Execution.NodeScheduled,
+    Execution.NodeReused,
     Execution.NodeStarted,
     Execution.NodeCompleted,
     Execution.NodeFailed,
@@ -71,6 +75,8 @@ _TYPES = {
     "node_id": "text",
     "type": "text",
     "attempts": "int",
+    "rerun_of": "uuid",
+    "reused": "boolean",
 }
 _EXECUTION_COLUMNS = (
     "id",
@@ -89,6 +95,7 @@ _EXECUTION_COLUMNS = (
     "callback",
     "search_attributes",
     "status_position",
+    "rerun_of",
 )
 _ATTRIBUTE_COLUMNS = (
     "execution_id",
@@ -111,6 +118,7 @@ _NODE_COLUMNS = (
     "closed_at",
     "error",
     "output",
+    "reused",
 )
 _NODE_KEY = ("execution_id", "node_id")
 
@@ -292,6 +300,7 @@ def fold_rows(events: Iterable[Any], positions: Iterable[int | None] = ()) -> Fo
                 "callback": callback,
                 "search_attributes": _json(searched or None),
                 "status_position": position,
+                "rerun_of": getattr(e, "rerun_of", None),  # absent before re-runs
             }
         elif type(e) in CLOSED_STATUS:
             executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e, position))
@@ -307,9 +316,31 @@ def fold_rows(events: Iterable[Any], positions: Iterable[int | None] = ()) -> Fo
                     "started_at": e.timestamp,
                     "closed_at": None,
                     "output": None,
+                    "reused": False,
                     **scheduled,
                 },
                 scheduled,
+            )
+        elif isinstance(e, Execution.NodeReused):
+            # A re-run's kept output: the node's only event.
+            reused = {
+                "status": NodeStatus.COMPLETED,
+                "closed_at": e.timestamp,
+                "output": _json(e.output),
+                "reused": True,
+            }
+            nodes.setdefault((e.originator_id, e.node_id), _Row()).upsert(
+                {
+                    "execution_id": e.originator_id,
+                    "node_id": e.node_id,
+                    "workspace_id": e.workspace_id,
+                    "type": e.node_type,
+                    "attempts": 0,
+                    "started_at": e.timestamp,
+                    "error": None,
+                    **reused,
+                },
+                reused,
             )
         elif isinstance(e, Execution.NodeStarted):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
@@ -336,6 +367,7 @@ def fold_rows(events: Iterable[Any], positions: Iterable[int | None] = ()) -> Fo
                     "type": getattr(e, "node_type", ""),
                     "attempts": 0,
                     "started_at": None,
+                    "reused": False,
                     **closed,
                 },
                 closed,

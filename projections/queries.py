@@ -202,6 +202,7 @@ def execution_item(row: dict[str, Any]) -> dict[str, Any]:
         "closed_at": _iso(row["closed_at"]),
         "duration_ms": row["duration_ms"],
         "search_attributes": row["search_attributes"] or {},
+        "rerun_of": str(row["rerun_of"]) if row.get("rerun_of") else None,
     }
 
 
@@ -308,6 +309,7 @@ def execution_answer(row: dict[str, Any], node_rows: list[dict[str, Any]]) -> di
             "closed_at": _iso(n["closed_at"]),
             "error": n["error"],
             "output": n["output"],
+            "reused": bool(n.get("reused")),
         }
         for n in node_rows
     ]

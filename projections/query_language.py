@@ -100,6 +100,7 @@ FIELDS: dict[str, Field] = {
         Field("failed_node", FieldType.TEXT, "failed_node", nullable=True),
         Field("error_code", FieldType.TEXT, "error_code", nullable=True),
         Field("parent_id", FieldType.UUID, None, nullable=True),  # comes with sub-workflows
+        Field("rerun_of", FieldType.UUID, "rerun_of", nullable=True),  # migration 020
     )
 }
 KNOWN_FIELDS = (*FIELDS, ATTRIBUTE_PREFIX + "<name>")

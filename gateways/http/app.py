@@ -24,6 +24,7 @@ from gateways.http import (
     routes_hooks,
     routes_identity,
     routes_live,
+    routes_reruns,
     routes_signals,
     routes_signing,
     routes_stats,
@@ -54,6 +55,7 @@ def api_routes() -> list[Route]:
         *routes_workflows.ROUTES,
         *routes_export.ROUTES,  # before /executions/{id}
         *routes_live.ROUTES,  # before /executions/{id} takes /executions/live
+        *routes_reruns.ROUTES,  # before /executions/{id} takes /executions/rerun
         *routes_executions.ROUTES,
         *routes_signals.ROUTES,
         *routes_signing.ROUTES,

@@ -232,8 +232,8 @@ _DATE_TIME = {"type": "string", "format": "date-time"}
 Q_DESCRIPTION = (
     "a filter (a subset of Temporal's List Filter), ANDed with the other parameters. Fields:"
     " status, workflow_id, workflow_name, version, trigger, started_at, closed_at, duration_ms,"
-    " failed_node, error_code, attr.<name> (a search attribute: text, number, true/false or"
-    " ISO-8601 time, typed by the literal; an execution without it matches neither a"
+    " failed_node, error_code, rerun_of, attr.<name> (a search attribute: text, number,"
+    " true/false or ISO-8601 time, typed by the literal; an execution without it matches neither a"
     " comparison nor its NOT) (parent_id is refused as not available yet);"
     " comparisons = != > >= < <=, IN ('a', 'b'), BETWEEN x AND y, STARTS_WITH 'pre', IS NULL,"
     " IS NOT NULL, combined with NOT, AND, OR (in that precedence) and parentheses; literals"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from api import Api
 from examples import load_example
+from stack import eventually
 
 
 def nodes_by_id(execution: dict) -> dict[str, dict]:
@@ -120,3 +121,28 @@ async def test_approval_refuses_the_starter_and_takes_an_admins_decision(api: Ap
     refused = await api.wait_terminal(rejected)
     assert refused["output"] == {"refused": 30}
     assert nodes_by_id(refused)["refund"]["status"] == "skipped"
+
+
+async def test_error_workflow(api: Api, target: str) -> None:
+    example = load_example("error-workflow.json")
+    handler = await api.create_workflow(example.pop("handler"))
+    example["settings"]["error_workflow_id"] = handler["id"]
+    wf = await api.create_workflow(example)
+    started = await api.start(wf["id"], {"base_url": target})
+    done = await api.wait_terminal(started["execution_id"])
+    assert done["status"] == "failed"
+    assert nodes_by_id(done)["charge"]["status"] == "failed"
+    q = f"workflow_id = '{handler['id']}'"
+
+    async def runs() -> list[dict]:
+        reply = await api.call("GET", api.ws("/executions"), q=q)
+        return reply.body["items"]
+
+    [run] = await eventually(runs, timeout=30)
+    run = await api.wait_terminal(run["id"])
+    assert (run["trigger"], run["status"]) == ("error_workflow", "completed")
+    assert run["output"] == {
+        "failed_execution": started["execution_id"],
+        "failed_node": "charge",
+        "workflow": "Charge with an error workflow",
+    }

@@ -321,6 +321,16 @@ MATRIX: dict[tuple[str, str], tuple[str, int, Prepare]] = {
         202,
         with_execution(WS + "/executions/{id}/approvals/ok", {"decision": "approve"}, True),
     ),
+    ("POST", "/executions/{id}/rerun"): (
+        "member",
+        202,
+        with_execution(WS + "/executions/{id}/rerun"),
+    ),
+    ("POST", "/executions/rerun"): (
+        "member",
+        202,
+        static(WS + "/executions/rerun", {"q": "status = 'canceled'"}),
+    ),
     ("GET", "/executions/{id}/events"): (
         "viewer",
         200,

@@ -63,7 +63,7 @@ def paths_of(raw: Any) -> list[str]:
 
 def test_every_example_file_parses() -> None:
     names = example_names()
-    assert len(names) == 8
+    assert len(names) == 9
     for name in names:
         definition = parse_definition(load_example(name))
         assert isinstance(definition, WorkflowDefinition), name

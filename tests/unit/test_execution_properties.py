@@ -1,6 +1,7 @@
 """Properties of the Execution aggregate over generated workflows and worker behaviour (with
 waiting nodes, signals arriving at random points and approvals): it never gets stuck, ends with
-every node settled, and replays to the same state."""
+every node settled, and replays to the same state; a re-run of a closed one from any node reuses
+exactly its ancestors' outputs and does the same."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from domain.definition import parse_definition
 from domain.execution import Execution
+from domain.rerun import RerunRefused, ancestors, rerun_plan
 from domain.statuses import IN_FLIGHT, NODE_TERMINAL
 from domain.waits import WAIT_BRANCHES
 
@@ -91,14 +93,9 @@ def possible_actions(ex: Execution) -> list[tuple[str, Any]]:
     return actions
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(definition=workflows(), choices=st.lists(st.integers(0, 1000), min_size=60, max_size=60))
-def test_every_execution_settles_and_replays_to_the_same_state(
-    definition: dict[str, Any], choices: list[int]
-) -> None:
-    graph = parse_definition(definition).to_json()
-    ex = Execution.start(uuid4(), "ws", "wf", 1, graph, {}, T0)
-    now = T0
+def drive(ex: Execution, choices: list[int], now: datetime) -> datetime:
+    """Complete, fail, fire, signal and decide at random until the execution closes (or the
+    choices run out); asserts it is never stuck while running."""
     for choice in choices:
         if not ex.running:
             break
@@ -117,6 +114,17 @@ def test_every_execution_settles_and_replays_to_the_same_state(
             assert ex.decide_approval(target, kind, None, SENDER, "owner", now)
         else:
             assert ex.fire_timer(target, now)
+    return now
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(definition=workflows(), choices=st.lists(st.integers(0, 1000), min_size=60, max_size=60))
+def test_every_execution_settles_and_replays_to_the_same_state(
+    definition: dict[str, Any], choices: list[int]
+) -> None:
+    graph = parse_definition(definition).to_json()
+    ex = Execution.start(uuid4(), "ws", "wf", 1, graph, {}, T0)
+    drive(ex, choices, T0)
     events = ex.collect_events()
     if not ex.running:
         assert not any(run.status in IN_FLIGHT for run in ex.nodes.values())
@@ -148,3 +156,49 @@ def test_every_execution_settles_and_replays_to_the_same_state(
     ]
     kept = [name for name, signals in ex.inbox.items() for _ in signals]
     assert sorted(e.name for e in received) == sorted(taken + kept)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    definition=workflows(),
+    choices=st.lists(st.integers(0, 1000), min_size=120, max_size=120),
+    pick=st.integers(0, 100),
+)
+def test_a_rerun_from_any_node_reuses_its_ancestors_settles_and_replays(
+    definition: dict[str, Any], choices: list[int], pick: int
+) -> None:
+    """A closed execution re-run from a random node: refused only when an ancestor has no
+    output; otherwise its ancestors are reused (never scheduled), it never gets stuck, and its
+    own events replay to the same state."""
+    graph = parse_definition(definition).to_json()
+    original = Execution.start(uuid4(), "ws", "wf", 1, graph, {}, T0)
+    now = drive(original, choices[:60], T0)
+    if original.running:
+        return
+    from_node = original.graph.nodes[pick % len(original.graph.nodes)].id
+    runs = {node_id: (run.status, run.output) for node_id, run in original.nodes.items()}
+    upstream = ancestors(original.graph, from_node)
+    try:
+        plan = rerun_plan(original.graph, from_node, runs)
+    except RerunRefused:
+        assert any(runs[n][0] not in ("completed", "skipped") for n in upstream)
+        return
+    assert set(plan.reused) | set(plan.skipped) == set(upstream)
+    ex = Execution.start(
+        uuid4(), "ws", "wf", 1, graph, {}, now, trigger="rerun", rerun_of="o", rerun=plan
+    )
+    drive(ex, choices[60:], now)
+    events = ex.collect_events()
+    scheduled = {e.node_id for e in events if isinstance(e, Execution.NodeScheduled)}
+    assert not scheduled & set(upstream)
+    assert {n for n, run in ex.nodes.items() if run.reused} == set(plan.reused)
+    assert all(ex.nodes[n].output == runs[n][1] for n in plan.reused)
+    rebuilt: Any = None
+    for event in events:
+        rebuilt = event.mutate(rebuilt)
+    assert (rebuilt.status, rebuilt.output, rebuilt.nodes, rebuilt.rerun_of) == (
+        ex.status,
+        ex.output,
+        ex.nodes,
+        "o",
+    )
