@@ -68,6 +68,8 @@ class StartExecution(Command):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     trigger: Literal["manual", "webhook", "schedule"] = "manual"
     search_attributes: dict[str, Any] | None = None
+    # Overrides the definition's settings.priority (1 first, 5 last).
+    priority: int | None = Field(default=None, ge=1, le=5)
 
     @field_validator("search_attributes")
     @classmethod

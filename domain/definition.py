@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from domain.concurrency import ConcurrencySettings
 from domain.export_format import is_export_format, normalise_export
 from domain.expressions import (
     credential_paths,
@@ -189,6 +190,10 @@ class Settings(_Strict):
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
     # Search attributes set at each start: {name: "{{ expression }}"} (domain.search_attributes).
     search_attributes: dict[str, Any] | None = None
+    # At most `limit` executions at once, per rendered `key` (domain.concurrency).
+    concurrency: ConcurrencySettings | None = None
+    # The order of this workflow's tasks among a workspace's waiting tasks: 1 first, None is 3.
+    priority: int | None = Field(default=None, ge=1, le=5)
 
     @field_validator("search_attributes")
     @classmethod
