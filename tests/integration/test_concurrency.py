@@ -1,0 +1,175 @@
+"""Concurrency limits on the real PostgreSQL and Redis: a queued execution visible in the list and
+a count, admitted when the slot holder completes; per-key gates; cancel of a waiter and of a
+holder; racing starts and racing closings decided exactly once; a key that does not render."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID, uuid4
+
+from api import Api
+from stack import eventually, roles
+from target import serve_target
+
+from commands import models as m
+from domain.concurrency import ConcurrencyGate, gate_id
+from domain.execution import Execution
+from gateways.bootstrap import Container
+from infra.settings import Settings
+
+
+def gated(base: str, limit: int, key: str | None = None) -> dict[str, Any]:
+    concurrency: dict[str, Any] = {"limit": limit}
+    if key:
+        concurrency["key"] = key
+    return {
+        "name": "gated",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {
+                "id": "call",
+                "type": "http_request",
+                "config": {"method": "GET", "url": base + "/count/{{ trigger.name }}"},
+            }
+        ],
+        "edges": [],
+        "settings": {"concurrency": concurrency},
+    }
+
+
+async def test_limit_one_queues_the_second_until_the_first_completes(
+    api: Api, fresh_settings: Settings
+) -> None:
+    async with (
+        serve_target() as base,
+        roles(fresh_settings, "relay", "projector", "matching", "timers") as r,
+    ):
+        workflow = await api.create_workflow(gated(base, 1))
+        first = await api.start(workflow["id"], {"name": "first"})
+        second = await api.start(workflow["id"], {"name": "second"})
+        assert (first["status"], second["status"]) == ("running", "queued")
+
+        async def listed() -> Any:
+            reply = await api.call("GET", api.ws("/executions"), status="queued")
+            return reply.body["items"] if reply.body["items"] else None
+
+        [item] = await eventually(listed)
+        assert item["id"] == second["execution_id"]
+        count = await api.call(
+            "GET",
+            api.ws("/executions/count"),
+            q="status = 'queued'",
+            min_position=second["position"],
+        )
+        assert count.status == 200, count.body
+        assert count.body["count"] == 1
+        got = await api.call("GET", api.ws(f"/executions/{second['execution_id']}"))
+        assert got.body["status"] == "queued"
+
+        r.start("worker")  # the first runs; its completion admits the second
+        done = await api.wait_terminal(second["execution_id"])
+        assert done["status"] == "completed"
+        assert (await api.wait_terminal(first["execution_id"]))["status"] == "completed"
+        calls = await api.session.get(base + "/calls")
+        assert await calls.json() == ["first", "second"]
+        history = await api.call("GET", api.ws(f"/executions/{second['execution_id']}/history"))
+        types = [e["type"] for e in history.body]
+        assert types[:3] == ["ExecutionStarted", "ExecutionQueued", "ExecutionAdmitted"]
+
+
+def setup(c: Container, definition: dict[str, Any]) -> tuple[UUID, UUID]:
+    reg = c.bus.handle(
+        m.RegisterUser(email=f"{uuid4().hex[:8]}@example.com", password="s3cret-pass", name="T")
+    )
+    user, ws = UUID(reg.fields["user"]["id"]), UUID(reg.fields["workspace"]["id"])
+    wf = c.bus.handle(m.CreateWorkflow(workspace_id=ws, actor_id=user, definition=definition))
+    return ws, UUID(wf.fields["id"])
+
+
+async def start(c: Container, ws: UUID, wf: UUID, name: str) -> Any:
+    return await c.bus.execute(
+        m.StartExecution(workspace_id=ws, workflow_id=wf, input={"name": name, "c": "acme"})
+    )
+
+
+def status(c: Container, execution_id: UUID) -> str:
+    return str(c.store.read_fresh(Execution, execution_id).status)
+
+
+def gate(c: Container, wf: UUID, key: str = "") -> ConcurrencyGate:
+    return c.store.read_fresh(ConcurrencyGate, gate_id(str(wf), key))
+
+
+async def test_gates_per_key_and_cancel_of_a_waiter_and_of_a_holder(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup(c, gated("http://127.0.0.1:9", 1, key="{{ trigger.name }}"))
+        a1, b1 = await start(c, ws, wf, "a"), await start(c, ws, wf, "b")
+        assert (a1.status, b1.status) == ("running", "running")  # other keys, other gates
+        a2, a3 = await start(c, ws, wf, "a"), await start(c, ws, wf, "a")
+        assert (a2.status, a3.status) == ("queued", "queued")
+        # A canceled waiter leaves the line.
+        await c.bus.execute(m.CancelExecution(workspace_id=ws, execution_id=a2.execution_id))
+        assert status(c, a2.execution_id) == "canceled"
+        assert gate(c, wf, "a").waiting == [str(a3.execution_id)]
+        # A canceled holder frees its slot: the next in line runs, in the same transaction.
+        await c.bus.execute(m.CancelExecution(workspace_id=ws, execution_id=a1.execution_id))
+        assert status(c, a3.execution_id) == "running"
+        assert gate(c, wf, "a").holders == [str(a3.execution_id)]
+        assert gate(c, wf, "b").holders == [str(b1.execution_id)]
+        # A repeated cancel changes nothing.
+        await c.bus.execute(m.CancelExecution(workspace_id=ws, execution_id=a1.execution_id))
+        assert gate(c, wf, "a").holders == [str(a3.execution_id)]
+
+
+async def test_racing_starts_take_the_one_slot_once(fresh_settings: Settings) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup(c, gated("http://127.0.0.1:9", 1))
+        answers = await asyncio.gather(*(start(c, ws, wf, f"n{i}") for i in range(8)))
+        running = [a.execution_id for a in answers if a.status == "running"]
+        assert len(running) == 1, [a.status for a in answers]
+        g = gate(c, wf)
+        assert g.holders == [str(running[0])] and len(g.waiting) == 7
+
+
+async def test_racing_closings_admit_each_waiter_once(fresh_settings: Settings) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup(c, gated("http://127.0.0.1:9", 2))
+        answers = [await start(c, ws, wf, f"n{i}") for i in range(5)]
+        assert [a.status for a in answers] == ["running"] * 2 + ["queued"] * 3
+        holders = [a.execution_id for a in answers[:2]]
+        # Both holders close at once, each cancel sent twice (a repeat): two admissions.
+        await asyncio.gather(
+            *(
+                c.bus.execute(m.CancelExecution(workspace_id=ws, execution_id=h))
+                for h in holders * 2
+            )
+        )
+        admitted = [a.execution_id for a in answers[2:4]]
+        assert [status(c, e) for e in admitted] == ["running", "running"]
+        assert status(c, answers[4].execution_id) == "queued"
+        for execution_id in admitted:
+            stored = c.store.events.get(execution_id)
+            assert sum(isinstance(e, Execution.ExecutionAdmitted) for e in stored) == 1
+        g = gate(c, wf)
+        assert sorted(g.holders) == sorted(map(str, admitted))
+        assert g.waiting == [str(answers[4].execution_id)]
+
+
+async def test_a_key_that_does_not_render_fails_the_execution_at_start(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        ws, wf = setup(c, gated("http://127.0.0.1:9", 1, key="{{ trigger.missing }}"))
+        answer = await start(c, ws, wf, "x")
+        assert answer.status == "failed"
+        execution = c.store.read_fresh(Execution, answer.execution_id)
+        assert execution.error is not None
+        assert execution.error["type"] == "concurrency_key_error"
+        assert "rendered to nothing" in execution.error["message"]
