@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 from uuid import UUID, uuid4
 
+import aiohttp
 from api import Api
 from stack import eventually, roles
 from target import serve_target
@@ -173,3 +174,67 @@ async def test_a_key_that_does_not_render_fails_the_execution_at_start(
         assert execution.error is not None
         assert execution.error["type"] == "concurrency_key_error"
         assert "rendered to nothing" in execution.error["message"]
+
+
+async def test_priority_one_runs_before_priority_five_queued_earlier(
+    fresh_settings: Settings,
+) -> None:
+    """With the worker stopped the queue's stream takes one task (backlog 1): the rest wait in
+    matching, which hands them out by priority once the worker reads."""
+    settings = fresh_settings.model_copy(update={"dispatch_backlog": 1, "worker_concurrency": 1})
+    async with (
+        serve_target() as base,
+        roles(settings, "relay", "projector", "matching", "timers") as r,
+    ):
+        c = r.container
+        definition = gated(base, 1)
+        del definition["settings"]["concurrency"]
+        ws, wf = setup(c, definition)
+        started = []
+        for name, priority in (("filler", None), ("low", 5), ("high", 1)):
+            command = m.StartExecution(
+                workspace_id=ws, workflow_id=wf, input={"name": name}, priority=priority
+            )
+            started.append((await c.bus.execute(command)).execution_id)
+
+        async def held() -> Any:
+            async with c.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FILTER (WHERE entry_id IS NULL) AS held FROM engine_tasks"
+                )
+                row = await cur.fetchone()
+                await conn.commit()
+            return row is not None and row["held"] == 2
+
+        await eventually(held)  # low, then high, wait in matching
+        r.start("worker")
+
+        async def all_completed() -> bool:
+            return all(status(c, e) == "completed" for e in started)
+
+        await eventually(all_completed)
+        assert await target_calls(base) == ["filler", "high", "low"]
+
+
+async def target_calls(base: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(base + "/calls") as reply:
+        return await reply.json()
+
+
+async def test_priority_outside_1_to_5_is_refused(api: Api) -> None:
+    workflow = await api.create_workflow(gated("http://127.0.0.1:9", 1))
+    for priority in (0, 6, "high"):
+        reply = await api.call(
+            "POST",
+            api.ws(f"/workflows/{workflow['id']}/executions"),
+            json={"input": {}, "priority": priority},
+        )
+        assert reply.status == 422, reply.body
+        assert reply.body["error"]["details"][0]["path"] == "priority"
+    bad = dict(
+        gated("http://127.0.0.1:9", 1), settings={"concurrency": {"limit": 0}, "priority": 9}
+    )
+    reply = await api.call("POST", api.ws("/workflows"), json=bad)
+    assert reply.status == 422, reply.body
+    paths = {d["path"] for d in reply.body["error"]["details"]}
+    assert {"settings.concurrency.limit", "settings.priority"} <= paths
