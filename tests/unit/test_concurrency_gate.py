@@ -9,6 +9,8 @@ from uuid import uuid4
 
 import pytest
 from eventsourcing.domain import Aggregate
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.concurrency import (
     ConcurrencyGate,
@@ -218,3 +220,57 @@ def test_priority_goes_into_tasks_and_survives_replay() -> None:
     for event in overridden.collect_events():
         rebuilt = event.mutate(rebuilt)
     assert rebuilt.priority == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 3),
+    steps=st.lists(st.tuples(st.sampled_from(["start", "complete", "cancel"]), st.integers(0, 99))),
+)
+def test_a_gate_never_exceeds_its_limit_and_admits_in_order(
+    limit: int, steps: list[tuple[str, int]]
+) -> None:
+    """Random starts, completions and cancels (of running or queued executions), decided as
+    the commands decide them (commands.concurrency): at most `limit` run, nobody waits while a
+    slot is free, the line is served in order, each execution is admitted once, and the gate
+    replays to the same state."""
+    d = parse_definition(definition(concurrency={"limit": limit})).to_json()
+    g = gate()
+    executions: list[Execution] = []
+    admitted: list[str] = []  # admitted from the line, in order
+    now = T0
+    for kind, pick in steps:
+        now += timedelta(seconds=1)
+        if kind == "start":
+            execution_id = uuid4()
+            queued = not g.enter(str(execution_id), limit, now)
+            executions.append(
+                Execution.start(
+                    execution_id, "ws", "wf", 1, d, {}, now, concurrency_gate=g.id, queued=queued
+                )
+            )
+            continue
+        open_ = [e for e in executions if e.status in ("running", "queued")]
+        if not open_:
+            continue
+        ex = open_[pick % len(open_)]
+        if kind == "complete" and ex.status == "running":
+            assert ex.complete_node("call", 1, {"ok": True}, now)
+        else:
+            assert ex.cancel("by test", now)
+        assert g.leave(str(ex.id), now)
+        while (next_id := g.admit_next(limit, now)) is not None:
+            [waiting] = [e for e in executions if str(e.id) == next_id]
+            assert waiting.admit(now)
+            admitted.append(next_id)
+        running = [e for e in executions if e.status == "running"]
+        queued_ = [e for e in executions if e.status == "queued"]
+        assert len(running) <= limit
+        assert not queued_ or len(running) == limit
+        assert sorted(g.holders) == sorted(str(e.id) for e in running)
+        assert g.waiting == [str(e.id) for e in queued_]  # in start order
+    assert len(admitted) == len(set(admitted))
+    starts = [str(e.id) for e in executions]
+    assert admitted == sorted(admitted, key=starts.index)  # first come, first served
+    rebuilt = replayed(g)
+    assert (rebuilt.holders, rebuilt.waiting) == (g.holders, g.waiting)
