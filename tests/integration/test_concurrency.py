@@ -238,3 +238,46 @@ async def test_priority_outside_1_to_5_is_refused(api: Api) -> None:
     assert reply.status == 422, reply.body
     paths = {d["path"] for d in reply.body["error"]["details"]}
     assert {"settings.concurrency.limit", "settings.priority"} <= paths
+
+
+async def test_a_timed_out_holder_frees_its_slot(fresh_settings: Settings) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        definition = gated("http://127.0.0.1:9", 1)
+        definition["settings"]["timeout_s"] = 60
+        ws, wf = setup(c, definition)
+        holder, waiter = await start(c, ws, wf, "a"), await start(c, ws, wf, "b")
+        assert waiter.status == "queued"
+        timers = c.store.read_fresh(Execution, holder.execution_id).timers
+        [timeout] = [t for t, spec in timers.items() if spec["kind"] == "execution_timeout"]
+        await c.bus.execute(m.FireTimer(execution_id=holder.execution_id, timer_id=timeout))
+        assert status(c, holder.execution_id) == "timed_out"
+        assert status(c, waiter.execution_id) == "running"
+        assert gate(c, wf).holders == [str(waiter.execution_id)]
+
+
+async def test_a_workflow_without_a_limit_saves_nothing_but_its_execution(
+    fresh_settings: Settings,
+) -> None:
+    async with roles(fresh_settings) as r:
+        c = r.container
+        definition = gated("http://127.0.0.1:9", 1)
+        del definition["settings"]["concurrency"]
+        ws, wf = setup(c, definition)
+        started = await start(c, ws, wf, "a")
+        canceled = await c.bus.execute(
+            m.CancelExecution(workspace_id=ws, execution_id=started.execution_id)
+        )
+        for result in (started, canceled):
+            assert result.saved
+            assert {e.originator_id for e in result.saved} == {started.execution_id}
+
+
+async def test_cancel_of_a_queued_execution_over_http(api: Api) -> None:
+    workflow = await api.create_workflow(gated("http://127.0.0.1:9", 1))
+    await api.start(workflow["id"], {"name": "a"})
+    queued = await api.start(workflow["id"], {"name": "b"})
+    assert queued["status"] == "queued"
+    reply = await api.call("POST", api.ws(f"/executions/{queued['execution_id']}/cancel"), json={})
+    assert reply.status in (200, 202), reply.body
+    assert reply.body["status"] == "canceled"
