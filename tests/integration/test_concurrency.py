@@ -18,6 +18,7 @@ from domain.concurrency import ConcurrencyGate, gate_id
 from domain.execution import Execution
 from gateways.bootstrap import Container
 from infra.settings import Settings
+from projections.queries import open_executions
 
 
 def gated(base: str, limit: int, key: str | None = None) -> dict[str, Any]:
@@ -281,3 +282,18 @@ async def test_cancel_of_a_queued_execution_over_http(api: Api) -> None:
     reply = await api.call("POST", api.ws(f"/executions/{queued['execution_id']}/cancel"), json={})
     assert reply.status in (200, 202), reply.body
     assert reply.body["status"] == "canceled"
+
+
+async def test_queued_executions_count_as_open_for_back_pressure(fresh_settings: Settings) -> None:
+    async with roles(fresh_settings, "relay", "projector") as r:
+        c = r.container
+        ws, wf = setup(c, gated("http://127.0.0.1:9", 1))
+        answers = [await start(c, ws, wf, f"n{i}") for i in range(3)]
+        assert [a.status for a in answers] == ["running", "queued", "queued"]
+
+        async def counted() -> bool:
+            async with c.pool.connection() as conn:
+                open_, position = await open_executions(conn, ws)
+            return position >= answers[-1].position and open_ == 3
+
+        await eventually(counted)
