@@ -17,6 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from commands import concurrency
 from commands import models as m
 from commands.context import CommandContext
 from domain.base import DomainError, TenantAggregate
@@ -245,6 +246,20 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnsw
     definition = workflow.definition(version)
     if len(definition["nodes"]) > LOOP_NODES:
         ctx.leave_loop()
+    at, variables = now(), _held_variables(ctx, cmd.workspace_id)
+    entry = concurrency.NO_GATE
+    if (definition.get("settings") or {}).get("concurrency"):
+        entry = concurrency.enter(
+            ctx,
+            definition,
+            str(cmd.workspace_id),
+            str(cmd.workflow_id),
+            version,
+            execution_id,
+            cmd.input,
+            variables,
+            at,
+        )
     execution = Execution.start(
         execution_id,
         str(cmd.workspace_id),
@@ -252,20 +267,24 @@ def start_execution(ctx: CommandContext, cmd: m.StartExecution) -> ExecutionAnsw
         version,
         definition,
         cmd.input,
-        now(),
+        at,
         trigger=cmd.trigger,
         callback_url=cmd.callback_url or (definition.get("settings") or {}).get("callback_url"),
         idempotency_key=cmd.idempotency_key,
-        vars=_held_variables(ctx, cmd.workspace_id),
+        vars=variables,
         limits=ctx.limits,
         search_attributes=cmd.search_attributes,
         started_by=ctx.origin.actor,
+        concurrency_gate=entry.gate.id if entry.gate else None,
+        queued=entry.queued,
+        refused=entry.refused,
+        priority=cmd.priority,
     )
     try:
-        position = ctx.save(execution)
+        position = ctx.save(execution, entry.gate) if entry.gate else ctx.save(execution)
     except IntegrityError:
-        if not cmd.idempotency_key:
-            raise
+        if not cmd.idempotency_key or (entry.gate and not ctx.exists(execution_id)):
+            raise  # (a gate's conflict: the bus decides again on fresh reads)
         return _repeated_start(ctx, cmd, execution_id)
     for name, problem in execution.search_attribute_problems:
         log_event(
@@ -319,8 +338,11 @@ def _repeated_start(
 
 def cancel_execution(ctx: CommandContext, cmd: m.CancelExecution) -> ExecutionAnswer:
     execution = _owned(ctx, Execution, cmd.execution_id, cmd.workspace_id, "execution")
-    execution.cancel(cmd.reason, now())
-    position = ctx.save(execution) if execution.pending_events else 0
+    at = now()
+    execution.cancel(cmd.reason, at)
+    position = 0
+    if execution.pending_events:
+        position = ctx.save(execution, *concurrency.after_close(ctx, execution, at))
     return ExecutionAnswer(position, execution_id=execution.id, status=execution.status)
 
 
@@ -364,7 +386,11 @@ def fire_timer(ctx: CommandContext, cmd: m.FireTimer) -> Decision:
 
 
 def _save_if_changed(ctx: CommandContext, execution: Execution, accepted: bool) -> Decision:
-    position = ctx.save(execution) if accepted else 0
+    """Save what the command recorded; if it closed a gated execution, the gate's release and
+    the admitted executions with it (commands.concurrency)."""
+    position = 0
+    if accepted:
+        position = ctx.save(execution, *concurrency.after_close(ctx, execution, now()))
     return Decision(position, accepted=accepted, status=execution.status)
 
 

@@ -69,6 +69,8 @@ class StartExecution(Command):
     # error_workflow: started by engine.error_workflows for a failed execution (latest version)
     trigger: Literal["manual", "webhook", "schedule", "error_workflow"] = "manual"
     search_attributes: dict[str, Any] | None = None
+    # Overrides the definition's settings.priority (1 first, 5 last).
+    priority: int | None = Field(default=None, ge=1, le=5)
 
     @field_validator("search_attributes")
     @classmethod

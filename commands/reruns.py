@@ -15,13 +15,16 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import IntegrityError
 from pydantic import Field
 
+from commands import concurrency
 from commands.context import CommandContext
 from commands.handlers import ExecutionAnswer, Result, _held_variables, _owned
 from commands.models import Command
 from domain.base import DomainError
+from domain.concurrency import ConcurrencyGate
 from domain.definition import WorkflowDefinition
 from domain.execution import Execution
 from domain.rerun import MAX_BULK_RERUN, BulkRerun, rerun_id, rerun_plan
+from domain.statuses import ExecutionStatus
 from domain.workflow import Workflow
 
 
@@ -58,12 +61,14 @@ def _rerun(
     cmd: RerunExecution,
     execution_id: UUID,
     now: datetime,
+    gates: dict[UUID, ConcurrencyGate],
 ) -> Execution:
-    """The re-run of `cmd.execution_id` (not saved). NotFound for an execution of another
-    workspace; DomainError `execution_running` (409) while the original runs; RerunRefused for
-    a `from_node` that cannot be re-run from."""
+    """The re-run of `cmd.execution_id` (not saved; the concurrency gate it entered, if its
+    definition has a limit, is in `gates`). NotFound for an execution of another workspace;
+    DomainError `execution_running` (409) while the original is not closed (running or
+    queued); RerunRefused for a `from_node` that cannot be re-run from."""
     original: Execution = _owned(ctx, Execution, cmd.execution_id, cmd.workspace_id, "execution")
-    if original.running:
+    if original.status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED):
         raise DomainError("the execution is still running", "execution_running")
     workflow_id = UUID(original.workflow_id)
     workflow = _owned(ctx, Workflow, workflow_id, cmd.workspace_id, "workflow", True)
@@ -77,21 +82,40 @@ def _rerun(
     graph = WorkflowDefinition.model_validate(definition)
     original_runs = {node_id: (run.status, run.output) for node_id, run in original.nodes.items()}
     plan = rerun_plan(graph, cmd.from_node, original_runs)
+    input = cmd.input if "input" in cmd.model_fields_set else original.input
+    variables = _held_variables(ctx, cmd.workspace_id)
+    entry = concurrency.enter(
+        ctx,
+        definition,
+        str(cmd.workspace_id),
+        original.workflow_id,
+        version,
+        execution_id,
+        input,
+        variables,
+        now,
+        gates,
+    )
     return Execution.start(
         execution_id,
         str(cmd.workspace_id),
         original.workflow_id,
         version,
         definition,
-        cmd.input if "input" in cmd.model_fields_set else original.input,
+        input,
         now,
         trigger="rerun",
         callback_url=original.callback_url,
-        vars=_held_variables(ctx, cmd.workspace_id),
+        vars=variables,
         limits=ctx.limits,
         search_attributes=original.search_attributes or None,
+        started_by=ctx.origin.actor,
         rerun_of=str(original.id),
         rerun=plan,
+        concurrency_gate=entry.gate.id if entry.gate else None,
+        queued=entry.queued,
+        refused=entry.refused,
+        priority=original.priority,
     )
 
 
@@ -101,12 +125,13 @@ def rerun_execution(ctx: CommandContext, cmd: RerunExecution) -> ExecutionAnswer
         execution_id = rerun_id(cmd.execution_id, cmd.idempotency_key)
         if ctx.exists(execution_id):
             return _repeated(ctx, cmd.workspace_id, execution_id)
-    execution = _rerun(ctx, cmd, execution_id, _now())
+    gates: dict[UUID, ConcurrencyGate] = {}
+    execution = _rerun(ctx, cmd, execution_id, _now(), gates)
     try:
-        position = ctx.save(execution)
+        position = ctx.save(execution, *gates.values())
     except IntegrityError:
-        if not cmd.idempotency_key:
-            raise
+        if not cmd.idempotency_key or gates:
+            raise  # (a gate's conflict: the bus decides again on fresh reads)
         return _repeated(ctx, cmd.workspace_id, execution_id)
     return ExecutionAnswer(position, execution_id=execution_id, status=execution.status)
 
@@ -134,14 +159,15 @@ def rerun_executions(ctx: CommandContext, cmd: RerunExecutions) -> Result:
     now = _now()
     reruns: list[Execution] = []
     skipped: list[dict[str, str]] = []
+    gates: dict[UUID, ConcurrencyGate] = {}
     for original in cmd.execution_ids:
         one = RerunExecution(workspace_id=cmd.workspace_id, execution_id=original)
         try:
-            reruns.append(_rerun(ctx, one, uuid4(), now))
+            reruns.append(_rerun(ctx, one, uuid4(), now, gates))
         except DomainError as exc:  # its workflow archived since: the others are re-run
             skipped.append({"execution_id": str(original), "reason": exc.code})
     ids = [str(e.id) for e in reruns]
-    aggregates: list[Any] = list(reruns)
+    aggregates: list[Any] = [*reruns, *gates.values()]
     if cmd.idempotency_key:
         originals = [str(original) for original in cmd.execution_ids]
         bulk = BulkRerun.request(
@@ -154,8 +180,8 @@ def rerun_executions(ctx: CommandContext, cmd: RerunExecutions) -> Result:
     try:
         position = ctx.save(*aggregates)
     except IntegrityError:
-        if bulk_id is None:
-            raise
+        if bulk_id is None or (gates and not ctx.exists(bulk_id)):
+            raise  # (a gate's conflict: the bus decides again on fresh reads)
         return _repeated_bulk(ctx, cmd.workspace_id, bulk_id)
     return Result(position, fields)
 

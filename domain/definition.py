@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from domain.concurrency import ConcurrencySettings
 from domain.export_format import is_export_format, normalise_export
 from domain.expressions import (
     credential_paths,
@@ -204,6 +205,10 @@ class Settings(_Strict):
     # The workflow started (trigger `error_workflow`) when an execution of this one fails
     # (engine.error_workflows); checked to exist in the workspace when the definition is saved.
     error_workflow_id: UUID | None = None
+    # At most `limit` executions at once, per rendered `key` (domain.concurrency).
+    concurrency: ConcurrencySettings | None = None
+    # The order of this workflow's tasks among a workspace's waiting tasks: 1 first, None is 3.
+    priority: int | None = Field(default=None, ge=1, le=5)
 
     @field_validator("search_attributes")
     @classmethod

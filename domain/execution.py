@@ -54,6 +54,7 @@ from domain.waits import (
 )
 
 DISPATCHED_TYPES = WORKER_NODE_TYPES
+DEFAULT_PRIORITY = 3  # of tasks whose execution names none (1 first, 5 last)
 
 
 @dataclass
@@ -92,6 +93,26 @@ class Execution(TenantAggregate):
         # self-approval rule.
         started_by: dict[str, Any] | None
         rerun_of: str | None  # the execution this one re-runs (absent before re-runs)
+        # Absent before concurrency and priority (domain.concurrency): the gate whose slot it
+        # takes, and the priority of its tasks (None: 3).
+        concurrency_gate: str | None = None
+        priority: int | None = None
+
+    class ExecutionQueued(Aggregate.Event):
+        """Its workflow's concurrency limit was reached: it waits for a slot of its gate."""
+
+        workspace_id: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.status = ExecutionStatus.QUEUED
+
+    class ExecutionAdmitted(Aggregate.Event):
+        """A slot of its gate freed up and it was next in line: it runs from now on."""
+
+        workspace_id: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.status = ExecutionStatus.RUNNING
 
     class NodeScheduled(Aggregate.Event):
         """A node's attempt begins. `task` is what a worker needs (None for inline/timer nodes)."""
@@ -370,6 +391,8 @@ class Execution(TenantAggregate):
         search_attributes: dict[str, Any] | None = None,  # None: started before them
         started_by: dict[str, Any] | None = None,  # None: started before approvals
         rerun_of: str | None = None,
+        concurrency_gate: str | None = None,
+        priority: int | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self.workflow_id = workflow_id
@@ -386,6 +409,8 @@ class Execution(TenantAggregate):
         self.inbox: dict[str, list[dict[str, Any]]] = {}
         self.signal_keys: set[str] = set()
         self.rerun_of = rerun_of
+        self.concurrency_gate = concurrency_gate
+        self.priority = priority
         self.status = ExecutionStatus.RUNNING
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -466,11 +491,18 @@ class Execution(TenantAggregate):
         started_by: dict[str, Any] | None = None,
         rerun_of: str | None = None,
         rerun: RerunPlan | None = None,
+        concurrency_gate: UUID | None = None,
+        queued: bool = False,
+        refused: dict[str, Any] | None = None,
+        priority: int | None = None,
     ) -> Execution:
         """A new execution. `search_attributes` are the ones the start request gave (checked);
         the definition's `settings.search_attributes` add theirs (`search_attribute_problems`
         says which could not be derived; it is not recorded). A re-run names the execution it
-        re-runs (`rerun_of`) and records what its `rerun` plan keeps before anything runs."""
+        re-runs (`rerun_of`) and records what its `rerun` plan keeps before anything runs. With
+        `settings.concurrency`: the `concurrency_gate` it entered, and whether it waits there
+        (`queued`); `refused`: the error it fails with at once (its key did not render).
+        `priority` overrides the definition's `settings.priority`."""
         variables = dict(vars or {})
         templates = (definition.get("settings") or {}).get("search_attributes") or {}
         context = {
@@ -502,17 +534,37 @@ class Execution(TenantAggregate):
             started_by=started_by,
             rerun_of=rerun_of,
             timestamp=now,
+            concurrency_gate=str(concurrency_gate) if concurrency_gate else None,
+            priority=priority or (definition.get("settings") or {}).get("priority"),
         )
         execution.limits = limits
         execution.search_attribute_problems = tuple(problems.items())
-        limit = execution.graph.settings.timeout_s
-        if limit:
-            fire_at = now + timedelta(seconds=limit)
-            execution._schedule_timer(TimerKind.EXECUTION_TIMEOUT, fire_at, now)
+        if refused is not None:
+            execution.record(cls.ExecutionFailed, now, error=refused)
+            return execution
         if rerun is not None:
             execution._keep(rerun, now)
-        execution._advance(now, roots=True)
+        if queued:
+            execution.record(cls.ExecutionQueued, now)
+        else:
+            execution._begin(now)
         return execution
+
+    def admit(self, now: datetime) -> bool:
+        """Its gate gave it a slot: it starts running. False (nothing recorded) unless queued."""
+        if self.status != ExecutionStatus.QUEUED:
+            return False
+        self.record(self.ExecutionAdmitted, now)
+        self._begin(now)
+        return True
+
+    def _begin(self, now: datetime) -> None:
+        """Start running: the execution's timeout (counted from here) and the entry nodes."""
+        limit = self.graph.settings.timeout_s
+        if limit:
+            fire_at = now + timedelta(seconds=limit)
+            self._schedule_timer(TimerKind.EXECUTION_TIMEOUT, fire_at, now)
+        self._advance(now, roots=True)
 
     def _keep(self, plan: RerunPlan, now: datetime) -> None:
         """Record what a re-run keeps from its original, before anything runs."""
@@ -637,7 +689,7 @@ class Execution(TenantAggregate):
         return self._is_current_attempt(spec["node_id"], spec["attempt"])
 
     def cancel(self, reason: str, now: datetime) -> bool:
-        if not self.running:
+        if not self.running and self.status != ExecutionStatus.QUEUED:
             return False
         self._cancel_in_flight(now)
         self.record(self.ExecutionCanceled, now, reason=reason)
@@ -901,6 +953,8 @@ class Execution(TenantAggregate):
                 task["secrets"] = secrets
             if node.schedule_to_start_s:
                 task["schedule_to_start_s"] = node.schedule_to_start_s
+            if self.priority is not None and self.priority != DEFAULT_PRIORITY:
+                task["priority"] = self.priority
             self._record_scheduled(node, attempt, task, now)
             if node.schedule_to_start_s:
                 fire_at = now + timedelta(seconds=node.schedule_to_start_s)

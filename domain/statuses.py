@@ -26,13 +26,15 @@ __all__ = [
 
 
 class ExecutionStatus(StrEnum):
-    """An execution runs until one of the four closing events settles it for good."""
+    """An execution runs until one of the four closing events settles it for good. QUEUED: it
+    waits for a slot of its workflow's `settings.concurrency` (domain.concurrency)."""
 
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
+    QUEUED = "queued"
 
 
 class NodeStatus(StrEnum):

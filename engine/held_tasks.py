@@ -1,7 +1,9 @@
 """The tasks matching holds back while their queue's stream is full, and the order it lets them
-go in: round-robin across workspaces (oldest first within each), so that one workspace's flood
-does not starve another's tasks. In memory only: `engine_tasks` rows without an entry id are
-the durable copy, loaded again when matching starts.
+go in: round-robin across workspaces, so that one workspace's flood does not starve another's
+tasks; within a workspace, by priority (1 first: the execution's `settings.priority` or its
+start's `priority`), oldest first within a priority. In memory only: `engine_tasks` rows
+without an entry id are the durable copy (their payload keeps the priority), loaded again when
+matching starts.
 
 Imported by `engine.matching`; no I/O.
 """
@@ -16,42 +18,50 @@ from engine.tasks import TaskMessage
 
 class _Queue:
     def __init__(self) -> None:
-        self.by_workspace: dict[str, OrderedDict[str, TaskMessage]] = {}
+        # A workspace's held tasks by priority (1 first), each oldest first.
+        self.by_workspace: dict[str, dict[int, OrderedDict[str, TaskMessage]]] = {}
         self.turns: deque[str] = deque()  # workspaces with held tasks, whose turn is next first
 
     def add(self, task: TaskMessage) -> None:
-        tasks = self.by_workspace.get(task.workspace_id)
-        if tasks is None:
-            tasks = self.by_workspace[task.workspace_id] = OrderedDict()
+        levels = self.by_workspace.get(task.workspace_id)
+        if levels is None:
+            levels = self.by_workspace[task.workspace_id] = {}
             self.turns.append(task.workspace_id)
-        tasks[task.task_id] = task
+        levels.setdefault(task.priority, OrderedDict())[task.task_id] = task
 
     def take(self, n: int) -> list[TaskMessage]:
         taken: list[TaskMessage] = []
         while len(taken) < n and self.turns:
             workspace = self.turns.popleft()
-            tasks = self.by_workspace[workspace]
-            taken.append(tasks.popitem(last=False)[1])
-            if tasks:
+            levels = self.by_workspace[workspace]
+            first = min(levels)
+            taken.append(levels[first].popitem(last=False)[1])
+            if not levels[first]:
+                del levels[first]
+            if levels:
                 self.turns.append(workspace)
             else:
                 del self.by_workspace[workspace]
         return taken
 
     def discard(self, task: TaskMessage) -> None:
-        tasks = self.by_workspace.get(task.workspace_id)
-        if tasks is None or tasks.pop(task.task_id, None) is None:
+        levels = self.by_workspace.get(task.workspace_id)
+        tasks = levels.get(task.priority) if levels is not None else None
+        if levels is None or tasks is None or tasks.pop(task.task_id, None) is None:
             return
         if not tasks:
+            del levels[task.priority]
+        if not levels:
             del self.by_workspace[task.workspace_id]
             self.turns.remove(task.workspace_id)
 
     def __len__(self) -> int:
-        return sum(len(tasks) for tasks in self.by_workspace.values())
+        return sum(len(tasks) for levels in self.by_workspace.values() for tasks in levels.values())
 
 
 class HeldTasks:
-    """Held tasks by queue; `take` hands out up to n of a queue's, one workspace at a time."""
+    """Held tasks by queue; `take` hands out up to n of a queue's, one workspace at a time, each
+    workspace's highest priority first."""
 
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}

@@ -23,6 +23,8 @@ class TaskMessage(BaseModel):
     schedule_to_start_s: float | None = None  # set: the worker records the start (StartNode)
     # Paths (keys and indexes) of the secret markers in `config` the worker fills in.
     secrets: list[list[str | int]] = []
+    # 1 first, 5 last (the execution's priority): the order matching feeds held tasks in.
+    priority: int = 3
     republished: bool = False
     # A version of the execution at which this attempt was current: if the execution has no
     # later event, the attempt still awaits its result (the worker's cheap check before it

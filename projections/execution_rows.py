@@ -46,7 +46,17 @@ NODE_EVENTS = (
     Execution.NodeSkipped,
     Execution.NodeCanceled,
 )
-HANDLES: tuple[type, ...] = (Execution.ExecutionStarted, *CLOSED_STATUS, *NODE_EVENTS)
+# Waiting for a slot of the workflow's concurrency limit, and getting one (domain.concurrency).
+GATE_STATUS: dict[type, ExecutionStatus] = {
+    Execution.ExecutionQueued: ExecutionStatus.QUEUED,
+    Execution.ExecutionAdmitted: ExecutionStatus.RUNNING,
+}
+HANDLES: tuple[type, ...] = (
+    Execution.ExecutionStarted,
+    *CLOSED_STATUS,
+    *GATE_STATUS,
+    *NODE_EVENTS,
+)
 
 # Each column and its type: a batch's rows go out as one array per column (`unnest`).
 _TYPES = {
@@ -304,6 +314,14 @@ def fold_rows(events: Iterable[Any], positions: Iterable[int | None] = ()) -> Fo
             }
         elif type(e) in CLOSED_STATUS:
             executions.setdefault(e.originator_id, _Row()).set(_closed_execution(e, position))
+        elif type(e) in GATE_STATUS:
+            executions.setdefault(e.originator_id, _Row()).set(
+                {
+                    "status": GATE_STATUS[type(e)],
+                    "event_version": e.originator_version,
+                    "status_position": position,
+                }
+            )
         elif isinstance(e, Execution.NodeScheduled):
             row = nodes.setdefault((e.originator_id, e.node_id), _Row())
             scheduled = {"status": NodeStatus.SCHEDULED, "attempts": e.attempt, "error": None}
@@ -377,10 +395,15 @@ def fold_rows(events: Iterable[Any], positions: Iterable[int | None] = ()) -> Fo
 
 def _execution_statements(rows: dict[Any, _Row]) -> list[Statement]:
     groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    closes: list[tuple[Any, ...]] = []
+    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     for execution_id, row in rows.items():
         if row.insert is None:
-            closes.append((*(row.update[c] for c in _CLOSE_COLUMNS), execution_id))
+            # Closings (`_CLOSE_COLUMNS`), or only a status (queued, admitted): one statement
+            # per set of columns.
+            columns = tuple(c for c in _CLOSE_COLUMNS if c in row.update)
+            updates.setdefault(columns, []).append(
+                (*(row.update[c] for c in columns), execution_id)
+            )
             continue
         # Started in this batch. The row cannot exist before its first event; should it
         # (a replay), the statements applied one by one would leave the close applied and the
@@ -397,11 +420,9 @@ def _execution_statements(rows: dict[Any, _Row]) -> list[Statement]:
                 _insert("rm_executions", _EXECUTION_COLUMNS, conflict), _EXECUTION_COLUMNS, values
             )
         )
-    if closes:
+    for columns, values in updates.items():
         statements.append(
-            Statement(
-                _update("rm_executions", _CLOSE_COLUMNS, ("id",)), (*_CLOSE_COLUMNS, "id"), closes
-            )
+            Statement(_update("rm_executions", columns, ("id",)), (*columns, "id"), values)
         )
     return statements
 

@@ -92,11 +92,11 @@ async def projector_position(conn: DictConnection) -> int:
 
 
 async def open_executions(conn: DictConnection, workspace_id: UUID) -> tuple[int, int]:
-    """How many of the workspace's executions the read model has running, and the projector's
-    position that count is as of (an index-only count on `rm_executions_ws_status`)."""
+    """How many of the workspace's executions the read model has queued or running, and the
+    projector's position that count is as of (an index-only count on `rm_executions_ws_status`)."""
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM rm_executions WHERE workspace_id = %s"
-        " AND status = 'running') AS open,"
+        " AND status IN ('running', 'queued')) AS open,"
         " (SELECT position FROM consumer_positions WHERE consumer = %s) AS position",
         (workspace_id, PROJECTOR),
     )

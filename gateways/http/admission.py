@@ -2,12 +2,12 @@
 open; past it, a start answers 429 `too_many_executions` with `Retry-After`, and nothing already
 accepted is dropped (`../shared/API.md`, "Back-pressure").
 
-The count is the visibility read model's running executions of the workspace (one index-only
-count, refreshed at most every `REFRESH_S` per workspace and shared by concurrent requests),
-plus the starts this gateway accepted that the projector had not applied when it counted (each
-start's answer carries its position). Closings the projector has not applied yet count as
-open: the estimate errs towards refusing. Several gateways each add only their own starts, so
-the cap may be passed by what the others accepted within one refresh.
+The count is the visibility read model's queued and running executions of the workspace (one
+index-only count, refreshed at most every `REFRESH_S` per workspace and shared by concurrent
+requests), plus the starts this gateway accepted that the projector had not applied when it
+counted (each start's answer carries its position). Closings the projector has not applied yet
+count as open: the estimate errs towards refusing. Several gateways each add only their own
+starts, so the cap may be passed by what the others accepted within one refresh.
 
 Imported by `gateways.http.app` and the routes that start executions.
 """

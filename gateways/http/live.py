@@ -17,8 +17,9 @@ for live events: the hub does, once for the process.
 - Execution streams: a client registers (its queue then receives every event of the execution
   past `last`), then reads the execution's events up to now from the event store, then takes its
   queue, skipping positions it already sent: no gap, no duplicate, in log order.
-- The live feed: status changes are `ExecutionStarted` and the closing events; the projector
-  writes the position of the one that last set a row's status as `rm_executions.status_position`.
+- The live feed: status changes are `ExecutionStarted`, `ExecutionQueued`, `ExecutionAdmitted`
+  and the closing events; the projector writes the position of the one that last set a row's
+  status as `rm_executions.status_position`.
   When such events pass and a workspace has live subscribers, the hub's one projector waiter
   (not one per client) polls the projector's position until it has applied them, then reads the
   rows of the subscribed workspaces whose status changed since its previous read, in one query
@@ -74,7 +75,12 @@ T = TypeVar("T")
 
 CLOSING_TOPICS = frozenset(get_topic(c) for c in CLOSED_STATUS)
 STARTED_TOPIC = get_topic(Execution.ExecutionStarted)
-STATUS_TOPICS = CLOSING_TOPICS | {STARTED_TOPIC}
+# Queued and admitted (settings.concurrency) change the status too.
+GATE_TOPICS = frozenset(
+    get_topic(c) for c in (Execution.ExecutionQueued, Execution.ExecutionAdmitted)
+)
+STATUS_TOPICS = CLOSING_TOPICS | GATE_TOPICS | {STARTED_TOPIC}
+QUEUED_TOPIC = get_topic(Execution.ExecutionQueued)
 CLOSING_TYPES = frozenset(c.__name__ for c in CLOSED_STATUS)
 HEARTBEAT = b": keep-alive\n\n"
 
@@ -475,6 +481,8 @@ class Hub:
                 self._status_seen = e.position
                 if e.topic == STARTED_TOPIC and len(self._starts) < MAX_STARTS:
                     self._starts[e.originator_id] = e.position
+                elif e.topic == QUEUED_TOPIC:  # saved with its start: it never ran then
+                    self._starts.pop(e.originator_id, None)
         self.last = events[-1].position
         if self._live and self._status_seen > self._feed:
             self._ensure_waiter()

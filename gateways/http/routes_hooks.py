@@ -286,7 +286,7 @@ async def _outcome(c: Container, execution_id: UUID) -> dict[str, Any] | None:
             OUTAGES.report(exc, where="webhook outcome")
             return None
         remaining = deadline - time.monotonic()
-        if outcome["status"] != ExecutionStatus.RUNNING:
+        if outcome["status"] not in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED):
             return outcome
         if remaining <= 0:
             return None

@@ -677,3 +677,20 @@ async def test_without_the_relay_the_hub_reads_the_log_itself(
     assert [without_position(e) for e in recorded + live] == await g.history(
         started["execution_id"]
     )
+
+
+async def test_the_live_feed_shows_a_queued_execution_waiting_then_running(gw: Gateway) -> None:
+    definition = delayed("gated-feed", 0.3) | {"settings": {"concurrency": {"limit": 1}}}
+    wf = await gw.api.create_workflow(definition)
+    async with gw.stream("/executions/live") as s:
+        await s.opened()
+        first = await gw.api.start(wf["id"], {"x": 1})
+        second = await gw.api.start(wf["id"], {"x": 2})
+        assert second["status"] == "queued"
+        changes = await s.events(5)
+    mine = [e.data["status"] for e in changes if e.data["id"] == second["execution_id"]]
+    assert mine == ["queued", "running", "completed"]
+    assert [e.data["status"] for e in changes if e.data["id"] == first["execution_id"]] == [
+        "running",
+        "completed",
+    ]

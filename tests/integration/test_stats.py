@@ -349,6 +349,7 @@ async def test_a_bucket_in_numbers(projected: Projected) -> None:
         "failed": 1,
         "canceled": 1,
         "timed_out": 0,
+        "queued": 0,
     }
     assert eight["failure_rate"] == 1 / 5
     # Sorted durations 15, 40, 1000, 2000, 5000: nearest ranks 3, 5 and 5.

@@ -8,8 +8,9 @@ from engine.held_tasks import HeldTasks
 from engine.tasks import TaskMessage
 
 
-def task(workspace: str, n: int, queue: str = "default") -> TaskMessage:
+def task(workspace: str, n: int, queue: str = "default", priority: int = 3) -> TaskMessage:
     return TaskMessage(
+        priority=priority,
         task_id=f"{workspace}-{n}",
         execution_id=uuid4(),
         workspace_id=workspace,
@@ -55,3 +56,24 @@ def test_adding_a_task_twice_holds_it_once() -> None:
     held.add([task("a", 0)])
     held.add([task("a", 0)])
     assert held.count("default") == 1
+
+
+def test_within_a_workspace_higher_priorities_go_first_oldest_first() -> None:
+    held = HeldTasks()
+    held.add([task("a", 0, priority=5), task("a", 1, priority=3), task("a", 2, priority=1)])
+    held.add([task("a", 3, priority=1), task("b", 0, priority=5)])
+    taken = [t.task_id for t in held.take("default", 5)]
+    # Workspaces still take turns: b's priority-5 task is not behind a's priority-1 tasks.
+    assert taken == ["a-2", "b-0", "a-3", "a-1", "a-0"]
+    assert len(held) == 0 and held.queues() == []
+
+
+def test_a_discarded_task_leaves_its_priority() -> None:
+    held = HeldTasks()
+    held.add([task("a", 0, priority=1), task("a", 1, priority=5)])
+    held.discard(["a-0"])
+    assert held.count("default") == 1
+    assert [t.task_id for t in held.take("default", 5)] == ["a-1"]
+    held.add([task("a", 2, priority=2)])
+    held.discard(["a-2"])
+    assert len(held) == 0 and held.queues() == []

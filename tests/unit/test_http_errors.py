@@ -407,7 +407,13 @@ async def test_openapi_lists_every_route(api: tuple[TestClient, FakeBus]) -> Non
     start = doc["paths"]["/api/v1/workspaces/{ws}/workflows/{wf}/executions"]["post"]
     schema_ref = start["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = doc["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
-    assert set(schema["properties"]) == {"input", "version", "callback_url", "search_attributes"}
+    assert set(schema["properties"]) == {
+        "input",
+        "version",
+        "callback_url",
+        "search_attributes",
+        "priority",
+    }
 
 
 async def test_health(api: tuple[TestClient, FakeBus]) -> None:

@@ -143,6 +143,7 @@ def test_failure_rate_counts_failed_and_timed_out_among_the_closed() -> None:
         "failed": 1,
         "canceled": 1,
         "timed_out": 1,
+        "queued": 0,
     }
     assert summary["duration_ms"] == {"p50": bin_value(100), "p95": bin_value(400)}
 
@@ -150,7 +151,14 @@ def test_failure_rate_counts_failed_and_timed_out_among_the_closed() -> None:
 def test_an_empty_tally_names_every_status() -> None:
     assert Tally().summary((50, 95, 99)) == {
         "total": 0,
-        "by_status": {"running": 0, "completed": 0, "failed": 0, "canceled": 0, "timed_out": 0},
+        "by_status": {
+            "running": 0,
+            "completed": 0,
+            "failed": 0,
+            "canceled": 0,
+            "timed_out": 0,
+            "queued": 0,
+        },
         "failure_rate": None,
         "duration_ms": {"p50": None, "p95": None, "p99": None},
     }

@@ -59,7 +59,14 @@ def timer_of(ex: Execution, kind: str) -> str:
 
 
 def test_the_values_are_the_strings_of_the_api_the_events_and_the_read_models() -> None:
-    assert list(ExecutionStatus) == ["running", "completed", "failed", "canceled", "timed_out"]
+    assert list(ExecutionStatus) == [
+        "running",
+        "completed",
+        "failed",
+        "canceled",
+        "timed_out",
+        "queued",
+    ]
     assert list(NodeStatus) == [
         "pending",
         "scheduled",
