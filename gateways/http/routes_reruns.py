@@ -19,6 +19,7 @@ from domain.execution import CLOSED_STATUS
 from domain.rerun import MAX_BULK_RERUN, BulkRerun, RerunRefused
 from domain.roles import Action
 from gateways.http.auth import execute_with_access, workspace_access
+from gateways.http.consistency import MIN_POSITION, min_position, wait_for_projection
 from gateways.http.context import container, respond
 from gateways.http.errors import build, invalid, parse_uuid, read_json
 from gateways.http.routes_executions import IDEMPOTENCY_HEADER, WS, parsed_query
@@ -69,7 +70,7 @@ async def rerun_execution(request: web.Request) -> web.Response:
 
 async def _closed_matches(request: web.Request, ws: UUID, q: ExecutionQuery) -> list[UUID]:
     """The ids of the closed executions `q` matches (in its order), at most one more than
-    `MAX_BULK_RERUN` (eventually consistent: the read model's view)."""
+    `MAX_BULK_RERUN` (the read model's view: at least up to the request's `min_position`)."""
     statement, params = queries.list_statement(ws, q=q, limit=None)
     closed = sql.SQL("SELECT id FROM ({}) m WHERE status = ANY(%s) LIMIT %s").format(statement)
     async with container(request).pool.connection() as conn:
@@ -86,8 +87,10 @@ async def _requested_before(request: web.Request, ws: UUID, key: str) -> bool:
 
 async def rerun_matching(request: web.Request) -> web.Response:
     ws = await workspace_access(request, Action.RUN_EXECUTIONS)
+    after = min_position(request)  # read your writes: q sees the log up to it (as lists do)
     body = build(BulkRerunBody, await read_json(request))
     key = request.headers.get(IDEMPOTENCY_HEADER)
+    await wait_for_projection(request, after)
     ids: list[UUID] = []
     if not (key and await _requested_before(request, ws, key)):  # a repeat: its answer stands
         ids = await _closed_matches(request, ws, parsed_query(body.q))
@@ -119,7 +122,7 @@ ROUTES: list[Route] = [
         f"Re-run every closed execution the filter q matches (at most {MAX_BULK_RERUN})",
         status=202,
         body=BulkRerunBody,
-        params=(_IDEMPOTENCY,),
+        params=(_IDEMPOTENCY, MIN_POSITION),
         extra_responses={
             422: "invalid_query: q is malformed; too_many_matches: q matches more than"
             f" {MAX_BULK_RERUN} closed executions (nothing is re-run)"

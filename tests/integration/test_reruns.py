@@ -184,8 +184,14 @@ async def test_a_keyed_rerun_is_made_once(owner: Api) -> None:
     assert again.headers.get("Idempotent-Replayed") == "true"
 
 
-async def bulk(api: Api, body: Any, **headers: str) -> Any:
-    return await api.call("POST", api.ws("/executions/rerun"), json=body, headers=headers)
+async def bulk(api: Api, body: Any, min_position: int | None = None, **headers: str) -> Any:
+    return await api.call(
+        "POST",
+        api.ws("/executions/rerun"),
+        json=body,
+        headers=headers,
+        min_position=min_position,
+    )
 
 
 async def test_bulk_rerun_of_every_matching_closed_execution(
@@ -196,9 +202,9 @@ async def test_bulk_rerun_of_every_matching_closed_execution(
     done = await owner.start(workflow, {"n": 3, "v": "ok"})
     assert done["status"] == "completed"
     waiting = await owner.create_workflow(WAITING)
-    await owner.start(waiting["id"], {})  # running: never re-run
+    last = (await owner.start(waiting["id"], {}))["position"]  # running: never re-run
     q = "status IN ('failed', 'running') AND version = 1"
-    reply = await bulk(owner, {"q": q}, **{"Idempotency-Key": "bulk-1"})
+    reply = await bulk(owner, {"q": q}, min_position=last, **{"Idempotency-Key": "bulk-1"})
     assert reply.status == 202, reply.body
     assert reply.body["count"] == 2 and len(reply.body["execution_ids"]) == 2
     position = reply.body["position"]
