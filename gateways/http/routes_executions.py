@@ -40,6 +40,16 @@ MAX_LIMIT = 200
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
+def idempotency_param(meaning: str) -> Param:
+    """The optional `Idempotency-Key` header of a command route, `meaning` what a repeat does."""
+    return Param(
+        IDEMPOTENCY_HEADER,
+        {"type": "string", "minLength": 1, "maxLength": 255},
+        meaning,
+        location="header",
+    )
+
+
 def _execution_id(request: web.Request) -> UUID:
     return parse_uuid(request.match_info["id"], "execution")
 
@@ -257,14 +267,7 @@ ROUTES: list[Route] = [
             429: "too_many_executions: the workspace has LINKFLOW_MAX_QUEUED_PER_WORKSPACE"
             " executions open (Retry-After)"
         },
-        params=(
-            Param(
-                IDEMPOTENCY_HEADER,
-                {"type": "string", "minLength": 1, "maxLength": 255},
-                "a repeat with the same key answers the same execution",
-                location="header",
-            ),
-        ),
+        params=(idempotency_param("a repeat with the same key answers the same execution"),),
         tag="executions",
     ),
     Route(

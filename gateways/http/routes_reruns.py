@@ -22,18 +22,18 @@ from gateways.http.auth import execute_with_access, workspace_access
 from gateways.http.consistency import MIN_POSITION, min_position, wait_for_projection
 from gateways.http.context import container, respond
 from gateways.http.errors import build, invalid, parse_uuid, read_json
-from gateways.http.routes_executions import IDEMPOTENCY_HEADER, WS, parsed_query
-from gateways.http.routing import Param, Route
+from gateways.http.routes_executions import (
+    IDEMPOTENCY_HEADER,
+    WS,
+    idempotency_param,
+    parsed_query,
+)
+from gateways.http.routing import Route
 from projections import queries
 from projections.query_language import MAX_QUERY_LENGTH, ExecutionQuery
 
 CLOSED = sorted(CLOSED_STATUS.values())
-_IDEMPOTENCY = Param(
-    IDEMPOTENCY_HEADER,
-    {"type": "string", "minLength": 1, "maxLength": 255},
-    "a repeat with the same key answers the same re-run(s)",
-    location="header",
-)
+_IDEMPOTENCY = idempotency_param("a repeat with the same key answers the same re-run(s)")
 
 
 class BulkRerunBody(BaseModel):

@@ -19,12 +19,12 @@ from domain.roles import Action
 from gateways.http.auth import ROLE_KEY, workspace_access
 from gateways.http.context import container, respond
 from gateways.http.errors import DOMAIN_STATUS, ApiError, build, parse_uuid, read_json
-from gateways.http.routing import Param, Route
+from gateways.http.routes_executions import IDEMPOTENCY_HEADER, idempotency_param
+from gateways.http.routing import Route
 from infra.origin import Origin, current_origin, signal_url_actor
 from infra.signal_urls import SignalUrls, TokenInvalid
 
 WS = "/api/v1/workspaces/{ws}"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Refusals of a signal's payload: answered naming the field.
 _PAYLOAD_CODES = frozenset({"payload_too_large", "too_deep"})
 
@@ -113,14 +113,7 @@ ROUTES: list[Route] = [
         body=SendSignal,
         body_required=False,
         server_fields=("workspace_id", "execution_id", "name", "idempotency_key"),
-        params=(
-            Param(
-                IDEMPOTENCY_HEADER,
-                {"type": "string", "minLength": 1, "maxLength": 255},
-                "a repeat with the same key records nothing",
-                location="header",
-            ),
-        ),
+        params=(idempotency_param("a repeat with the same key records nothing"),),
         extra_responses={
             409: "execution_closed: the execution is not running; too_many_signals: it keeps"
             " 1,000 signals no node has taken",
@@ -139,14 +132,7 @@ ROUTES: list[Route] = [
         body_required=False,
         server_fields=("workspace_id", "execution_id", "name", "idempotency_key"),
         auth=False,
-        params=(
-            Param(
-                IDEMPOTENCY_HEADER,
-                {"type": "string", "minLength": 1, "maxLength": 255},
-                "a repeat with the same key records nothing",
-                location="header",
-            ),
-        ),
+        params=(idempotency_param("a repeat with the same key records nothing"),),
         extra_responses={
             401: "signal_url_expired: the URL's time ran out (LINKFLOW_SIGNAL_URL_TTL_S)",
             404: "not_found: a malformed or forged token",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from api import Api, signed_up
 from databases import own_database
-from loop_guard import stale_registrations
+from loop_guard import no_socket_left_registered  # noqa: F401 (an autouse fixture)
 from processes import Process, free_port, stack_env
 from target import serve_target
 
@@ -57,12 +56,3 @@ async def api(stack: tuple[str, Process]) -> AsyncIterator[Api]:
 async def target() -> AsyncIterator[str]:
     async with serve_target() as base:
         yield base
-
-
-@pytest.fixture(autouse=True)
-async def no_socket_left_registered() -> AsyncIterator[None]:
-    """After each test (its other fixtures torn down first): no closed socket is still
-    registered in the session's event loop (tests/loop_guard.py)."""
-    yield
-    stale = stale_registrations(asyncio.get_running_loop())
-    assert not stale, f"sockets closed while still registered in the event loop: {stale}"

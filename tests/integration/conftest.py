@@ -4,14 +4,13 @@ relay or projector: a test starts the roles it needs with `stack.roles`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from api import Api
-from loop_guard import stale_registrations
+from loop_guard import no_socket_left_registered  # noqa: F401 (an autouse fixture)
 
 from gateways.bootstrap import bootstrap
 from gateways.http.app import make_app
@@ -31,12 +30,3 @@ async def api(fresh_settings: Settings) -> AsyncIterator[Api]:
     finally:
         await server.close()
         await container.close()
-
-
-@pytest.fixture(autouse=True)
-async def no_socket_left_registered() -> AsyncIterator[None]:
-    """After each test (its other fixtures torn down first): no closed socket is still
-    registered in the session's event loop (tests/loop_guard.py)."""
-    yield
-    stale = stale_registrations(asyncio.get_running_loop())
-    assert not stale, f"sockets closed while still registered in the event loop: {stale}"
